@@ -1,0 +1,87 @@
+//! The HTTP API: routes and the small read handlers. Webhook ingress lives in `webhooks`.
+
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::App;
+use crate::model::Presence;
+use crate::presence;
+use crate::store::now_ms;
+use crate::webhooks;
+use error::ApiError;
+
+pub fn router(app: Arc<App>) -> Router {
+    let webhook_limit = app.config.max_webhook_body_bytes;
+    let webhook_routes = Router::new()
+        .route("/api/webhooks/{plugin}", post(webhooks::receive_default))
+        .route("/api/webhooks/{plugin}/{tenant}", post(webhooks::receive_for_tenant))
+        .layer(DefaultBodyLimit::max(webhook_limit));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/presence/{user}", get(get_presence))
+        .route("/api/plugins", get(list_plugins))
+        .merge(webhook_routes)
+        .with_state(app)
+}
+
+#[derive(Debug, Deserialize)]
+struct TenantQuery {
+    tenant: Option<String>,
+}
+
+async fn get_presence(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> Result<Json<Presence>, ApiError> {
+    let tenant = q.tenant.unwrap_or_else(|| webhooks::DEFAULT_TENANT.to_string());
+    if !webhooks::valid_tenant(&tenant) {
+        return Err(ApiError::BadRequest(format!("tenant {tenant:?} is not a valid tenant name")));
+    }
+    let now = now_ms();
+    let signals = app.store.signals(&tenant, &user, now).await?;
+    if signals.is_empty() && !app.store.knows_user(&tenant, &user).await? {
+        return Err(ApiError::NotFound(format!("no presence is known for user {user:?} in tenant {tenant:?}")));
+    }
+    Ok(Json(presence::derive(&user, &signals, now)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct PluginSummary {
+    pub name: String,
+    pub version: String,
+    pub world: String,
+    pub wit: String,
+    pub dir: String,
+    pub component_sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PluginList {
+    plugins: Vec<PluginSummary>,
+    failures: Vec<crate::plugins::registry::LoadFailure>,
+}
+
+pub fn summarize(p: &crate::plugins::LoadedPlugin) -> PluginSummary {
+    PluginSummary {
+        name: p.name().to_string(),
+        version: p.manifest.version.to_string(),
+        world: p.world().to_string(),
+        wit: p.manifest.wit.to_string(),
+        dir: p.dir.display().to_string(),
+        component_sha256: p.component_sha256.clone(),
+    }
+}
+
+async fn list_plugins(State(app): State<Arc<App>>) -> Json<PluginList> {
+    Json(PluginList {
+        plugins: app.registry.all().values().map(|p| summarize(p)).collect(),
+        failures: app.registry.failures().to_vec(),
+    })
+}

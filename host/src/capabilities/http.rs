@@ -1,0 +1,350 @@
+//! `wedsync:presence/http`: outbound requests made by the host for a plugin.
+//!
+//! The allow-list is checked on the parsed URL (scheme, host and port), never on a
+//! header, so the class of Spin's CVE-2024-32980 (a `Host` header steering the
+//! request) cannot arise: the `Host` header is the host's to set. URLs with
+//! userinfo are refused, IP literals match only a pattern naming that IP, and
+//! redirects are followed here, hop by hop, each hop checked like the first.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use url::{Host, Url};
+
+use super::Grants;
+use crate::store::Store;
+
+/// Redirect hops followed before giving up.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Headers a plugin may not set: the host owns them.
+const HOST_OWNED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "proxy-authorization",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("response larger than the plugin's cap")]
+    TooLarge,
+    #[error("credential unavailable: {0}")]
+    CredentialUnavailable(String),
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// One entry of `allowed_hosts`: `scheme://host[:port]`, `*.` allowed as the first label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    scheme: String,
+    host: PatternHost,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternHost {
+    Exact(Host<String>),
+    /// `*.example.com`: any subdomain of `example.com`, not the domain itself.
+    Subdomains(String),
+}
+
+impl HostPattern {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let (scheme, rest) = pattern
+            .split_once("://")
+            .ok_or("expected scheme://host[:port]")?;
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("scheme {scheme:?} is not http or https"));
+        }
+        let (wildcard, rest) = match rest.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let url = Url::parse(&format!("{scheme}://{rest}")).map_err(|e| e.to_string())?;
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err("a pattern names a host, not a path".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("a pattern may not contain userinfo".into());
+        }
+        let host = url.host().ok_or("missing host")?.to_owned();
+        let port = url.port_or_known_default().ok_or("missing port")?;
+        let host = if wildcard {
+            match host {
+                Host::Domain(d) => PatternHost::Subdomains(d),
+                _ => return Err("a wildcard applies to domain names, not IP addresses".into()),
+            }
+        } else {
+            PatternHost::Exact(host)
+        };
+        Ok(Self {
+            scheme: scheme.to_string(),
+            host,
+            port,
+        })
+    }
+
+    pub fn matches(&self, url: &Url) -> bool {
+        if url.scheme() != self.scheme || url.port_or_known_default() != Some(self.port) {
+            return false;
+        }
+        match (&self.host, url.host()) {
+            (PatternHost::Exact(h), Some(u)) => *h == u.to_owned(),
+            (PatternHost::Subdomains(d), Some(Host::Domain(u))) => {
+                u.len() > d.len() + 1 && u.ends_with(d.as_str()) && u[..u.len() - d.len()].ends_with('.')
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A request as a plugin asked for it.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub connection: Option<String>,
+    pub bearer_secret: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The shared HTTP client: connection pooling, rustls, and no automatic redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("presence-host/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("the HTTP client configuration is static and valid")
+}
+
+fn check_url(grants: &Grants, raw: &str) -> Result<Url, HttpError> {
+    let url = Url::parse(raw).map_err(|e| HttpError::InvalidRequest(format!("URL {raw:?}: {e}")))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(HttpError::NotAllowed(format!("scheme {:?} is not http or https", url.scheme())));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(HttpError::NotAllowed("URLs with userinfo are refused".into()));
+    }
+    if !grants.allowed_hosts.iter().any(|p| p.matches(&url)) {
+        return Err(HttpError::NotAllowed(format!(
+            "{}://{}:{} is not in the allowed_hosts of plugin {}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0),
+            grants.plugin
+        )));
+    }
+    Ok(url)
+}
+
+fn build_headers(requested: &[(String, String)]) -> Result<HeaderMap, HttpError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in requested {
+        let lower = name.to_ascii_lowercase();
+        if HOST_OWNED_HEADERS.contains(&lower.as_str()) {
+            return Err(HttpError::NotAllowed(format!("header {name:?} is set by the host")));
+        }
+        let name = HeaderName::from_bytes(lower.as_bytes())
+            .map_err(|_| HttpError::InvalidRequest(format!("header name {name:?}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| HttpError::InvalidRequest(format!("header {name} has an invalid value")))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// Sends `req` for the plugin whose grants are given, following allowed redirects.
+pub async fn send(
+    client: &reqwest::Client,
+    store: &Store,
+    grants: &Grants,
+    req: OutboundRequest,
+) -> Result<OutboundResponse, HttpError> {
+    let mut method = reqwest::Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| HttpError::InvalidRequest(format!("method {:?}", req.method)))?;
+    let mut url = check_url(grants, &req.url)?;
+    let headers = build_headers(&req.headers)?;
+    let mut authorization = credential(store, grants, &req).await?;
+    let mut body = Some(req.body);
+    let timeout = Duration::from_millis(grants.limits.http_timeout_ms);
+    let cap = grants.limits.max_http_response_kib as usize * 1024;
+
+    for _hop in 0..=MAX_REDIRECTS {
+        let mut builder = client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone())
+            .timeout(timeout);
+        if let Some(auth) = &authorization {
+            builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
+        if let Some(b) = &body {
+            if !b.is_empty() {
+                builder = builder.body(b.clone());
+            }
+        }
+        let response = builder.send().await.map_err(transport_error)?;
+        let status = response.status();
+        if status.is_redirection() {
+            if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
+                let location = location
+                    .to_str()
+                    .map_err(|_| HttpError::Transport("redirect with an unreadable Location".into()))?;
+                let next = url
+                    .join(location)
+                    .map_err(|e| HttpError::Transport(format!("redirect to {location:?}: {e}")))?;
+                let next = check_url(grants, next.as_str())
+                    .map_err(|e| HttpError::NotAllowed(format!("redirect refused: {e}")))?;
+                if next.origin() != url.origin() {
+                    // Credentials are for the origin the plugin named, not wherever it redirects.
+                    authorization = None;
+                }
+                if status == reqwest::StatusCode::SEE_OTHER
+                    || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
+                {
+                    method = reqwest::Method::GET;
+                    body = None;
+                }
+                url = next;
+                continue;
+            }
+        }
+        return read_response(response, cap).await;
+    }
+    Err(HttpError::Transport(format!("more than {MAX_REDIRECTS} redirects")))
+}
+
+async fn credential(
+    store: &Store,
+    grants: &Grants,
+    req: &OutboundRequest,
+) -> Result<Option<HeaderValue>, HttpError> {
+    if let Some(connection) = &req.connection {
+        return Err(HttpError::CredentialUnavailable(format!(
+            "no OAuth connection {connection:?} is available to plugin {}",
+            grants.plugin
+        )));
+    }
+    let Some(name) = &req.bearer_secret else {
+        return Ok(None);
+    };
+    let value = super::secrets::granted_value(store, grants, name)
+        .await
+        .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?;
+    let token = std::str::from_utf8(value.expose())
+        .map_err(|_| HttpError::CredentialUnavailable(format!("secret {name:?} is not text")))?;
+    let mut header = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| HttpError::CredentialUnavailable(format!("secret {name:?} is not a valid token")))?;
+    header.set_sensitive(true);
+    Ok(Some(header))
+}
+
+fn transport_error(e: reqwest::Error) -> HttpError {
+    if e.is_timeout() {
+        HttpError::Timeout
+    } else {
+        HttpError::Transport(e.to_string())
+    }
+}
+
+async fn read_response(mut response: reqwest::Response, cap: usize) -> Result<OutboundResponse, HttpError> {
+    if response.content_length().is_some_and(|len| len as usize > cap) {
+        return Err(HttpError::TooLarge);
+    }
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > cap {
+            return Err(HttpError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(OutboundResponse { status, headers, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(patterns: &[&str], url: &str) -> bool {
+        let url = Url::parse(url).unwrap();
+        patterns.iter().any(|p| HostPattern::parse(p).unwrap().matches(&url))
+    }
+
+    #[test]
+    fn exact_hosts_match_scheme_host_and_port() {
+        let p = ["https://slack.com"];
+        assert!(allowed(&p, "https://slack.com/api/users.profile.set"));
+        assert!(allowed(&p, "https://SLACK.com:443/x"));
+        assert!(!allowed(&p, "http://slack.com/x"));
+        assert!(!allowed(&p, "https://slack.com:8443/x"));
+        assert!(!allowed(&p, "https://slack.com.evil.example/x"));
+        assert!(!allowed(&p, "https://evilslack.com/x"));
+        assert!(!allowed(&p, "https://api.slack.com/x"));
+    }
+
+    #[test]
+    fn wildcards_cover_subdomains_only() {
+        let p = ["https://*.slack.com"];
+        assert!(allowed(&p, "https://api.slack.com/x"));
+        assert!(allowed(&p, "https://a.b.slack.com/x"));
+        assert!(!allowed(&p, "https://slack.com/x"));
+        assert!(!allowed(&p, "https://notslack.com/x"));
+    }
+
+    #[test]
+    fn ip_literals_match_only_the_same_ip() {
+        let p = ["http://localhost:8080"];
+        assert!(allowed(&p, "http://localhost:8080/x"));
+        assert!(!allowed(&p, "http://127.0.0.1:8080/x"));
+        // Decimal and hex spellings of 127.0.0.1 normalise to the IP, which is not listed.
+        assert!(!allowed(&p, "http://2130706433:8080/x"));
+        assert!(!allowed(&p, "http://0x7f000001:8080/x"));
+        let p = ["http://127.0.0.1:9000"];
+        assert!(allowed(&p, "http://2130706433:9000/x"));
+        assert!(!allowed(&p, "http://[::1]:9000/x"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for p in ["slack.com", "ftp://slack.com", "https://slack.com/api", "https://*.127.0.0.1", "https://u:p@slack.com"] {
+            assert!(HostPattern::parse(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn host_owned_headers_are_refused() {
+        for name in ["Host", "authorization", "Content-Length"] {
+            let err = build_headers(&[(name.to_string(), "x".to_string())]).unwrap_err();
+            assert!(matches!(err, HttpError::NotAllowed(_)), "{name}");
+        }
+        assert!(build_headers(&[("content-type".into(), "application/json".into())]).is_ok());
+    }
+}

@@ -1,0 +1,275 @@
+//! The command line: `serve`, `secret set|list`, `plugin list|check`.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::plugins::manifest::MANIFEST_FILE;
+use crate::plugins::registry::{load_plugin, plugin_dirs};
+use crate::runtime::{HostServices, Runtime, RuntimeConfig};
+use crate::store::{MasterKey, SecretName, Store};
+use crate::{App, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "presence-host", version = version_line(), about = "Presence and notification routing for wedding vendors, with sandboxed WebAssembly plugins")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn version_line() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (accepts wedsync:presence@0.1.0)")
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// A TOML configuration file; flags and PRESENCE_* variables override it.
+    #[arg(long, env = "PRESENCE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Where the database, master key and compiled-plugin cache live [default: ./data].
+    #[arg(long, env = "PRESENCE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// The folder of plugins to load [default: the bundled plugins in target/plugins].
+    #[arg(long, env = "PRESENCE_PLUGINS_DIR", global = true)]
+    pub plugins_dir: Option<PathBuf>,
+    /// Database URL [default: SQLite in the data directory].
+    #[arg(long, env = "PRESENCE_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server with the plugins in the plugins folder.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "PRESENCE_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage secrets (stored encrypted in the data directory's database).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Inspect and check plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret; its value is read from standard input (one trailing newline is dropped).
+    Set {
+        name: String,
+        /// The value is base64 (a `whsec_` prefix, as Standard Webhooks secrets have, is dropped first).
+        #[arg(long)]
+        base64: bool,
+    },
+    /// List the names of stored secrets (never their values).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load every plugin of the plugins folder and report each one's state.
+    List,
+    /// Check a plugin (its folder, its plugin.toml or its .wasm) against this host's WIT, without serving.
+    Check { path: PathBuf },
+}
+
+impl CommonArgs {
+    /// Defaults, then the configuration file, then environment and flags.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(d) = &self.plugins_dir {
+            config.plugins_dir = Some(d.clone());
+        }
+        if let Some(u) = &self.database_url {
+            config.database_url = Some(u.clone());
+        }
+        if let Ok(key) = std::env::var("PRESENCE_MASTER_KEY") {
+            config.master_key = Some(key);
+        }
+        Ok(config)
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = cli.common.config()?;
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            let running = App::start(config).await?;
+            running
+                .serve(
+                    |addr| {
+                        println!("presence-host listening on http://{addr}");
+                        tracing::info!(%addr, "ready");
+                    },
+                    shutdown_signal(),
+                )
+                .await
+        }
+        Command::Secret(SecretCommand::Set { name, base64 }) => {
+            let name = SecretName::parse(&name).map_err(anyhow::Error::msg)?;
+            let mut raw = Vec::new();
+            std::io::stdin().read_to_end(&mut raw).context("reading the secret from standard input")?;
+            let raw = zeroize::Zeroizing::new(raw);
+            let mut value: &[u8] = &raw;
+            if value.ends_with(b"\n") {
+                value = &value[..value.len() - 1];
+            }
+            if value.ends_with(b"\r") {
+                value = &value[..value.len() - 1];
+            }
+            let decoded;
+            if base64 {
+                use base64::Engine as _;
+                let text = std::str::from_utf8(value).context("a base64 secret must be text")?;
+                let text = text.trim().trim_start_matches("whsec_");
+                decoded = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .context("the secret is not valid base64")?,
+                );
+                value = &decoded;
+            }
+            if value.is_empty() {
+                bail!("the secret read from standard input is empty");
+            }
+            let store = crate::open_store(&config).await?;
+            store.set_secret(&name, value).await?;
+            println!("secret {name} stored ({} bytes, master key {})", value.len(), store.master_key_id());
+            Ok(())
+        }
+        Command::Secret(SecretCommand::List) => {
+            let store = crate::open_store(&config).await?;
+            for (name, updated) in store.secret_names().await? {
+                let when = chrono::DateTime::from_timestamp_millis(updated).map_or_else(String::new, |t| t.to_rfc3339());
+                println!("{name}\t{when}");
+            }
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::List) => plugin_list(&config).await,
+        Command::Plugin(PluginCommand::Check { path }) => plugin_check(&path).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+/// A runtime that touches nothing on disk: an in-memory store and no compile cache.
+async fn scratch_runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    let key = MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")?;
+    let store = Store::open("sqlite::memory:", key).await?;
+    Runtime::new(
+        &RuntimeConfig {
+            max_concurrent_calls: 4,
+            cache_dir,
+        },
+        HostServices {
+            store,
+            http: crate::capabilities::http::client(),
+        },
+    )
+}
+
+async fn plugin_list(config: &Config) -> anyhow::Result<()> {
+    let root = config.plugins_dir();
+    let runtime = Arc::new(scratch_runtime(Some(config.cache_dir())).await?);
+    let dirs = plugin_dirs(&root).with_context(|| format!("reading the plugins folder {}", root.display()))?;
+    println!("{:<20} {:<9} {:<11} {:<6} status", "name", "version", "world", "wit");
+    let mut failed = 0;
+    for dir in dirs {
+        let rt = runtime.clone();
+        let overrides = None;
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || load_plugin(&rt, &d, overrides)).await? {
+            Ok(p) => println!(
+                "{:<20} {:<9} {:<11} {:<6} ok ({})",
+                p.name(),
+                p.manifest.version.to_string(),
+                p.world().to_string(),
+                p.manifest.wit.to_string(),
+                p.dir.display()
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{:<20} {:<9} {:<11} {:<6} error: {e}", dir.file_name().unwrap_or_default().to_string_lossy(), "-", "-", "-");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} plugin(s) failed to load");
+    }
+    Ok(())
+}
+
+/// The plugin folder a path names: the folder itself, or the folder of its manifest or component.
+fn plugin_folder(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let parent = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent };
+    if !path.exists() {
+        bail!("{}: no such file or folder", path.display());
+    }
+    if !parent.join(MANIFEST_FILE).is_file() {
+        bail!("{}: no {MANIFEST_FILE} beside it; a plugin is a folder with plugin.toml and its component", path.display());
+    }
+    Ok(parent)
+}
+
+async fn plugin_check(path: &Path) -> anyhow::Result<()> {
+    let folder = plugin_folder(path)?;
+    let runtime = Arc::new(scratch_runtime(None).await?);
+    let rt = runtime.clone();
+    let dir = folder.clone();
+    let plugin = tokio::task::spawn_blocking(move || load_plugin(&rt, &dir, None))
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let detail = match plugin.world() {
+        crate::plugins::World::Provider => {
+            let info = runtime
+                .describe(&plugin.pre, &plugin.grants)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            format!("{}; features: {:?}", info.display_name, info.features)
+        }
+        crate::plugins::World::Classifier => "classify export present".to_string(),
+    };
+    println!(
+        "ok: {} {} implements wedsync:presence@{} world {} ({detail})",
+        plugin.name(),
+        plugin.manifest.version,
+        plugin.manifest.wit,
+        plugin.world()
+    );
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Layered configuration: built-in defaults, then a TOML file (`--config`), then
+//! `PRESENCE_*` environment variables and command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: invalid configuration: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Everything the host can be told. Every field has a default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Where the database, the master key and the compiled-plugin cache live. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Plugin folders to load. Default: the bundled plugins built by `cargo xtask plugins`
+    /// (`target/plugins`, found beside the executable or under the working directory).
+    pub plugins_dir: Option<PathBuf>,
+    /// Database URL. Default: SQLite at `<data_dir>/presence.db`.
+    pub database_url: Option<String>,
+    /// Base64 of the 32-byte master key that seals secrets at rest. Default: generated
+    /// into `<data_dir>/master.key` on first run, with a warning.
+    pub master_key: Option<String>,
+    /// The base URL providers use to reach this host (for signatures over the URL,
+    /// such as Twilio's). Default: built from the request's `Host` header.
+    pub public_url: Option<String>,
+    /// Largest webhook body accepted, in bytes; larger ones get 413. Default 1 MiB.
+    pub max_webhook_body_bytes: usize,
+    /// Plugin calls that may run at once. Default 256.
+    pub max_concurrent_calls: u32,
+    /// Watch the plugins folder and reload changed plugins. Default true.
+    pub hot_reload: bool,
+    /// Per-plugin operator settings, by plugin name.
+    pub plugins: BTreeMap<String, PluginOverrides>,
+    /// Per-tenant settings, by tenant name.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            plugins_dir: None,
+            database_url: None,
+            master_key: None,
+            public_url: None,
+            max_webhook_body_bytes: 1024 * 1024,
+            max_concurrent_calls: 256,
+            hot_reload: true,
+            plugins: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// What an operator adds to a plugin's manifest.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginOverrides {
+    /// More `allowed_hosts` patterns (e.g. a provider emulator's address).
+    pub extra_allowed_hosts: Vec<String>,
+    /// Settings that replace the manifest's `[config]` values.
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Classifier plugins tried in order; the first classification wins. Default `["wedding-keywords"]`.
+    pub classifiers: Vec<String>,
+}
+
+/// The classifier chain a tenant gets when it configures none.
+pub const DEFAULT_CLASSIFIERS: &[&str] = &["wedding-keywords"];
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("presence.db").display()))
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir.clone().unwrap_or_else(bundled_plugins_dir)
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+
+    pub fn classifiers_for(&self, tenant: &str) -> Vec<String> {
+        match self.tenants.get(tenant) {
+            Some(t) if !t.classifiers.is_empty() => t.classifiers.clone(),
+            _ => DEFAULT_CLASSIFIERS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// `target/plugins` beside the running executable (`target/<profile>/presence-host`),
+/// else under the working directory.
+pub fn bundled_plugins_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("plugins")))
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("target/plugins"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_defaults_and_unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\n[plugins.slack]\nextra_allowed_hosts = [\"http://127.0.0.1:1234\"]\n[tenants.acme]\nclassifiers = [\"acme-rules\"]\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.max_webhook_body_bytes, 1024 * 1024);
+        assert_eq!(c.classifiers_for("acme"), vec!["acme-rules"]);
+        assert_eq!(c.classifiers_for("other"), vec!["wedding-keywords"]);
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("lisen") && err.contains("c.toml"), "{err}");
+    }
+}

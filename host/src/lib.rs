@@ -1,0 +1,108 @@
+//! presence-host: keeps wedding vendors' presence true from their calendars, calls
+//! and chats, through sandboxed WebAssembly provider and rule plugins.
+//!
+//! [`App::start`] builds everything from a [`Config`]; `main.rs` only parses the
+//! command line. Tests use the same entry points.
+
+pub mod api;
+pub mod capabilities;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod plugins;
+pub mod presence;
+pub mod runtime;
+pub mod store;
+pub mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::Config;
+use plugins::PluginRegistry;
+use runtime::{HostServices, Runtime, RuntimeConfig};
+use store::{MasterKey, Store};
+
+/// The running host's shared state.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<PluginRegistry>,
+}
+
+/// A started app; dropping it stops hot reload.
+pub struct Running {
+    pub app: Arc<App>,
+    _watcher: Option<plugins::reload::ReloadWatcher>,
+}
+
+/// Opens the store with the configured (or data-dir) master key.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+    let key = MasterKey::load_or_create(config.master_key.as_deref(), &config.data_dir)?;
+    Ok(Store::open(&config.database_url(), key).await?)
+}
+
+impl App {
+    /// Opens the store, starts the runtime and loads every plugin.
+    pub async fn start(config: Config) -> anyhow::Result<Running> {
+        let store = open_store(&config).await?;
+        let runtime = Arc::new(Runtime::new(
+            &RuntimeConfig {
+                max_concurrent_calls: config.max_concurrent_calls,
+                cache_dir: Some(config.cache_dir()),
+            },
+            HostServices {
+                store: store.clone(),
+                http: capabilities::http::client(),
+            },
+        )?);
+        let plugins_dir = config.plugins_dir();
+        let registry = Arc::new(PluginRegistry::new(runtime.clone(), plugins_dir.clone(), config.plugins.clone()));
+        if !plugins_dir.is_dir() {
+            tracing::warn!(dir = %plugins_dir.display(), "the plugins folder does not exist; build the bundled plugins with `cargo xtask plugins` or set --plugins-dir");
+        }
+        let report = registry.reload().await;
+        for failure in &report.failed {
+            tracing::error!(error = %failure.error, "plugin not loaded");
+        }
+        tracing::info!(dir = %plugins_dir.display(), loaded = ?report.loaded, "plugins loaded");
+        let watcher = if config.hot_reload && plugins_dir.is_dir() {
+            Some(plugins::reload::watch(registry.clone())?)
+        } else {
+            None
+        };
+        Ok(Running {
+            app: Arc::new(App {
+                config,
+                store,
+                runtime,
+                registry,
+            }),
+            _watcher: watcher,
+        })
+    }
+}
+
+impl Running {
+    /// Serves HTTP on the configured address until `shutdown` resolves; `ready` is
+    /// called with the bound address once the listener accepts connections.
+    pub async fn serve(
+        self,
+        ready: impl FnOnce(SocketAddr),
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.app.config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", self.app.config.listen))?;
+        let addr = listener.local_addr()?;
+        let router = api::router(self.app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        ready(addr);
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        self.app.store.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! Plugins on disk: manifests, the registry of loaded plugins, and hot reload.
+
+pub mod manifest;
+pub mod registry;
+pub mod reload;
+
+pub use manifest::{Manifest, PluginName, World};
+pub use registry::{LoadedPlugin, PluginRegistry};

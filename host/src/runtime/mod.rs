@@ -1,0 +1,463 @@
+//! The WebAssembly runtime: one engine, compiled components cached on disk, an
+//! `InstancePre` per plugin, and a fresh `Store` per call with memory, time and
+//! output limits.
+//!
+//! A trap, a deadline, an exceeded limit or a guest panic ends that one call with
+//! a [`CallError`]; the host and every other plugin keep serving.
+
+pub mod cache;
+pub mod since_v0_1_0;
+pub mod state;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use crate::capabilities::Grants;
+use crate::model;
+use crate::plugins::manifest::{MAX_MEMORY_MIB, Manifest, PluginName, World};
+pub use cache::CacheOutcome;
+use cache::ComponentCache;
+pub use state::{CallState, HostServices};
+
+/// The `wedsync:presence` versions this host can run, oldest first.
+pub const ACCEPTED_WIT_VERSIONS: &[&str] = &[since_v0_1_0::VERSION];
+
+/// How often the engine's epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Plugin calls that may run at once (pooling allocator slots).
+    pub max_concurrent_calls: u32,
+    /// Where compiled components are cached; `None` compiles on every load.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{0}: not a valid WebAssembly component: {1}")]
+    Compile(String, String),
+    #[error("{0}: does not fit the `{1}` world of wedsync:presence@{2}: {3}")]
+    World(String, World, String, String),
+}
+
+/// Why one plugin call failed. Always names the plugin.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("plugin {plugin}: {kind}")]
+pub struct CallError {
+    pub plugin: PluginName,
+    pub kind: CallErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallErrorKind {
+    #[error("exceeded its {0} ms deadline")]
+    Deadline(u64),
+    #[error("exceeded its memory limit of {0} MiB")]
+    MemoryLimit(u32),
+    #[error("returned {size} bytes, above its limit of {limit} bytes")]
+    OutputTooLarge { size: usize, limit: usize },
+    #[error("trapped (a panic or invalid operation): {0}")]
+    Trap(String),
+    #[error("could not start: {0}")]
+    Instantiate(String),
+    #[error("does not implement `{0}`")]
+    WrongWorld(&'static str),
+}
+
+impl CallErrorKind {
+    /// A short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Deadline(_) => "deadline",
+            Self::MemoryLimit(_) => "memory_limit",
+            Self::OutputTooLarge { .. } => "output_limit",
+            Self::Trap(_) => "trap",
+            Self::Instantiate(_) => "instantiate",
+            Self::WrongWorld(_) => "wrong_world",
+        }
+    }
+}
+
+/// A plugin linked and ready to instantiate, per world and WIT version.
+#[derive(Clone)]
+pub enum PluginPre {
+    ClassifierV0_1(since_v0_1_0::classifier::ClassifierPre<CallState>),
+    ProviderV0_1(since_v0_1_0::provider::ProviderPre<CallState>),
+}
+
+/// Advances the engine's epoch from its own thread, so deadlines fire even when
+/// every async worker is busy running guest code.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    classifier_linker: Linker<CallState>,
+    provider_linker: Linker<CallState>,
+    cache: ComponentCache,
+    services: Arc<HostServices>,
+    _ticker: EpochTicker,
+}
+
+type CallFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+
+/// Bytes of strings and lists a value returned by a plugin carries.
+pub trait OutputSize {
+    fn output_size(&self) -> usize;
+}
+
+impl<T: OutputSize> OutputSize for Option<T> {
+    fn output_size(&self) -> usize {
+        self.as_ref().map_or(0, OutputSize::output_size)
+    }
+}
+
+impl<T: OutputSize, E: OutputSize> OutputSize for Result<T, E> {
+    fn output_size(&self) -> usize {
+        match self {
+            Ok(v) => v.output_size(),
+            Err(e) => e.output_size(),
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(config: &RuntimeConfig, services: HostServices) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(config.max_concurrent_calls)).map_err(anyhow::Error::from)?;
+        let mut classifier_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut classifier_linker).map_err(anyhow::Error::from)?;
+        since_v0_1_0::classifier::Classifier::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut classifier_linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)?;
+        let mut provider_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut provider_linker).map_err(anyhow::Error::from)?;
+        since_v0_1_0::provider::Provider::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut provider_linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)?;
+        let cache = ComponentCache::new(&engine, config.cache_dir.clone());
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            classifier_linker,
+            provider_linker,
+            cache,
+            services: Arc::new(services),
+            _ticker: ticker,
+        })
+    }
+
+    pub fn services(&self) -> &Arc<HostServices> {
+        &self.services
+    }
+
+    /// Compiles (or loads from the cache) and links a component for the world its
+    /// manifest declares. CPU-heavy: call it from a blocking thread.
+    pub fn prepare(&self, manifest: &Manifest, wasm: &[u8], label: &str) -> Result<(PluginPre, CacheOutcome), PrepareError> {
+        let (component, outcome) = self
+            .cache
+            .load_or_compile(&self.engine, wasm)
+            .map_err(|e| PrepareError::Compile(label.to_string(), format!("{e:#}")))?;
+        let world_error = |e: wasmtime::Error| {
+            PrepareError::World(label.to_string(), manifest.world, manifest.wit.to_string(), describe_link_error(&e))
+        };
+        let pre = match (manifest.world, manifest.wit.to_string().as_str()) {
+            (World::Classifier, since_v0_1_0::VERSION) => {
+                let pre = self.classifier_linker.instantiate_pre(&component).map_err(world_error)?;
+                PluginPre::ClassifierV0_1(
+                    since_v0_1_0::classifier::ClassifierPre::new(pre).map_err(world_error)?,
+                )
+            }
+            (World::Provider, since_v0_1_0::VERSION) => {
+                let pre = self.provider_linker.instantiate_pre(&component).map_err(world_error)?;
+                PluginPre::ProviderV0_1(since_v0_1_0::provider::ProviderPre::new(pre).map_err(world_error)?)
+            }
+            (world, version) => {
+                return Err(PrepareError::World(
+                    label.to_string(),
+                    world,
+                    version.to_string(),
+                    "this WIT version is not accepted".into(),
+                ));
+            }
+        };
+        Ok((pre, outcome))
+    }
+
+    /// Runs `call` against a fresh instance in a fresh store, enforcing the plugin's limits.
+    async fn run<T, F>(&self, grants: &Arc<Grants>, tenant: &str, call: F) -> Result<T, CallError>
+    where
+        T: OutputSize + Send,
+        F: for<'a> FnOnce(&'a mut Store<CallState>) -> CallFuture<'a, T> + Send,
+    {
+        let limits = grants.limits;
+        let started = Instant::now();
+        let mut store = Store::new(&self.engine, CallState::new(grants.clone(), self.services.clone(), tenant));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
+        store.epoch_deadline_trap();
+        let fail = |kind: CallErrorKind| CallError {
+            plugin: grants.plugin.clone(),
+            kind,
+        };
+
+        // The epoch deadline stops guest code; this stops a call stuck in a host
+        // import (a slow HTTP answer) once the whole call is out of time.
+        let outcome = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), call(&mut store)).await;
+        let result = match outcome {
+            Err(_elapsed) => Err(fail(CallErrorKind::Deadline(limits.timeout_ms))),
+            Ok(Ok(value)) => {
+                let size = value.output_size();
+                let limit = limits.max_output_kib as usize * 1024;
+                if size > limit {
+                    Err(fail(CallErrorKind::OutputTooLarge { size, limit }))
+                } else {
+                    Ok(value)
+                }
+            }
+            Ok(Err(e)) => Err(fail(classify_error(&e, store.data(), limits.timeout_ms, limits.memory_mib))),
+        };
+        let host_calls = store.data().host_calls;
+        match &result {
+            Ok(_) => tracing::debug!(plugin = %grants.plugin, tenant, host_calls, elapsed_us = started.elapsed().as_micros() as u64, "plugin call"),
+            Err(e) => tracing::warn!(plugin = %grants.plugin, tenant, host_calls, error = %e, kind = e.kind.label(), "plugin call failed"),
+        }
+        result
+    }
+
+    /// Runs a classifier on one event.
+    pub async fn classify(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        event: &model::CalendarEvent,
+    ) -> Result<Option<model::Classification>, CallError> {
+        let PluginPre::ClassifierV0_1(pre) = pre else {
+            return Err(wrong_world(grants, "classify"));
+        };
+        let pre = pre.clone();
+        let event = since_v0_1_0::event_into(event);
+        self.run(grants, tenant, move |store| {
+            Box::pin(async move {
+                let bindings = pre.instantiate_async(&mut *store).await?;
+                let out = bindings.call_classify(&mut *store, &event).await?;
+                Ok(out.map(since_v0_1_0::classification_from))
+            })
+        })
+        .await
+    }
+
+    /// Hands a received webhook to a provider plugin.
+    pub async fn handle_webhook(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        request: &model::WebhookRequest,
+    ) -> Result<Result<model::WebhookOutcome, model::PluginFault>, CallError> {
+        let PluginPre::ProviderV0_1(pre) = pre else {
+            return Err(wrong_world(grants, "handle-webhook"));
+        };
+        let pre = pre.clone();
+        let request = since_v0_1_0::webhook_request_into(request);
+        self.run(grants, tenant, move |store| {
+            Box::pin(async move {
+                let bindings = pre.instantiate_async(&mut *store).await?;
+                let out = bindings.call_handle_webhook(&mut *store, &request).await?;
+                Ok(out
+                    .map(since_v0_1_0::webhook_outcome_from)
+                    .map_err(since_v0_1_0::plugin_error_from))
+            })
+        })
+        .await
+    }
+
+    /// Asks a provider plugin what it can do.
+    pub async fn describe(&self, pre: &PluginPre, grants: &Arc<Grants>) -> Result<model::ProviderInfo, CallError> {
+        let PluginPre::ProviderV0_1(pre) = pre else {
+            return Err(wrong_world(grants, "describe"));
+        };
+        let pre = pre.clone();
+        self.run(grants, "", move |store| {
+            Box::pin(async move {
+                let bindings = pre.instantiate_async(&mut *store).await?;
+                let out = bindings.call_describe(&mut *store).await?;
+                Ok(since_v0_1_0::provider_info_from(out))
+            })
+        })
+        .await
+    }
+
+    /// Asks a provider plugin to publish a presence to its service.
+    pub async fn push_status(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        connection: &str,
+        presence: &model::Presence,
+    ) -> Result<Result<(), model::PluginFault>, CallError> {
+        let PluginPre::ProviderV0_1(pre) = pre else {
+            return Err(wrong_world(grants, "push-status"));
+        };
+        let pre = pre.clone();
+        let presence = since_v0_1_0::presence_into(presence);
+        let connection = connection.to_string();
+        self.run(grants, tenant, move |store| {
+            Box::pin(async move {
+                let bindings = pre.instantiate_async(&mut *store).await?;
+                let out = bindings.call_push_status(&mut *store, &connection, &presence).await?;
+                Ok(out.map_err(since_v0_1_0::plugin_error_from))
+            })
+        })
+        .await
+    }
+}
+
+fn wrong_world(grants: &Grants, export: &'static str) -> CallError {
+    CallError {
+        plugin: grants.plugin.clone(),
+        kind: CallErrorKind::WrongWorld(export),
+    }
+}
+
+fn engine_config(max_concurrent_calls: u32) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let n = max_concurrent_calls.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    // A Rust wasip2 component holds a few core instances, memories and tables
+    // (the program plus the component's adapter shims).
+    pool.total_component_instances(n)
+        .total_core_instances(n * 8)
+        .total_memories(n * 2)
+        .total_tables(n * 4)
+        .total_stacks(n)
+        .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Turns a wasmtime error from a call into what the operator needs to know.
+fn classify_error(e: &wasmtime::Error, state: &CallState, timeout_ms: u64, memory_mib: u32) -> CallErrorKind {
+    if state.limiter.memory_exceeded {
+        return CallErrorKind::MemoryLimit(memory_mib);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallErrorKind::Deadline(timeout_ms),
+        Some(trap) => CallErrorKind::Trap(trap.to_string()),
+        None => {
+            let message = format!("{e:#}");
+            if message.contains("instantiat") || message.contains("resource limit") || message.contains("concurrent") {
+                CallErrorKind::Instantiate(message)
+            } else {
+                CallErrorKind::Trap(message)
+            }
+        }
+    }
+}
+
+/// A link error says which import is missing; add what that means for a plugin author.
+fn describe_link_error(e: &wasmtime::Error) -> String {
+    let message = format!("{e:#}");
+    if message.contains("import") {
+        format!("{message} (the host grants this world only the imports it declares; a plugin may import nothing else)")
+    } else {
+        message
+    }
+}
+
+// Output sizes of what plugins return.
+
+impl OutputSize for model::Classification {
+    fn output_size(&self) -> usize {
+        let category = match &self.category {
+            model::Category::Other(name) => name.len(),
+            _ => 0,
+        };
+        self.status_text.len() + self.status_emoji.len() + category
+    }
+}
+
+impl OutputSize for model::WebhookOutcome {
+    fn output_size(&self) -> usize {
+        let headers: usize = self.response.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let events: usize = self
+            .events
+            .iter()
+            .map(|ue| {
+                let e = &ue.event;
+                ue.user.len()
+                    + e.id.len()
+                    + e.title.len()
+                    + e.description.as_ref().map_or(0, String::len)
+                    + e.location.as_ref().map_or(0, String::len)
+                    + e.attendees.iter().map(String::len).sum::<usize>()
+                    + e.online_meeting_url.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let signals: usize = self
+            .signals
+            .iter()
+            .map(|s| s.user.len() + s.status_text.as_ref().map_or(0, String::len) + s.status_emoji.as_ref().map_or(0, String::len))
+            .sum();
+        self.response.body.len() + headers + self.delivery_id.as_ref().map_or(0, String::len) + events + signals
+    }
+}
+
+impl OutputSize for model::PluginFault {
+    fn output_size(&self) -> usize {
+        match self {
+            Self::Unauthorized(m) | Self::InvalidInput(m) | Self::Unsupported(m) | Self::Internal(m) => m.len(),
+            Self::Upstream { message, .. } => message.len(),
+        }
+    }
+}
+
+impl OutputSize for model::ProviderInfo {
+    fn output_size(&self) -> usize {
+        self.display_name.len() + self.features.len()
+    }
+}
+
+impl OutputSize for () {
+    fn output_size(&self) -> usize {
+        0
+    }
+}

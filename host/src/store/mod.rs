@@ -1,0 +1,449 @@
+//! Durable state: secrets, plugin key-value data, webhook deliveries and presence signals.
+//!
+//! sqlx with migrations. SQLite (a file in the data directory, WAL mode) is the
+//! embedded default; the methods here are the whole interface the rest of the host
+//! uses, so a PostgreSQL backend slots in behind them without touching callers.
+
+pub mod crypto;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use zeroize::Zeroizing;
+
+pub use crypto::MasterKey;
+
+use crate::model::{Availability, Category, PresenceSignal, SignalSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: this build supports sqlite:// URLs")]
+    UnsupportedUrl(String),
+    #[error("secret {name:?}: {source}")]
+    Secret { name: String, source: crypto::KeyError },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A secret's name: what plugins and operators use in place of its value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretName(String);
+
+impl SecretName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
+        if ok {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(format!(
+                "secret name {name:?} must be 1-128 characters of letters, digits and - _ . / :"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SecretName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A secret's value. It never prints, and its memory is wiped when dropped.
+pub struct SecretValue(Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Result of a quota-checked write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvWrite {
+    Written,
+    QuotaExceeded,
+}
+
+/// A signal with the key that tells it apart from the same source's other statements.
+#[derive(Debug, Clone)]
+pub struct KeyedSignal {
+    pub key: String,
+    pub origin: String,
+    pub signal: PresenceSignal,
+}
+
+/// Whether a webhook's effects were recorded, or it was a redelivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookCommit {
+    Recorded,
+    Duplicate,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    key: std::sync::Arc<MasterKey>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and runs pending migrations.
+    pub async fn open(url: &str, key: MasterKey) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            key: std::sync::Arc::new(key),
+        })
+    }
+
+    pub fn master_key_id(&self) -> &str {
+        self.key.id()
+    }
+
+    // --- secrets -------------------------------------------------------------
+
+    fn secret_aad(name: &SecretName) -> Vec<u8> {
+        format!("secret:{name}").into_bytes()
+    }
+
+    pub async fn set_secret(&self, name: &SecretName, value: &[u8]) -> Result<(), StoreError> {
+        let (nonce, ciphertext) = self.key.seal(value, &Self::secret_aad(name));
+        sqlx::query(
+            "INSERT INTO secrets (name, key_id, nonce, ciphertext, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,
+             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(name.as_str())
+        .bind(self.key.id())
+        .bind(nonce)
+        .bind(ciphertext)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn secret(&self, name: &SecretName) -> Result<Option<SecretValue>, StoreError> {
+        let row = sqlx::query("SELECT key_id, nonce, ciphertext FROM secrets WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let key_id: String = row.try_get("key_id")?;
+        let nonce: Vec<u8> = row.try_get("nonce")?;
+        let ciphertext: Vec<u8> = row.try_get("ciphertext")?;
+        let plain = self
+            .key
+            .open(&key_id, &nonce, &ciphertext, &Self::secret_aad(name))
+            .map_err(|source| StoreError::Secret {
+                name: name.to_string(),
+                source,
+            })?;
+        Ok(Some(SecretValue(plain)))
+    }
+
+    pub async fn secret_names(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT name, updated_at FROM secrets ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("updated_at")?)))
+            .collect()
+    }
+
+    // --- plugin key-value ----------------------------------------------------
+
+    pub async fn kv_get(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT value FROM kv WHERE plugin = ? AND tenant = ? AND key = ?")
+            .bind(plugin)
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    /// Writes `key`, unless the namespace's keys and values would then exceed `quota` bytes.
+    pub async fn kv_set(&self, plugin: &str, tenant: &str, key: &str, value: &[u8], quota: i64) -> Result<KvWrite, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv
+             WHERE plugin = ? AND tenant = ? AND key <> ?",
+        )
+        .bind(plugin)
+        .bind(tenant)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if used + (key.len() + value.len()) as i64 > quota {
+            return Ok(KvWrite::QuotaExceeded);
+        }
+        sqlx::query(
+            "INSERT INTO kv (plugin, tenant, key, value, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (plugin, tenant, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(plugin)
+        .bind(tenant)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(KvWrite::Written)
+    }
+
+    pub async fn kv_delete(&self, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM kv WHERE plugin = ? AND tenant = ? AND key = ?")
+            .bind(plugin)
+            .bind(tenant)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn kv_list(&self, plugin: &str, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        // substr comparison instead of LIKE: a prefix with % or _ means itself.
+        let rows = sqlx::query(
+            "SELECT key FROM kv WHERE plugin = ? AND tenant = ? AND substr(key, 1, length(?)) = ?
+             ORDER BY key LIMIT ?",
+        )
+        .bind(plugin)
+        .bind(tenant)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
+    }
+
+    // --- webhooks and presence -----------------------------------------------
+
+    /// Records a verified webhook's delivery id and its presence signals in one
+    /// transaction; a delivery id seen before changes nothing.
+    pub async fn commit_webhook(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        delivery_id: Option<&str>,
+        signals: &[KeyedSignal],
+    ) -> Result<WebhookCommit, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(id) = delivery_id {
+            let inserted = sqlx::query(
+                "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(plugin)
+            .bind(tenant)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(WebhookCommit::Duplicate);
+            }
+        }
+        for keyed in signals {
+            let s = &keyed.signal;
+            if s.clears {
+                sqlx::query(
+                    "DELETE FROM presence_signals WHERE tenant = ? AND user_id = ? AND source = ? AND signal_key = ?",
+                )
+                .bind(tenant)
+                .bind(&s.user)
+                .bind(s.source.as_str())
+                .bind(&keyed.key)
+                .execute(&mut *tx)
+                .await?;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO presence_signals (tenant, user_id, source, signal_key, availability, status_text,
+                   status_emoji, category, starts_at, expires_at, origin, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (tenant, user_id, source, signal_key) DO UPDATE SET
+                   availability = excluded.availability, status_text = excluded.status_text,
+                   status_emoji = excluded.status_emoji, category = excluded.category,
+                   starts_at = excluded.starts_at, expires_at = excluded.expires_at,
+                   origin = excluded.origin, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(&s.user)
+            .bind(s.source.as_str())
+            .bind(&keyed.key)
+            .bind(s.availability.as_str())
+            .bind(&s.status_text)
+            .bind(&s.status_emoji)
+            .bind(s.category.as_ref().map(Category::to_storage))
+            .bind(s.starts)
+            .bind(s.expires)
+            .bind(&keyed.origin)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(WebhookCommit::Recorded)
+    }
+
+    /// Every stored signal of `user` that has not expired at `now`, newest first.
+    pub async fn signals(&self, tenant: &str, user: &str, now: i64) -> Result<Vec<PresenceSignal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source, availability, status_text, status_emoji, category, starts_at, expires_at
+             FROM presence_signals
+             WHERE tenant = ? AND user_id = ? AND (expires_at IS NULL OR expires_at > ?)
+             ORDER BY updated_at DESC",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let source: String = r.try_get("source")?;
+                let availability: String = r.try_get("availability")?;
+                let category: Option<String> = r.try_get("category")?;
+                Ok(PresenceSignal {
+                    user: user.to_string(),
+                    source: SignalSource::parse(&source)
+                        .ok_or_else(|| StoreError::Corrupt(format!("signal source {source:?}")))?,
+                    availability: Availability::parse(&availability)
+                        .ok_or_else(|| StoreError::Corrupt(format!("availability {availability:?}")))?,
+                    status_text: r.try_get("status_text")?,
+                    status_emoji: r.try_get("status_emoji")?,
+                    starts: r.try_get("starts_at")?,
+                    expires: r.try_get("expires_at")?,
+                    clears: false,
+                    category: category.as_deref().map(Category::from_storage),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether any signal was ever stored for `user` (expired ones included).
+    pub async fn knows_user(&self, tenant: &str, user: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM presence_signals WHERE tenant = ? AND user_id = ?")
+            .bind(tenant)
+            .bind(user)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// A digest of every table's rows, for tests that prove a refusal changed nothing.
+    pub async fn digest(&self) -> Result<String, StoreError> {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for (table, order) in [
+            ("secrets", "name"),
+            ("kv", "plugin, tenant, key"),
+            ("webhook_deliveries", "plugin, tenant, delivery_id"),
+            ("presence_signals", "tenant, user_id, source, signal_key"),
+        ] {
+            let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
+                .fetch_all(&self.pool)
+                .await?;
+            hasher.update(table.as_bytes());
+            for row in rows {
+                for i in 0..row.len() {
+                    let v: Option<Vec<u8>> = row.try_get_unchecked(i).unwrap_or(None);
+                    let n: Option<i64> = row.try_get_unchecked(i).unwrap_or(None);
+                    hasher.update(format!("{v:?}{n:?}|").as_bytes());
+                }
+            }
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+        (dir, Store::open(&url, key).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn secrets_are_encrypted_at_rest_and_round_trip() {
+        let (_dir, store) = store().await;
+        let name = SecretName::parse("slack-signing-secret").unwrap();
+        store.set_secret(&name, b"8f742231b10e8888abcd99yyyzzz85a5").await.unwrap();
+        assert_eq!(store.secret(&name).await.unwrap().unwrap().expose(), b"8f742231b10e8888abcd99yyyzzz85a5");
+        let raw: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM secrets").fetch_one(&store.pool).await.unwrap();
+        assert!(!raw.windows(8).any(|w| w == b"8f742231"), "plaintext found at rest");
+        assert_eq!(format!("{:?}", store.secret(&name).await.unwrap().unwrap()), "***");
+        assert!(store.secret(&SecretName::parse("missing").unwrap()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn kv_quota_counts_keys_and_values_per_namespace() {
+        let (_dir, store) = store().await;
+        assert_eq!(store.kv_set("p", "t1", "k1", &[0; 60], 100).await.unwrap(), KvWrite::Written);
+        assert_eq!(store.kv_set("p", "t1", "k2", &[0; 60], 100).await.unwrap(), KvWrite::QuotaExceeded);
+        // Overwriting a key does not count its old value; other namespaces have their own quota.
+        assert_eq!(store.kv_set("p", "t1", "k1", &[1; 90], 100).await.unwrap(), KvWrite::Written);
+        assert_eq!(store.kv_set("p", "t2", "k2", &[0; 60], 100).await.unwrap(), KvWrite::Written);
+        assert_eq!(store.kv_get("p", "t1", "k1").await.unwrap().unwrap(), vec![1; 90]);
+        assert_eq!(store.kv_get("q", "t1", "k1").await.unwrap(), None);
+        store.kv_set("p", "t1", "a%", b"x", 1000).await.unwrap();
+        assert_eq!(store.kv_list("p", "t1", "a%", 10).await.unwrap(), vec!["a%".to_string()]);
+        assert_eq!(store.kv_list("p", "t1", "k", 10).await.unwrap(), vec!["k1".to_string()]);
+    }
+}

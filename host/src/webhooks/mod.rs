@@ -1,0 +1,203 @@
+//! Webhook ingress: `POST /api/webhooks/{plugin}[/{tenant}]`.
+//!
+//! The raw request goes to the provider plugin, which verifies it (through the
+//! `secrets` import) and says what it means; calendar events run through the
+//! tenant's classifier chain; the resulting signals and the delivery id are
+//! committed in one transaction, and only then is the provider answered. A
+//! refused request changes nothing.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::App;
+use crate::api::error::ApiError;
+use crate::classify;
+use crate::model::{Availability, PluginFault, PresenceSignal, SignalSource, Transparency, WebhookRequest};
+use crate::plugins::World;
+use crate::store::{KeyedSignal, WebhookCommit};
+
+/// The tenant of routes that name none.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Tenant names: what fits in a route segment and a storage key.
+pub fn valid_tenant(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+pub async fn receive_default(
+    State(app): State<Arc<App>>,
+    Path(plugin): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    receive(app, plugin, DEFAULT_TENANT.to_string(), method, uri, headers, body).await
+}
+
+pub async fn receive_for_tenant(
+    State(app): State<Arc<App>>,
+    Path((plugin, tenant)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    receive(app, plugin, tenant, method, uri, headers, body).await
+}
+
+async fn receive(
+    app: Arc<App>,
+    plugin_name: String,
+    tenant: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !valid_tenant(&tenant) {
+        return Err(ApiError::BadRequest(format!("tenant {tenant:?} is not a valid tenant name")));
+    }
+    let plugin = app
+        .registry
+        .get(&plugin_name)
+        .filter(|p| p.world() == World::Provider)
+        .ok_or_else(|| ApiError::NotFound(format!("no provider plugin named {plugin_name:?} is loaded")))?;
+
+    let request = WebhookRequest {
+        method: method.to_string(),
+        url: absolute_url(&app, &headers, &uri),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+        tenant: Some(tenant.clone()),
+    };
+    let span = tracing::info_span!("webhook", plugin = %plugin_name, %tenant, delivery = tracing::field::Empty);
+    let _enter = span.enter();
+
+    let outcome = app
+        .runtime
+        .handle_webhook(&plugin.pre, &plugin.grants, &tenant, &request)
+        .await
+        .map_err(|e| ApiError::PluginFailed(e.to_string()))?;
+    let outcome = outcome.map_err(|fault| match fault {
+        PluginFault::Unauthorized(m) => ApiError::Unauthorized(format!("{plugin_name}: {m}")),
+        PluginFault::InvalidInput(m) => ApiError::BadRequest(format!("{plugin_name}: {m}")),
+        PluginFault::Unsupported(m) => ApiError::NotFound(format!("{plugin_name}: {m}")),
+        other => ApiError::PluginFailed(format!("{plugin_name}: {other}")),
+    })?;
+    if let Some(id) = &outcome.delivery_id {
+        span.record("delivery", id.as_str());
+    }
+
+    let mut signals: Vec<KeyedSignal> = outcome
+        .signals
+        .iter()
+        .map(|s| KeyedSignal {
+            key: plugin_name.clone(),
+            origin: plugin_name.clone(),
+            signal: s.clone(),
+        })
+        .collect();
+    let chain = app.config.classifiers_for(&tenant);
+    for user_event in &outcome.events {
+        let event = &user_event.event;
+        let key = format!("{plugin_name}:{}", event.id);
+        if event.transparency == Transparency::Transparent {
+            // A free entry says nothing about availability; withdraw any earlier statement of it.
+            signals.push(KeyedSignal {
+                key,
+                origin: plugin_name.clone(),
+                signal: PresenceSignal {
+                    user: user_event.user.clone(),
+                    source: SignalSource::Calendar,
+                    availability: Availability::Available,
+                    status_text: None,
+                    status_emoji: None,
+                    starts: None,
+                    expires: None,
+                    clears: true,
+                    category: None,
+                },
+            });
+            continue;
+        }
+        let decision = classify::classify(&app.registry, &chain, &tenant, event).await;
+        let (availability, status_text, status_emoji, category, origin) = match decision {
+            Some(d) => (
+                d.classification.availability,
+                Some(d.classification.status_text),
+                Some(d.classification.status_emoji),
+                Some(d.classification.category),
+                d.plugin,
+            ),
+            // Not a wedding matter: the time is still busy, but its title stays private.
+            None => (Availability::Busy, None, None, None, plugin_name.clone()),
+        };
+        signals.push(KeyedSignal {
+            key,
+            origin,
+            signal: PresenceSignal {
+                user: user_event.user.clone(),
+                source: SignalSource::Calendar,
+                availability,
+                status_text,
+                status_emoji,
+                starts: Some(event.start),
+                expires: Some(event.end),
+                clears: false,
+                category,
+            },
+        });
+    }
+
+    let commit = app
+        .store
+        .commit_webhook(&plugin_name, &tenant, outcome.delivery_id.as_deref(), &signals)
+        .await?;
+    if commit == WebhookCommit::Duplicate {
+        tracing::info!("redelivery acknowledged; already processed");
+    }
+    Ok(plugin_response(outcome.response))
+}
+
+/// The URL the provider called, as signature schemes over the URL need it.
+fn absolute_url(app: &App, headers: &HeaderMap, uri: &Uri) -> String {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match &app.config.public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}{path}")
+        }
+    }
+}
+
+/// The plugin's answer, minus headers that are the server's to set.
+fn plugin_response(r: crate::model::WebhookResponse) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, r.body).into_response();
+    for (name, value) in r.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) else {
+            continue;
+        };
+        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "set-cookie") {
+            continue;
+        }
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
