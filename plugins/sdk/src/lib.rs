@@ -1,1 +1,83 @@
+//! The guest side of presence-host plugins.
+//!
+//! Enable the feature of the world your plugin implements (`classifier` or
+//! `provider`), implement its `Guest` trait, and export it:
+//!
+//! ```ignore
+//! struct Rules;
+//! impl presence_sdk::classifier::Guest for Rules {
+//!     fn classify(event: CalendarEvent) -> Option<Classification> { ... }
+//! }
+//! presence_sdk::export_classifier!(Rules);
+//! ```
+//!
+//! The host does all I/O: HTTP through [`provider::http`] (allow-listed per
+//! plugin), cryptography with named secrets through [`signature`], storage
+//! through `kv`, logging through [`log`]. A plugin never holds a secret value.
 
+pub mod text;
+
+#[cfg(feature = "classifier")]
+pub mod classifier {
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1.0",
+        world: "classifier",
+        pub_export_macro: true,
+        export_macro_name: "export_classifier",
+        default_bindings_module: "presence_sdk::classifier",
+        additional_derives: [PartialEq],
+    });
+    pub use self::wedsync::presence::types;
+    pub use self::wedsync::presence::types::*;
+}
+
+#[cfg(feature = "provider")]
+pub mod provider {
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1.0",
+        world: "provider",
+        pub_export_macro: true,
+        export_macro_name: "export_provider",
+        default_bindings_module: "presence_sdk::provider",
+        additional_derives: [PartialEq],
+    });
+    pub use self::wedsync::presence::types::*;
+    pub use self::wedsync::presence::{config, http, kv, secrets, types};
+}
+
+#[cfg(feature = "classifier")]
+pub use classifier::export_classifier;
+#[cfg(feature = "provider")]
+pub use provider::export_provider;
+
+#[cfg(feature = "provider")]
+pub mod signature;
+#[cfg(feature = "provider")]
+pub mod webhook;
+
+/// Logging into the host's tracing spans.
+#[cfg(any(feature = "classifier", feature = "provider"))]
+pub mod log {
+    #[cfg(feature = "classifier")]
+    use crate::classifier::wedsync::presence::log as imp;
+    #[cfg(all(feature = "provider", not(feature = "classifier")))]
+    use crate::provider::wedsync::presence::log as imp;
+
+    pub fn info(message: &str) {
+        imp::write(imp::Level::Info, message);
+    }
+    pub fn warn(message: &str) {
+        imp::write(imp::Level::Warn, message);
+    }
+    pub fn debug(message: &str) {
+        imp::write(imp::Level::Debug, message);
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the host's wall clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
