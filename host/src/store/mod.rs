@@ -292,18 +292,9 @@ impl Store {
         }
         for keyed in signals {
             let s = &keyed.signal;
-            if s.clears {
-                sqlx::query(
-                    "DELETE FROM presence_signals WHERE tenant = ? AND user_id = ? AND source = ? AND signal_key = ?",
-                )
-                .bind(tenant)
-                .bind(&s.user)
-                .bind(s.source.as_str())
-                .bind(&keyed.key)
-                .execute(&mut *tx)
-                .await?;
-                continue;
-            }
+            // A withdrawn statement is kept as one that expired now: the person
+            // stays known, and the history of the source's last word stays readable.
+            let expires = if s.clears { Some(now) } else { s.expires };
             sqlx::query(
                 "INSERT INTO presence_signals (tenant, user_id, source, signal_key, availability, status_text,
                    status_emoji, category, starts_at, expires_at, origin, updated_at)
@@ -323,7 +314,7 @@ impl Store {
             .bind(&s.status_emoji)
             .bind(s.category.as_ref().map(Category::to_storage))
             .bind(s.starts)
-            .bind(s.expires)
+            .bind(expires)
             .bind(&keyed.origin)
             .bind(now)
             .execute(&mut *tx)

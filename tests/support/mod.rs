@@ -1,0 +1,287 @@
+//! Shared test support: the real host binary on a free loopback port, with the
+//! real built plugins, and small loopback servers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use presence_host::store::{MasterKey, Store};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A bundled plugin's folder as `cargo xtask plugins` installs it.
+pub fn bundled(name: &str) -> PathBuf {
+    let dir = workspace_root().join("target/plugins").join(name);
+    assert!(
+        dir.join("plugin.wasm").is_file(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds the plugins first",
+        dir.display()
+    );
+    dir
+}
+
+/// A test fixture component as `cargo xtask test-plugins` builds it.
+pub fn fixture_wasm(name: &str) -> PathBuf {
+    let path = workspace_root().join("target/test-plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds the fixtures first",
+        path.display()
+    );
+    path
+}
+
+/// A plugins folder under construction.
+pub struct PluginsDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PluginsDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies a bundled plugin in.
+    pub fn with_bundled(self, name: &str) -> Self {
+        let dest = self.path().join(name);
+        std::fs::create_dir_all(&dest).unwrap();
+        for file in ["plugin.toml", "plugin.wasm"] {
+            std::fs::copy(bundled(name).join(file), dest.join(file)).unwrap();
+        }
+        self
+    }
+
+    /// Installs a fixture component under `name` with the given manifest body
+    /// (everything after the identity lines).
+    pub fn with_fixture(self, name: &str, wasm: &str, extra_manifest: &str) -> Self {
+        self.install(name, &std::fs::read(fixture_wasm(wasm)).unwrap(), &fixture_manifest(name, extra_manifest));
+        self
+    }
+
+    pub fn install(&self, name: &str, wasm: &[u8], manifest: &str) {
+        let dest = self.path().join(name);
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join("plugin.wasm"), wasm).unwrap();
+        std::fs::write(dest.join("plugin.toml"), manifest).unwrap();
+    }
+}
+
+pub fn fixture_manifest(name: &str, extra: &str) -> String {
+    format!("schema_version = 1\nname = \"{name}\"\nversion = \"0.1.0\"\nwit = \"0.1.0\"\nworld = \"provider\"\n{extra}\n")
+}
+
+/// The real `presence-host` binary, serving on a free loopback port.
+pub struct Host {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    pub plugins: PluginsDir,
+    pub client: reqwest::Client,
+    log: PathBuf,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_presence-host"))
+}
+
+/// Runs a CLI command of the binary; returns (success, stdout, stderr).
+pub fn cli(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env("PRESENCE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Host {
+    /// Starts the host on `plugins` with an optional TOML configuration and secrets set beforehand.
+    pub fn start(plugins: PluginsDir, config: &str, secrets: &[(&str, &[u8], bool)]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let data = data_dir.path().to_str().unwrap().to_string();
+        for (name, value, base64) in secrets {
+            let mut args = vec!["secret", "set", name, "--data-dir", &data];
+            if *base64 {
+                args.push("--base64");
+            }
+            let (ok, _, err) = cli(&args, Some(value));
+            assert!(ok, "secret set {name} failed: {err}");
+        }
+        let config_path = data_dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = data_dir.path().join("host.log");
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
+            .arg("--plugins-dir")
+            .arg(plugins.path())
+            .arg("--config")
+            .arg(&config_path)
+            .env("PRESENCE_LOG", "info,presence_host=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("presence-host listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("host did not become ready; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        Self {
+            child,
+            addr,
+            data_dir,
+            plugins,
+            client: reqwest::Client::new(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, String)], body: impl Into<reqwest::Body>) -> (u16, String) {
+        let mut req = self.client.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The store opened beside the running host (SQLite in WAL mode allows it).
+    pub async fn store(&self) -> Store {
+        let key = MasterKey::load_or_create(None, self.data_dir.path()).unwrap();
+        let url = format!("sqlite://{}", self.data_dir.path().join("presence.db").display());
+        Store::open(&url, key).await.unwrap()
+    }
+
+    pub async fn digest(&self) -> String {
+        let store = self.store().await;
+        let d = store.digest().await.unwrap();
+        store.close().await;
+        d
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Slack's request signature: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
+pub fn slack_signature(secret: &[u8], timestamp: i64, body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn slack_headers(secret: &[u8], timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-slack-request-timestamp", timestamp.to_string()),
+        ("x-slack-signature", slack_signature(secret, timestamp, body)),
+        ("content-type", "application/json".to_string()),
+    ]
+}
+
+/// Standard Webhooks headers for `body`, signed with the base64 key of a `whsec_` secret.
+pub fn standard_webhook_headers(key_b64: &str, id: &str, timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
+    let key = base64::engine::general_purpose::STANDARD.decode(key_b64).unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    vec![
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", format!("v1,{sig}")),
+        ("content-type", "application/json".to_string()),
+    ]
+}
+
+/// A loopback HTTP server that counts the requests it gets.
+pub struct CountingServer {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl CountingServer {
+    /// Answers `/redirect?to=URL` with a 302 to URL, anything else with 200 "ok".
+    pub async fn start() -> Self {
+        use axum::extract::Query;
+        use axum::response::{IntoResponse, Redirect};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move |q: Query<std::collections::HashMap<String, String>>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                match q.get("to") {
+                    Some(to) => Redirect::to(to).into_response(),
+                    None => "ok".into_response(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
