@@ -134,36 +134,9 @@ impl Host {
             let (ok, _, err) = cli(&args, Some(value));
             assert!(ok, "secret set {name} failed: {err}");
         }
-        let config_path = data_dir.path().join("config.toml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(data_dir.path().join("config.toml"), config).unwrap();
         let log = data_dir.path().join("host.log");
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
-            .arg("--plugins-dir")
-            .arg(plugins.path())
-            .arg("--config")
-            .arg(&config_path)
-            .env("PRESENCE_LOG", "info,presence_host=debug")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("presence-host listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("host did not become ready; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-        };
+        let (child, addr) = spawn(data_dir.path(), plugins.path(), &log);
         Self {
             child,
             addr,
@@ -172,6 +145,15 @@ impl Host {
             client: reqwest::Client::new(),
             log,
         }
+    }
+
+    /// Stops the host (SIGKILL) and starts it again on the same data and plugins.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = spawn(self.data_dir.path(), self.plugins.path(), &self.log);
+        self.child = child;
+        self.addr = addr;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -209,6 +191,37 @@ impl Host {
         let d = store.digest().await.unwrap();
         store.close().await;
         d
+    }
+}
+
+fn spawn(data_dir: &Path, plugins: &Path, log: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--plugins-dir")
+        .arg(plugins)
+        .arg("--config")
+        .arg(data_dir.join("config.toml"))
+        .env("PRESENCE_LOG", "info,presence_host=debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("presence-host listening on http://") {
+                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("host did not become ready; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
     }
 }
 
