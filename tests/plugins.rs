@@ -11,20 +11,36 @@ fn bad_plugins() -> PluginsDir {
     let plugins = PluginsDir::new().with_fixture("echo", "echo", "");
     let echo = std::fs::read(fixture_wasm("echo")).unwrap();
     plugins.install("bad-toml", &echo, "schema_version = 1\nname = ");
-    plugins.install("future-wit", &echo, &fixture_manifest("future-wit", "").replace("wit = \"0.1.0\"", "wit = \"9.9.9\""));
-    plugins.install("corrupt", b"\0asm\x01\0\0\0garbage", &fixture_manifest("corrupt", ""));
+    plugins.install(
+        "future-wit",
+        &echo,
+        &fixture_manifest("future-wit", "").replace("wit = \"0.1.0\"", "wit = \"9.9.9\""),
+    );
+    plugins.install(
+        "corrupt",
+        b"\0asm\x01\0\0\0garbage",
+        &fixture_manifest("corrupt", ""),
+    );
     plugins.install(
         "wrong-world",
         &echo,
-        &fixture_manifest("wrong-world", "").replace("world = \"provider\"", "world = \"classifier\""),
+        &fixture_manifest("wrong-world", "")
+            .replace("world = \"provider\"", "world = \"classifier\""),
     );
-    plugins.install("greedy", &echo, &fixture_manifest("greedy", "[limits]\nmemory_mib = 100000"));
+    plugins.install(
+        "greedy",
+        &echo,
+        &fixture_manifest("greedy", "[limits]\nmemory_mib = 100000"),
+    );
     plugins
 }
 
 const EXPECTED: &[(&str, &str)] = &[
     ("bad-toml", "not a valid plugin manifest"),
-    ("future-wit", "wit = \"9.9.9\" is not a wedsync:presence version this host accepts"),
+    (
+        "future-wit",
+        "wit = \"9.9.9\" is not a wedsync:presence version this host accepts",
+    ),
     ("corrupt", "not a valid WebAssembly component"),
     ("wrong-world", "does not fit the `classifier` world"),
     ("greedy", "limits.memory_mib"),
@@ -34,7 +50,12 @@ const EXPECTED: &[(&str, &str)] = &[
 async fn bad_plugins_are_refused_by_name_and_the_rest_load() {
     let host = Host::start(bad_plugins(), "", &[]);
     let (_, list) = host.get_json("/api/plugins").await;
-    let loaded: Vec<&str> = list["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let loaded: Vec<&str> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(loaded, ["echo"]);
     let failures = list["failures"].as_array().unwrap();
     assert_eq!(failures.len(), EXPECTED.len(), "{failures:?}");
@@ -45,7 +66,10 @@ async fn bad_plugins_are_refused_by_name_and_the_rest_load() {
             .unwrap_or_else(|| panic!("no failure for {dir}: {failures:?}"));
         let error = failure["error"].as_str().unwrap();
         assert!(error.contains(message), "{dir}: {error}");
-        assert!(error.contains(&format!("{dir}/plugin.")), "{dir}: the error names no file: {error}");
+        assert!(
+            error.contains(&format!("{dir}/plugin.")),
+            "{dir}: the error names no file: {error}"
+        );
     }
     assert_eq!(host.post("/api/webhooks/echo", &[], "{}").await.0, 200);
 }
@@ -59,11 +83,24 @@ fn plugin_check_explains_what_is_wrong() {
         assert!(!ok, "{dir} passed the check");
         assert!(err.contains(message) && err.contains(dir), "{dir}: {err}");
     }
-    let (ok, out, err) = cli(&["plugin", "check", plugins.path().join("echo/plugin.wasm").to_str().unwrap()], None);
+    let (ok, out, err) = cli(
+        &[
+            "plugin",
+            "check",
+            plugins.path().join("echo/plugin.wasm").to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(ok, "{err}");
-    assert!(out.contains("ok: echo 0.1.0 implements wedsync:presence@0.1.0 world provider"), "{out}");
+    assert!(
+        out.contains("ok: echo 0.1.0 implements wedsync:presence@0.1.0 world provider"),
+        "{out}"
+    );
     for bundled_name in ["slack", "calendar-webhook", "wedding-keywords"] {
-        let (ok, out, err) = cli(&["plugin", "check", bundled(bundled_name).to_str().unwrap()], None);
+        let (ok, out, err) = cli(
+            &["plugin", "check", bundled(bundled_name).to_str().unwrap()],
+            None,
+        );
         assert!(ok && out.starts_with("ok:"), "{bundled_name}: {out}{err}");
     }
 }
@@ -74,7 +111,10 @@ async fn a_corrupt_compile_cache_entry_is_recompiled_not_trusted() {
     let mut host = Host::start(plugins, "", &[]);
     assert_eq!(host.post("/api/webhooks/echo", &[], "{}").await.0, 200);
     let cache = host.data_dir.path().join("cache");
-    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let mut bytes = std::fs::read(&entries[0]).unwrap();
     let middle = bytes.len() / 2;
@@ -84,7 +124,10 @@ async fn a_corrupt_compile_cache_entry_is_recompiled_not_trusted() {
     host.restart();
     assert_eq!(host.post("/api/webhooks/echo", &[], "{}").await.0, 200);
     let log = host.log();
-    assert!(log.contains("cached component is corrupt; recompiling"), "{log}");
+    assert!(
+        log.contains("cached component is corrupt; recompiling"),
+        "{log}"
+    );
     assert!(log.contains("cache=Recompiled"), "{log}");
     let repaired = std::fs::read(&entries[0]).unwrap();
     assert_ne!(repaired, bytes, "the corrupt entry was not replaced");
@@ -92,9 +135,13 @@ async fn a_corrupt_compile_cache_entry_is_recompiled_not_trusted() {
 
 #[tokio::test]
 async fn hot_reload_swaps_plugins_without_failing_a_request() {
-    let plugins = PluginsDir::new().with_fixture("swap", "echo", "[config]\nreply = \"v1\"\nattack = \"ok\"");
+    let plugins =
+        PluginsDir::new().with_fixture("swap", "echo", "[config]\nreply = \"v1\"\nattack = \"ok\"");
     let host = std::sync::Arc::new(Host::start(plugins, "", &[]));
-    assert_eq!(host.post("/api/webhooks/swap", &[], "{}").await.1, "echo:v1");
+    assert_eq!(
+        host.post("/api/webhooks/swap", &[], "{}").await.1,
+        "echo:v1"
+    );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -123,10 +170,16 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
             assert!(error.contains("swap/plugin.wasm"), "{error}");
             break;
         }
-        assert!(Instant::now() < deadline, "the broken component was never reported");
+        assert!(
+            Instant::now() < deadline,
+            "the broken component was never reported"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(host.post("/api/webhooks/swap", &[], "{}").await.1, "echo:v1");
+    assert_eq!(
+        host.post("/api/webhooks/swap", &[], "{}").await.1,
+        "echo:v1"
+    );
 
     // ...and the whole new component replaces it.
     let tmp = host.plugins.path().join("swap/.plugin.wasm.tmp");
@@ -147,6 +200,10 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
             *counts.entry(body).or_insert(0) += 1;
         }
     }
-    assert_eq!(counts.keys().collect::<Vec<_>>(), ["echo:v1", "hostile:ok"], "{counts:?}");
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["echo:v1", "hostile:ok"],
+        "{counts:?}"
+    );
     assert!(counts.values().all(|&n| n > 0));
 }

@@ -16,19 +16,29 @@ async fn start(attacks: &[(&str, &str)], config: &str) -> Host {
 
 async fn assert_still_serving(host: &Host) {
     let (status, body) = host.post("/api/webhooks/echo", &[], "{}").await;
-    assert_eq!((status, body.as_str()), (200, "echo:"), "the host stopped serving other plugins");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "echo:"),
+        "the host stopped serving other plugins"
+    );
 }
 
 /// Posts to the attack plugin and checks status, error text, and an unchanged store.
 async fn assert_refused(host: &Host, plugin: &str, status: u16, expected: &[&str]) {
     let before = host.digest().await;
-    let (got, body) = host.post(&format!("/api/webhooks/{plugin}"), &[], "{}").await;
+    let (got, body) = host
+        .post(&format!("/api/webhooks/{plugin}"), &[], "{}")
+        .await;
     assert_eq!(got, status, "{plugin}: {body}");
     for e in expected {
         assert!(body.contains(e), "{plugin}: expected {e:?} in {body}");
     }
     assert_eq!(host.digest().await, before, "{plugin}: the store changed");
-    assert_eq!(host.get_json("/api/presence/victim").await.0, 404, "{plugin}: a presence was stored");
+    assert_eq!(
+        host.get_json("/api/presence/victim").await.0,
+        404,
+        "{plugin}: a presence was stored"
+    );
     assert_still_serving(host).await;
 }
 
@@ -45,15 +55,30 @@ async fn runaway_plugins_are_stopped_with_clear_errors() {
     )
     .await;
     assert_refused(&host, "loop", 502, &["plugin loop", "300 ms deadline"]).await;
-    assert_refused(&host, "memory", 502, &["plugin memory", "memory limit of 16 MiB"]).await;
-    assert_refused(&host, "output", 502, &["plugin output", "above its limit of 65536 bytes"]).await;
+    assert_refused(
+        &host,
+        "memory",
+        502,
+        &["plugin memory", "memory limit of 16 MiB"],
+    )
+    .await;
+    assert_refused(
+        &host,
+        "output",
+        502,
+        &["plugin output", "above its limit of 65536 bytes"],
+    )
+    .await;
     assert_refused(&host, "panic", 502, &["plugin panic", "trapped"]).await;
     // Repeated failures do not wear the host down (no leaked pool slots).
     for _ in 0..20 {
         assert_refused(&host, "panic", 502, &["trapped"]).await;
     }
     let log = host.log();
-    assert!(log.contains("plugin=loop") && log.contains("deadline"), "failures are logged with the plugin's name");
+    assert!(
+        log.contains("plugin=loop") && log.contains("deadline"),
+        "failures are logged with the plugin's name"
+    );
 }
 
 #[tokio::test]
@@ -63,15 +88,37 @@ async fn outbound_http_goes_only_to_allowed_hosts() {
     let a = allowed.addr.port();
     let f = forbidden.addr;
     let grant = format!("[capabilities]\nallowed_hosts = [\"http://localhost:{a}\"]\n");
-    let attack = |kind: &str, target: String| format!("{grant}[config]\nattack = \"{kind}\"\ntarget = \"{target}\"\nspoofed_host = \"{f}\"\n");
+    let attack = |kind: &str, target: String| {
+        format!(
+            "{grant}[config]\nattack = \"{kind}\"\ntarget = \"{target}\"\nspoofed_host = \"{f}\"\n"
+        )
+    };
     let host = start(
         &[
             ("direct", &attack("http", format!("http://{f}/"))),
-            ("redirect", &attack("http", format!("http://localhost:{a}/redirect?to=http://{f}/stolen"))),
-            ("host-header", &attack("http-host-header", format!("http://localhost:{a}/"))),
-            ("userinfo", &attack("http", format!("http://localhost:{a}@{f}/"))),
-            ("ip-literal", &attack("http", format!("http://127.0.0.1:{a}/"))),
-            ("decimal-ip", &attack("http", format!("http://2130706433:{}/", f.port()))),
+            (
+                "redirect",
+                &attack(
+                    "http",
+                    format!("http://localhost:{a}/redirect?to=http://{f}/stolen"),
+                ),
+            ),
+            (
+                "host-header",
+                &attack("http-host-header", format!("http://localhost:{a}/")),
+            ),
+            (
+                "userinfo",
+                &attack("http", format!("http://localhost:{a}@{f}/")),
+            ),
+            (
+                "ip-literal",
+                &attack("http", format!("http://127.0.0.1:{a}/")),
+            ),
+            (
+                "decimal-ip",
+                &attack("http", format!("http://2130706433:{}/", f.port())),
+            ),
             ("scheme", &attack("http", "file:///etc/passwd".to_string())),
             ("allowed", &attack("http", format!("http://localhost:{a}/"))),
         ]
@@ -85,10 +132,22 @@ async fn outbound_http_goes_only_to_allowed_hosts() {
     }
     assert_refused(&host, "ip-literal", 502, &["NotAllowed", "127.0.0.1"]).await;
     assert_refused(&host, "host-header", 502, &["NotAllowed", "Host"]).await;
-    assert_eq!(allowed.hits(), 0, "a refused request reached the allowed server");
+    assert_eq!(
+        allowed.hits(),
+        0,
+        "a refused request reached the allowed server"
+    );
     assert_refused(&host, "redirect", 502, &["NotAllowed", "redirect refused"]).await;
-    assert_eq!(allowed.hits(), 1, "the first hop of the redirect is allowed");
-    assert_eq!(forbidden.hits(), 0, "a request reached a host outside the allow-list");
+    assert_eq!(
+        allowed.hits(),
+        1,
+        "the first hop of the redirect is allowed"
+    );
+    assert_eq!(
+        forbidden.hits(),
+        0,
+        "a request reached a host outside the allow-list"
+    );
 
     // The positive control: an allowed request goes through.
     let (status, body) = host.post("/api/webhooks/allowed", &[], "{}").await;
@@ -104,13 +163,25 @@ async fn secrets_files_and_sockets_are_out_of_reach() {
         &[
             ("secret", "[config]\nattack = \"secret\""),
             ("file", "[config]\nattack = \"file\""),
-            ("socket", &format!("[config]\nattack = \"socket\"\ntarget = \"{target}\"")),
-            ("kv-quota", "[config]\nattack = \"kv-quota\"\n[limits]\nkv_quota_kib = 256"),
+            (
+                "socket",
+                &format!("[config]\nattack = \"socket\"\ntarget = \"{target}\""),
+            ),
+            (
+                "kv-quota",
+                "[config]\nattack = \"kv-quota\"\n[limits]\nkv_quota_kib = 256",
+            ),
         ],
         "",
     )
     .await;
-    assert_refused(&host, "secret", 502, &["secret refused", "NotGranted(", "not-granted-secret"]).await;
+    assert_refused(
+        &host,
+        "secret",
+        502,
+        &["secret refused", "NotGranted(", "not-granted-secret"],
+    )
+    .await;
     assert_refused(&host, "file", 502, &["file refused"]).await;
     assert_refused(&host, "socket", 502, &["socket refused"]).await;
     listener.set_nonblocking(true).unwrap();
@@ -122,7 +193,10 @@ async fn secrets_files_and_sockets_are_out_of_reach() {
     assert_eq!(status, 502);
     assert!(body.contains("QuotaExceeded"), "{body}");
     let store = host.store().await;
-    let keys = store.kv_list("kv-quota", "default", "", 1000).await.unwrap();
+    let keys = store
+        .kv_list("kv-quota", "default", "", 1000)
+        .await
+        .unwrap();
     assert_eq!(keys.len(), 3, "256 KiB holds three 64 KiB values: {keys:?}");
     assert_still_serving(&host).await;
 }

@@ -42,21 +42,39 @@ async fn slack_signed_status_change_sets_presence_and_bad_signatures_change_noth
     // Wrong secret, stale timestamp, future timestamp, missing headers: 401 and nothing stored.
     let before = host.digest().await;
     let refusals = [
-        (slack_headers(b"not-the-secret", now_s(), &body), "does not match"),
+        (
+            slack_headers(b"not-the-secret", now_s(), &body),
+            "does not match",
+        ),
         (slack_headers(SLACK_SECRET, now_s() - 301, &body), "window"),
         (slack_headers(SLACK_SECRET, now_s() + 301, &body), "window"),
-        (vec![("content-type", "application/json".to_string())], "missing"),
+        (
+            vec![("content-type", "application/json".to_string())],
+            "missing",
+        ),
     ];
     for (headers, expected) in refusals {
-        let (status, text) = host.post("/api/webhooks/slack", &headers, body.clone()).await;
+        let (status, text) = host
+            .post("/api/webhooks/slack", &headers, body.clone())
+            .await;
         assert_eq!(status, 401, "{text}");
         assert!(text.contains(expected), "{text}");
     }
-    assert_eq!(host.digest().await, before, "a refused webhook changed the store");
+    assert_eq!(
+        host.digest().await,
+        before,
+        "a refused webhook changed the store"
+    );
     assert_eq!(host.get_json("/api/presence/U123").await.0, 404);
 
     // Correctly signed: acknowledged, and the presence reads back.
-    let (status, text) = host.post("/api/webhooks/slack", &slack_headers(SLACK_SECRET, now_s(), &body), body.clone()).await;
+    let (status, text) = host
+        .post(
+            "/api/webhooks/slack",
+            &slack_headers(SLACK_SECRET, now_s(), &body),
+            body.clone(),
+        )
+        .await;
     assert_eq!(status, 200, "{text}");
     let (status, presence) = host.get_json("/api/presence/U123").await;
     assert_eq!(status, 200);
@@ -69,13 +87,25 @@ async fn slack_signed_status_change_sets_presence_and_bad_signatures_change_noth
     // even if its content differs.
     let after_first = host.digest().await;
     let replay = status_event("U123", "Ev1", "Back", "");
-    let (status, _) = host.post("/api/webhooks/slack", &slack_headers(SLACK_SECRET, now_s(), &replay), replay.clone()).await;
+    let (status, _) = host
+        .post(
+            "/api/webhooks/slack",
+            &slack_headers(SLACK_SECRET, now_s(), &replay),
+            replay.clone(),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(host.digest().await, after_first);
 
     // Clearing the status withdraws the signal.
     let cleared = status_event("U123", "Ev2", "", "");
-    let (status, _) = host.post("/api/webhooks/slack", &slack_headers(SLACK_SECRET, now_s(), &cleared), cleared.clone()).await;
+    let (status, _) = host
+        .post(
+            "/api/webhooks/slack",
+            &slack_headers(SLACK_SECRET, now_s(), &cleared),
+            cleared.clone(),
+        )
+        .await;
     assert_eq!(status, 200);
     let (_, presence) = host.get_json("/api/presence/U123").await;
     assert_eq!(presence["availability"], "available");
@@ -86,7 +116,13 @@ async fn slack_signed_status_change_sets_presence_and_bad_signatures_change_noth
 async fn slack_url_verification_is_answered_with_the_challenge() {
     let host = start();
     let body = r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-    let (status, text) = host.post("/api/webhooks/slack", &slack_headers(SLACK_SECRET, now_s(), body), body).await;
+    let (status, text) = host
+        .post(
+            "/api/webhooks/slack",
+            &slack_headers(SLACK_SECRET, now_s(), body),
+            body,
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(text, "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
 }
@@ -99,13 +135,20 @@ async fn slack_documentation_test_vector() {
     let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
     let headers = vec![
         ("x-slack-request-timestamp", "1531420618".to_string()),
-        ("x-slack-signature", "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503".to_string()),
+        (
+            "x-slack-signature",
+            "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503".to_string(),
+        ),
     ];
     let (status, text) = host.post("/api/webhooks/slack", &headers, body).await;
     assert_eq!(status, 401);
-    assert!(text.contains("outside the 300 s window"), "signature should verify: {text}");
+    assert!(
+        text.contains("outside the 300 s window"),
+        "signature should verify: {text}"
+    );
     let mut tampered = headers.clone();
-    tampered[1].1 = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b504".to_string();
+    tampered[1].1 =
+        "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b504".to_string();
     let (_, text) = host.post("/api/webhooks/slack", &tampered, body).await;
     assert!(text.contains("does not match"), "{text}");
 }
@@ -123,16 +166,47 @@ async fn standard_webhooks_specification_test_vector() {
             ("webhook-signature", sig.to_string()),
         ]
     };
-    let (status, text) = host.post("/api/webhooks/calendar-webhook", &headers("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), body).await;
+    let (status, text) = host
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &headers("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            body,
+        )
+        .await;
     assert_eq!(status, 401);
-    assert!(text.contains("outside the 300 s window"), "signature should verify: {text}");
-    let (_, text) = host.post("/api/webhooks/calendar-webhook", &headers("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE"), body).await;
-    assert!(text.contains("outside the 300 s window"), "unpadded base64 is accepted too: {text}");
-    let (_, text) = host.post("/api/webhooks/calendar-webhook", &headers("v1,h0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), body).await;
+    assert!(
+        text.contains("outside the 300 s window"),
+        "signature should verify: {text}"
+    );
+    let (_, text) = host
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &headers("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE"),
+            body,
+        )
+        .await;
+    assert!(
+        text.contains("outside the 300 s window"),
+        "unpadded base64 is accepted too: {text}"
+    );
+    let (_, text) = host
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &headers("v1,h0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            body,
+        )
+        .await;
     assert!(text.contains("does not match"), "{text}");
 }
 
-fn calendar_delivery(kind: &str, user: &str, title: &str, location: &str, start_ms: i64, end_ms: i64) -> String {
+fn calendar_delivery(
+    kind: &str,
+    user: &str,
+    title: &str,
+    location: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> String {
     serde_json::json!({"type": kind, "user": user, "event": {
         "id": "evt-42", "title": title, "location": location, "start": start_ms, "end": end_ms,
         "time_zone": "Europe/London"}})
@@ -144,18 +218,36 @@ async fn calendar_events_are_classified_into_wedding_presence() {
     let host = start();
     let key = WHSEC.trim_start_matches("whsec_");
     let now_ms = now_s() * 1000;
-    let body = calendar_delivery("event.upserted", "alice", "Ceremony rehearsal", "Old Barn", now_ms - 60_000, now_ms + 3_600_000);
+    let body = calendar_delivery(
+        "event.upserted",
+        "alice",
+        "Ceremony rehearsal",
+        "Old Barn",
+        now_ms - 60_000,
+        now_ms + 3_600_000,
+    );
 
     // A bad signature is refused and changes nothing.
     let before = host.digest().await;
-    let bad = standard_webhook_headers("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "msg_1", now_s(), &body);
-    let (status, _) = host.post("/api/webhooks/calendar-webhook", &bad, body.clone()).await;
+    let bad = standard_webhook_headers(
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "msg_1",
+        now_s(),
+        &body,
+    );
+    let (status, _) = host
+        .post("/api/webhooks/calendar-webhook", &bad, body.clone())
+        .await;
     assert_eq!(status, 401);
     assert_eq!(host.digest().await, before);
 
     // Signed: classified by wedding-keywords and stored.
     let (status, text) = host
-        .post("/api/webhooks/calendar-webhook", &standard_webhook_headers(key, "msg_1", now_s(), &body), body.clone())
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &standard_webhook_headers(key, "msg_1", now_s(), &body),
+            body.clone(),
+        )
         .await;
     assert_eq!(status, 200, "{text}");
     let (_, presence) = host.get_json("/api/presence/alice").await;
@@ -169,7 +261,11 @@ async fn calendar_events_are_classified_into_wedding_presence() {
     let before = host.digest().await;
     let junk = "{not json";
     let (status, text) = host
-        .post("/api/webhooks/calendar-webhook", &standard_webhook_headers(key, "msg_2", now_s(), junk), junk)
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &standard_webhook_headers(key, "msg_2", now_s(), junk),
+            junk,
+        )
         .await;
     assert_eq!(status, 400, "{text}");
     assert_eq!(host.digest().await, before);
@@ -177,16 +273,31 @@ async fn calendar_events_are_classified_into_wedding_presence() {
     // The event is deleted: the calendar no longer says anything.
     let deleted = calendar_delivery("event.deleted", "alice", "", "", 0, 0);
     let (status, _) = host
-        .post("/api/webhooks/calendar-webhook", &standard_webhook_headers(key, "msg_3", now_s(), &deleted), deleted.clone())
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &standard_webhook_headers(key, "msg_3", now_s(), &deleted),
+            deleted.clone(),
+        )
         .await;
     assert_eq!(status, 200);
     let (_, presence) = host.get_json("/api/presence/alice").await;
     assert_eq!(presence["availability"], "available");
 
     // A non-wedding event still makes the person busy, without exposing its title.
-    let dentist = calendar_delivery("event.upserted", "alice", "Dentist", "", now_ms - 1000, now_ms + 600_000);
+    let dentist = calendar_delivery(
+        "event.upserted",
+        "alice",
+        "Dentist",
+        "",
+        now_ms - 1000,
+        now_ms + 600_000,
+    );
     let (status, _) = host
-        .post("/api/webhooks/calendar-webhook", &standard_webhook_headers(key, "msg_4", now_s(), &dentist), dentist.clone())
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &standard_webhook_headers(key, "msg_4", now_s(), &dentist),
+            dentist.clone(),
+        )
         .await;
     assert_eq!(status, 200);
     let (_, presence) = host.get_json("/api/presence/alice").await;
@@ -201,8 +312,18 @@ async fn unknown_plugins_tenants_and_oversized_bodies_are_refused() {
     assert_eq!(status, 404);
     assert!(text.contains("nope"), "{text}");
     // A classifier does not receive webhooks.
-    assert_eq!(host.post("/api/webhooks/wedding-keywords", &[], "{}").await.0, 404);
-    assert_eq!(host.post("/api/webhooks/slack/bad%20tenant", &[], "{}").await.0, 400);
+    assert_eq!(
+        host.post("/api/webhooks/wedding-keywords", &[], "{}")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        host.post("/api/webhooks/slack/bad%20tenant", &[], "{}")
+            .await
+            .0,
+        400
+    );
     let big = "x".repeat(1024 * 1024 + 1);
     assert_eq!(host.post("/api/webhooks/slack", &[], big).await.0, 413);
 }
@@ -212,10 +333,20 @@ async fn tenants_are_kept_apart() {
     let host = start();
     let body = status_event("U9", "Ev9", "In a meeting", "");
     let (status, _) = host
-        .post("/api/webhooks/slack/agency-a", &slack_headers(SLACK_SECRET, now_s(), &body), body.clone())
+        .post(
+            "/api/webhooks/slack/agency-a",
+            &slack_headers(SLACK_SECRET, now_s(), &body),
+            body.clone(),
+        )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(host.get_json("/api/presence/U9?tenant=agency-a").await.1["availability"], "busy");
-    assert_eq!(host.get_json("/api/presence/U9?tenant=agency-b").await.0, 404);
+    assert_eq!(
+        host.get_json("/api/presence/U9?tenant=agency-a").await.1["availability"],
+        "busy"
+    );
+    assert_eq!(
+        host.get_json("/api/presence/U9?tenant=agency-b").await.0,
+        404
+    );
     assert_eq!(host.get_json("/api/presence/U9").await.0, 404);
 }

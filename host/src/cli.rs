@@ -24,7 +24,10 @@ pub struct Cli {
 }
 
 fn version_line() -> &'static str {
-    concat!(env!("CARGO_PKG_VERSION"), " (accepts wedsync:presence@0.1.0)")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (accepts wedsync:presence@0.1.0)"
+    )
 }
 
 /// Options every command understands.
@@ -125,7 +128,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(SecretCommand::Set { name, base64 }) => {
             let name = SecretName::parse(&name).map_err(anyhow::Error::msg)?;
             let mut raw = Vec::new();
-            std::io::stdin().read_to_end(&mut raw).context("reading the secret from standard input")?;
+            std::io::stdin()
+                .read_to_end(&mut raw)
+                .context("reading the secret from standard input")?;
             let raw = zeroize::Zeroizing::new(raw);
             let mut value: &[u8] = &raw;
             if value.ends_with(b"\n") {
@@ -151,13 +156,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let store = crate::open_store(&config).await?;
             store.set_secret(&name, value).await?;
-            println!("secret {name} stored ({} bytes, master key {})", value.len(), store.master_key_id());
+            println!(
+                "secret {name} stored ({} bytes, master key {})",
+                value.len(),
+                store.master_key_id()
+            );
             Ok(())
         }
         Command::Secret(SecretCommand::List) => {
             let store = crate::open_store(&config).await?;
             for (name, updated) in store.secret_names().await? {
-                let when = chrono::DateTime::from_timestamp_millis(updated).map_or_else(String::new, |t| t.to_rfc3339());
+                let when = chrono::DateTime::from_timestamp_millis(updated)
+                    .map_or_else(String::new, |t| t.to_rfc3339());
                 println!("{name}\t{when}");
             }
             Ok(())
@@ -202,8 +212,12 @@ async fn scratch_runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> 
 async fn plugin_list(config: &Config) -> anyhow::Result<()> {
     let root = config.plugins_dir();
     let runtime = Arc::new(scratch_runtime(Some(config.cache_dir())).await?);
-    let dirs = plugin_dirs(&root).with_context(|| format!("reading the plugins folder {}", root.display()))?;
-    println!("{:<20} {:<9} {:<11} {:<6} status", "name", "version", "world", "wit");
+    let dirs = plugin_dirs(&root)
+        .with_context(|| format!("reading the plugins folder {}", root.display()))?;
+    println!(
+        "{:<20} {:<9} {:<11} {:<6} status",
+        "name", "version", "world", "wit"
+    );
     let mut failed = 0;
     for dir in dirs {
         let rt = runtime.clone();
@@ -220,7 +234,13 @@ async fn plugin_list(config: &Config) -> anyhow::Result<()> {
             ),
             Err(e) => {
                 failed += 1;
-                println!("{:<20} {:<9} {:<11} {:<6} error: {e}", dir.file_name().unwrap_or_default().to_string_lossy(), "-", "-", "-");
+                println!(
+                    "{:<20} {:<9} {:<11} {:<6} error: {e}",
+                    dir.file_name().unwrap_or_default().to_string_lossy(),
+                    "-",
+                    "-",
+                    "-"
+                );
             }
         }
     }
@@ -236,12 +256,19 @@ fn plugin_folder(path: &Path) -> anyhow::Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let parent = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent };
+    let parent = if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent
+    };
     if !path.exists() {
         bail!("{}: no such file or folder", path.display());
     }
     if !parent.join(MANIFEST_FILE).is_file() {
-        bail!("{}: no {MANIFEST_FILE} beside it; a plugin is a folder with plugin.toml and its component", path.display());
+        bail!(
+            "{}: no {MANIFEST_FILE} beside it; a plugin is a folder with plugin.toml and its component",
+            path.display()
+        );
     }
     Ok(parent)
 }

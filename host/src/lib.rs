@@ -40,8 +40,12 @@ pub struct Running {
 
 /// Opens the store with the configured (or data-dir) master key.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let key = MasterKey::load_or_create(config.master_key.as_deref(), &config.data_dir)?;
     Ok(Store::open(&config.database_url(), key).await?)
 }
@@ -61,7 +65,11 @@ impl App {
             },
         )?);
         let plugins_dir = config.plugins_dir();
-        let registry = Arc::new(PluginRegistry::new(runtime.clone(), plugins_dir.clone(), config.plugins.clone()));
+        let registry = Arc::new(PluginRegistry::new(
+            runtime.clone(),
+            plugins_dir.clone(),
+            config.plugins.clone(),
+        ));
         if !plugins_dir.is_dir() {
             tracing::warn!(dir = %plugins_dir.display(), "the plugins folder does not exist; build the bundled plugins with `cargo xtask plugins` or set --plugins-dir");
         }
@@ -99,9 +107,12 @@ impl Running {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", self.app.config.listen))?;
         let addr = listener.local_addr()?;
-        let router = api::router(self.app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        let router =
+            api::router(self.app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
         ready(addr);
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         self.app.store.close().await;
         Ok(())
     }

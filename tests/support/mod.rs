@@ -15,7 +15,10 @@ use hmac::{Hmac, Mac};
 use presence_host::store::{MasterKey, Store};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A bundled plugin's folder as `cargo xtask plugins` installs it.
@@ -31,7 +34,9 @@ pub fn bundled(name: &str) -> PathBuf {
 
 /// A test fixture component as `cargo xtask test-plugins` builds it.
 pub fn fixture_wasm(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/test-plugins").join(format!("{name}.wasm"));
+    let path = workspace_root()
+        .join("target/test-plugins")
+        .join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
         "{} is missing: run the tests with `cargo xtask test`, which builds the fixtures first",
@@ -69,7 +74,11 @@ impl PluginsDir {
     /// Installs a fixture component under `name` with the given manifest body
     /// (everything after the identity lines).
     pub fn with_fixture(self, name: &str, wasm: &str, extra_manifest: &str) -> Self {
-        self.install(name, &std::fs::read(fixture_wasm(wasm)).unwrap(), &fixture_manifest(name, extra_manifest));
+        self.install(
+            name,
+            &std::fs::read(fixture_wasm(wasm)).unwrap(),
+            &fixture_manifest(name, extra_manifest),
+        );
         self
     }
 
@@ -82,7 +91,9 @@ impl PluginsDir {
 }
 
 pub fn fixture_manifest(name: &str, extra: &str) -> String {
-    format!("schema_version = 1\nname = \"{name}\"\nversion = \"0.1.0\"\nwit = \"0.1.0\"\nworld = \"provider\"\n{extra}\n")
+    format!(
+        "schema_version = 1\nname = \"{name}\"\nversion = \"0.1.0\"\nwit = \"0.1.0\"\nworld = \"provider\"\n{extra}\n"
+    )
 }
 
 /// The real `presence-host` binary, serving on a free loopback port.
@@ -164,7 +175,12 @@ impl Host {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub async fn post(&self, path: &str, headers: &[(&str, String)], body: impl Into<reqwest::Body>) -> (u16, String) {
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
         let mut req = self.client.post(self.url(path)).body(body);
         for (k, v) in headers {
             req = req.header(*k, v);
@@ -182,7 +198,10 @@ impl Host {
     /// The store opened beside the running host (SQLite in WAL mode allows it).
     pub async fn store(&self) -> Store {
         let key = MasterKey::load_or_create(None, self.data_dir.path()).unwrap();
-        let url = format!("sqlite://{}", self.data_dir.path().join("presence.db").display());
+        let url = format!(
+            "sqlite://{}",
+            self.data_dir.path().join("presence.db").display()
+        );
         Store::open(&url, key).await.unwrap()
     }
 
@@ -220,7 +239,10 @@ fn spawn(data_dir: &Path, plugins: &Path, log: &Path) -> (Child, SocketAddr) {
         Ok(addr) => (child, addr),
         Err(_) => {
             let _ = child.kill();
-            panic!("host did not become ready; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "host did not become ready; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
     }
 }
@@ -233,7 +255,10 @@ impl Drop for Host {
 }
 
 pub fn now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Slack's request signature: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
@@ -246,14 +271,24 @@ pub fn slack_signature(secret: &[u8], timestamp: i64, body: &str) -> String {
 pub fn slack_headers(secret: &[u8], timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
     vec![
         ("x-slack-request-timestamp", timestamp.to_string()),
-        ("x-slack-signature", slack_signature(secret, timestamp, body)),
+        (
+            "x-slack-signature",
+            slack_signature(secret, timestamp, body),
+        ),
         ("content-type", "application/json".to_string()),
     ]
 }
 
 /// Standard Webhooks headers for `body`, signed with the base64 key of a `whsec_` secret.
-pub fn standard_webhook_headers(key_b64: &str, id: &str, timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
-    let key = base64::engine::general_purpose::STANDARD.decode(key_b64).unwrap();
+pub fn standard_webhook_headers(
+    key_b64: &str,
+    id: &str,
+    timestamp: i64,
+    body: &str,
+) -> Vec<(&'static str, String)> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key_b64)
+        .unwrap();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -278,16 +313,18 @@ impl CountingServer {
         use axum::response::{IntoResponse, Redirect};
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
-        let app = axum::Router::new().fallback(move |q: Query<std::collections::HashMap<String, String>>| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                match q.get("to") {
-                    Some(to) => Redirect::to(to).into_response(),
-                    None => "ok".into_response(),
+        let app = axum::Router::new().fallback(
+            move |q: Query<std::collections::HashMap<String, String>>| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    match q.get("to") {
+                        Some(to) => Redirect::to(to).into_response(),
+                        None => "ok".into_response(),
+                    }
                 }
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

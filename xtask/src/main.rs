@@ -38,7 +38,8 @@ fn main() -> anyhow::Result<()> {
         "run" => {
             build_bundled(&root)?;
             let mut cmd = cargo();
-            cmd.args(["run", "--package", "presence-host", "--", "serve"]).args(&rest);
+            cmd.args(["run", "--package", "presence-host", "--", "serve"])
+                .args(&rest);
             run(cmd)
         }
         "test" => {
@@ -49,7 +50,9 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => {
-            eprintln!("usage: cargo xtask <plugins | test-plugins | run [-- serve args] | test [-- cargo test args]>");
+            eprintln!(
+                "usage: cargo xtask <plugins | test-plugins | run [-- serve args] | test [-- cargo test args]>"
+            );
             bail!("unknown task {task:?}")
         }
     }
@@ -82,7 +85,10 @@ fn ensure_target() -> anyhow::Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("running rustup (the wasm32-wasip2 target is added with it)")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == TARGET) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
         return Ok(());
     }
     eprintln!("xtask: adding the {TARGET} target");
@@ -93,11 +99,16 @@ fn ensure_target() -> anyhow::Result<()> {
 
 /// The string at `path` (dot-separated keys) in a TOML file.
 fn toml_string(file: &Path, path: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("parsing {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", file.display()))?;
     let mut value = &toml::Value::Table(table);
     for key in path.split('.') {
-        value = value.get(key).with_context(|| format!("{}: no {path}", file.display()))?;
+        value = value
+            .get(key)
+            .with_context(|| format!("{}: no {path}", file.display()))?;
     }
     value
         .as_str()
@@ -107,7 +118,9 @@ fn toml_string(file: &Path, path: &str) -> anyhow::Result<String> {
 
 fn plugin_crates(parent: &Path) -> anyhow::Result<Vec<PluginCrate>> {
     let mut crates = Vec::new();
-    for entry in std::fs::read_dir(parent).with_context(|| format!("reading {}", parent.display()))? {
+    for entry in
+        std::fs::read_dir(parent).with_context(|| format!("reading {}", parent.display()))?
+    {
         let dir = entry?.path();
         let (manifest, cargo_toml) = (dir.join("plugin.toml"), dir.join("Cargo.toml"));
         if !manifest.is_file() || !cargo_toml.is_file() {
@@ -159,7 +172,11 @@ fn build_bundled(root: &Path) -> anyhow::Result<()> {
         std::fs::copy(c.dir.join("plugin.toml"), dest.join("plugin.toml"))?;
         std::fs::rename(&tmp, dest.join("plugin.wasm"))?;
     }
-    eprintln!("xtask: {} plugins installed in {}", crates.len(), install.display());
+    eprintln!(
+        "xtask: {} plugins installed in {}",
+        crates.len(),
+        install.display()
+    );
     Ok(())
 }
 
@@ -169,8 +186,15 @@ fn build_fixtures(root: &Path) -> anyhow::Result<()> {
     let install = root.join("target").join("test-plugins");
     std::fs::create_dir_all(&install)?;
     for c in &crates {
-        std::fs::copy(out.join(wasm_name(&c.package)), install.join(wasm_name(&c.package)))?;
+        std::fs::copy(
+            out.join(wasm_name(&c.package)),
+            install.join(wasm_name(&c.package)),
+        )?;
     }
-    eprintln!("xtask: {} test plugins built in {}", crates.len(), install.display());
+    eprintln!(
+        "xtask: {} test plugins built in {}",
+        crates.len(),
+        install.display()
+    );
     Ok(())
 }

@@ -20,7 +20,10 @@ pub fn router(app: Arc<App>) -> Router {
     let webhook_limit = app.config.max_webhook_body_bytes;
     let webhook_routes = Router::new()
         .route("/api/webhooks/{plugin}", post(webhooks::receive_default))
-        .route("/api/webhooks/{plugin}/{tenant}", post(webhooks::receive_for_tenant))
+        .route(
+            "/api/webhooks/{plugin}/{tenant}",
+            post(webhooks::receive_for_tenant),
+        )
         .layer(DefaultBodyLimit::max(webhook_limit));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -40,14 +43,20 @@ async fn get_presence(
     Path(user): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> Result<Json<Presence>, ApiError> {
-    let tenant = q.tenant.unwrap_or_else(|| webhooks::DEFAULT_TENANT.to_string());
+    let tenant = q
+        .tenant
+        .unwrap_or_else(|| webhooks::DEFAULT_TENANT.to_string());
     if !webhooks::valid_tenant(&tenant) {
-        return Err(ApiError::BadRequest(format!("tenant {tenant:?} is not a valid tenant name")));
+        return Err(ApiError::BadRequest(format!(
+            "tenant {tenant:?} is not a valid tenant name"
+        )));
     }
     let now = now_ms();
     let signals = app.store.signals(&tenant, &user, now).await?;
     if signals.is_empty() && !app.store.knows_user(&tenant, &user).await? {
-        return Err(ApiError::NotFound(format!("no presence is known for user {user:?} in tenant {tenant:?}")));
+        return Err(ApiError::NotFound(format!(
+            "no presence is known for user {user:?} in tenant {tenant:?}"
+        )));
     }
     Ok(Json(presence::derive(&user, &signals, now)))
 }

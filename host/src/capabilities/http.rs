@@ -105,7 +105,9 @@ impl HostPattern {
         match (&self.host, url.host()) {
             (PatternHost::Exact(h), Some(u)) => *h == u.to_owned(),
             (PatternHost::Subdomains(d), Some(Host::Domain(u))) => {
-                u.len() > d.len() + 1 && u.ends_with(d.as_str()) && u[..u.len() - d.len()].ends_with('.')
+                u.len() > d.len() + 1
+                    && u.ends_with(d.as_str())
+                    && u[..u.len() - d.len()].ends_with('.')
             }
             _ => false,
         }
@@ -141,12 +143,18 @@ pub fn client() -> reqwest::Client {
 }
 
 fn check_url(grants: &Grants, raw: &str) -> Result<Url, HttpError> {
-    let url = Url::parse(raw).map_err(|e| HttpError::InvalidRequest(format!("URL {raw:?}: {e}")))?;
+    let url =
+        Url::parse(raw).map_err(|e| HttpError::InvalidRequest(format!("URL {raw:?}: {e}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(HttpError::NotAllowed(format!("scheme {:?} is not http or https", url.scheme())));
+        return Err(HttpError::NotAllowed(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(HttpError::NotAllowed("URLs with userinfo are refused".into()));
+        return Err(HttpError::NotAllowed(
+            "URLs with userinfo are refused".into(),
+        ));
     }
     if !grants.allowed_hosts.iter().any(|p| p.matches(&url)) {
         return Err(HttpError::NotAllowed(format!(
@@ -165,12 +173,15 @@ fn build_headers(requested: &[(String, String)]) -> Result<HeaderMap, HttpError>
     for (name, value) in requested {
         let lower = name.to_ascii_lowercase();
         if HOST_OWNED_HEADERS.contains(&lower.as_str()) {
-            return Err(HttpError::NotAllowed(format!("header {name:?} is set by the host")));
+            return Err(HttpError::NotAllowed(format!(
+                "header {name:?} is set by the host"
+            )));
         }
         let name = HeaderName::from_bytes(lower.as_bytes())
             .map_err(|_| HttpError::InvalidRequest(format!("header name {name:?}")))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| HttpError::InvalidRequest(format!("header {name} has an invalid value")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            HttpError::InvalidRequest(format!("header {name} has an invalid value"))
+        })?;
         headers.append(name, value);
     }
     Ok(headers)
@@ -200,40 +211,42 @@ pub async fn send(
         if let Some(auth) = &authorization {
             builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
-        if let Some(b) = &body {
-            if !b.is_empty() {
-                builder = builder.body(b.clone());
-            }
+        if let Some(b) = &body
+            && !b.is_empty()
+        {
+            builder = builder.body(b.clone());
         }
         let response = builder.send().await.map_err(transport_error)?;
         let status = response.status();
-        if status.is_redirection() {
-            if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
-                let location = location
-                    .to_str()
-                    .map_err(|_| HttpError::Transport("redirect with an unreadable Location".into()))?;
-                let next = url
-                    .join(location)
-                    .map_err(|e| HttpError::Transport(format!("redirect to {location:?}: {e}")))?;
-                let next = check_url(grants, next.as_str())
-                    .map_err(|e| HttpError::NotAllowed(format!("redirect refused: {e}")))?;
-                if next.origin() != url.origin() {
-                    // Credentials are for the origin the plugin named, not wherever it redirects.
-                    authorization = None;
-                }
-                if status == reqwest::StatusCode::SEE_OTHER
-                    || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
-                {
-                    method = reqwest::Method::GET;
-                    body = None;
-                }
-                url = next;
-                continue;
+        if status.is_redirection()
+            && let Some(location) = response.headers().get(reqwest::header::LOCATION)
+        {
+            let location = location
+                .to_str()
+                .map_err(|_| HttpError::Transport("redirect with an unreadable Location".into()))?;
+            let next = url
+                .join(location)
+                .map_err(|e| HttpError::Transport(format!("redirect to {location:?}: {e}")))?;
+            let next = check_url(grants, next.as_str())
+                .map_err(|e| HttpError::NotAllowed(format!("redirect refused: {e}")))?;
+            if next.origin() != url.origin() {
+                // Credentials are for the origin the plugin named, not wherever it redirects.
+                authorization = None;
             }
+            if status == reqwest::StatusCode::SEE_OTHER
+                || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
+            {
+                method = reqwest::Method::GET;
+                body = None;
+            }
+            url = next;
+            continue;
         }
         return read_response(response, cap).await;
     }
-    Err(HttpError::Transport(format!("more than {MAX_REDIRECTS} redirects")))
+    Err(HttpError::Transport(format!(
+        "more than {MAX_REDIRECTS} redirects"
+    )))
 }
 
 async fn credential(
@@ -255,8 +268,9 @@ async fn credential(
         .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?;
     let token = std::str::from_utf8(value.expose())
         .map_err(|_| HttpError::CredentialUnavailable(format!("secret {name:?} is not text")))?;
-    let mut header = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| HttpError::CredentialUnavailable(format!("secret {name:?} is not a valid token")))?;
+    let mut header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        HttpError::CredentialUnavailable(format!("secret {name:?} is not a valid token"))
+    })?;
     header.set_sensitive(true);
     Ok(Some(header))
 }
@@ -269,8 +283,14 @@ fn transport_error(e: reqwest::Error) -> HttpError {
     }
 }
 
-async fn read_response(mut response: reqwest::Response, cap: usize) -> Result<OutboundResponse, HttpError> {
-    if response.content_length().is_some_and(|len| len as usize > cap) {
+async fn read_response(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<OutboundResponse, HttpError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len as usize > cap)
+    {
         return Err(HttpError::TooLarge);
     }
     let status = response.status().as_u16();
@@ -286,7 +306,11 @@ async fn read_response(mut response: reqwest::Response, cap: usize) -> Result<Ou
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(OutboundResponse { status, headers, body })
+    Ok(OutboundResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -295,7 +319,9 @@ mod tests {
 
     fn allowed(patterns: &[&str], url: &str) -> bool {
         let url = Url::parse(url).unwrap();
-        patterns.iter().any(|p| HostPattern::parse(p).unwrap().matches(&url))
+        patterns
+            .iter()
+            .any(|p| HostPattern::parse(p).unwrap().matches(&url))
     }
 
     #[test]
@@ -334,7 +360,13 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        for p in ["slack.com", "ftp://slack.com", "https://slack.com/api", "https://*.127.0.0.1", "https://u:p@slack.com"] {
+        for p in [
+            "slack.com",
+            "ftp://slack.com",
+            "https://slack.com/api",
+            "https://*.127.0.0.1",
+            "https://u:p@slack.com",
+        ] {
             assert!(HostPattern::parse(p).is_err(), "{p}");
         }
     }

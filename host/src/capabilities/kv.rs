@@ -25,14 +25,28 @@ fn unavailable(e: impl std::fmt::Display) -> KvError {
     KvError::Unavailable(e.to_string())
 }
 
-pub async fn get(store: &Store, grants: &Grants, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+pub async fn get(
+    store: &Store,
+    grants: &Grants,
+    tenant: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, KvError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KvError::TooLarge);
     }
-    store.kv_get(grants.plugin.as_str(), tenant, key).await.map_err(unavailable)
+    store
+        .kv_get(grants.plugin.as_str(), tenant, key)
+        .await
+        .map_err(unavailable)
 }
 
-pub async fn set(store: &Store, grants: &Grants, tenant: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+pub async fn set(
+    store: &Store,
+    grants: &Grants,
+    tenant: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<(), KvError> {
     let quota = grants.limits.kv_quota_kib as usize * 1024;
     if key.len() > MAX_KEY_BYTES || key.len() + value.len() > quota {
         return Err(KvError::TooLarge);
@@ -47,11 +61,25 @@ pub async fn set(store: &Store, grants: &Grants, tenant: &str, key: &str, value:
     }
 }
 
-pub async fn delete(store: &Store, grants: &Grants, tenant: &str, key: &str) -> Result<(), KvError> {
-    store.kv_delete(grants.plugin.as_str(), tenant, key).await.map_err(unavailable)
+pub async fn delete(
+    store: &Store,
+    grants: &Grants,
+    tenant: &str,
+    key: &str,
+) -> Result<(), KvError> {
+    store
+        .kv_delete(grants.plugin.as_str(), tenant, key)
+        .await
+        .map_err(unavailable)
 }
 
-pub async fn list_keys(store: &Store, grants: &Grants, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
+pub async fn list_keys(
+    store: &Store,
+    grants: &Grants,
+    tenant: &str,
+    prefix: &str,
+    limit: u32,
+) -> Result<Vec<String>, KvError> {
     store
         .kv_list(grants.plugin.as_str(), tenant, prefix, limit.min(MAX_LIST))
         .await

@@ -26,11 +26,18 @@ pub struct Grants {
 
 impl Grants {
     /// The manifest's grants, with the operator's per-plugin overrides applied on top.
-    pub fn resolve(manifest: &Manifest, overrides: Option<&crate::config::PluginOverrides>) -> Self {
+    pub fn resolve(
+        manifest: &Manifest,
+        overrides: Option<&crate::config::PluginOverrides>,
+    ) -> Self {
         let mut allowed_hosts = manifest.host_patterns();
         let mut config = manifest.config.clone();
         if let Some(o) = overrides {
-            allowed_hosts.extend(o.extra_allowed_hosts.iter().filter_map(|p| HostPattern::parse(p).ok()));
+            allowed_hosts.extend(
+                o.extra_allowed_hosts
+                    .iter()
+                    .filter_map(|p| HostPattern::parse(p).ok()),
+            );
             config.extend(o.config.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         Self {

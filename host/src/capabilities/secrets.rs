@@ -8,7 +8,9 @@ use crate::store::{SecretName, SecretValue, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
-    #[error("plugin {plugin} is not granted secret {name:?}; list it under capabilities.secrets in its plugin.toml")]
+    #[error(
+        "plugin {plugin} is not granted secret {name:?}; list it under capabilities.secrets in its plugin.toml"
+    )]
     NotGranted { plugin: String, name: String },
     #[error("secret {0:?} is not set; set it with `presence-host secret set {0}`")]
     NotSet(String),
@@ -23,7 +25,11 @@ pub enum HmacAlgorithm {
 }
 
 /// The value of a secret the plugin is granted; only the host ever holds it.
-pub(crate) async fn granted_value(store: &Store, grants: &Grants, name: &str) -> Result<SecretValue, SecretError> {
+pub(crate) async fn granted_value(
+    store: &Store,
+    grants: &Grants,
+    name: &str,
+) -> Result<SecretValue, SecretError> {
     if !grants.secrets.contains(name) {
         return Err(SecretError::NotGranted {
             plugin: grants.plugin.to_string(),
@@ -41,12 +47,14 @@ pub(crate) async fn granted_value(store: &Store, grants: &Grants, name: &str) ->
 pub fn hmac(algorithm: HmacAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
     match algorithm {
         HmacAlgorithm::Sha1 => {
-            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes keys of any length");
+            let mut mac =
+                Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes keys of any length");
             mac.update(message);
             mac.finalize().into_bytes().to_vec()
         }
         HmacAlgorithm::Sha256 => {
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+            let mut mac =
+                Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
             mac.update(message);
             mac.finalize().into_bytes().to_vec()
         }
@@ -76,7 +84,12 @@ pub async fn hmac_verify(
     Ok(expected.ct_eq(signature).into())
 }
 
-pub async fn equals(store: &Store, grants: &Grants, name: &str, candidate: &[u8]) -> Result<bool, SecretError> {
+pub async fn equals(
+    store: &Store,
+    grants: &Grants,
+    name: &str,
+    candidate: &[u8],
+) -> Result<bool, SecretError> {
     let value = granted_value(store, grants, name).await?;
     Ok(value.expose().ct_eq(candidate).into())
 }
@@ -88,12 +101,23 @@ mod tests {
     /// RFC 4231 test case 2 (HMAC-SHA256) and RFC 2202 test case 2 (HMAC-SHA1).
     #[test]
     fn rfc_test_vectors() {
-        let sha256 = hmac(HmacAlgorithm::Sha256, b"Jefe", b"what do ya want for nothing?");
+        let sha256 = hmac(
+            HmacAlgorithm::Sha256,
+            b"Jefe",
+            b"what do ya want for nothing?",
+        );
         assert_eq!(
             hex::encode(sha256),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        let sha1 = hmac(HmacAlgorithm::Sha1, b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(hex::encode(sha1), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+        let sha1 = hmac(
+            HmacAlgorithm::Sha1,
+            b"Jefe",
+            b"what do ya want for nothing?",
+        );
+        assert_eq!(
+            hex::encode(sha1),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
     }
 }

@@ -13,13 +13,22 @@ pub struct Decision {
     pub plugin: String,
 }
 
-pub async fn classify(registry: &PluginRegistry, chain: &[String], tenant: &str, event: &CalendarEvent) -> Option<Decision> {
+pub async fn classify(
+    registry: &PluginRegistry,
+    chain: &[String],
+    tenant: &str,
+    event: &CalendarEvent,
+) -> Option<Decision> {
     for name in chain {
         let Some(plugin) = registry.get(name) else {
             tracing::warn!(plugin = %name, tenant, "classifier in the tenant's chain is not loaded; skipped");
             continue;
         };
-        match registry.runtime().classify(&plugin.pre, &plugin.grants, tenant, event).await {
+        match registry
+            .runtime()
+            .classify(&plugin.pre, &plugin.grants, tenant, event)
+            .await
+        {
             Ok(Some(classification)) => {
                 return Some(Decision {
                     classification,
@@ -27,7 +36,9 @@ pub async fn classify(registry: &PluginRegistry, chain: &[String], tenant: &str,
                 });
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(tenant, error = %e, "classifier failed; trying the next in the chain"),
+            Err(e) => {
+                tracing::error!(tenant, error = %e, "classifier failed; trying the next in the chain")
+            }
         }
     }
     None

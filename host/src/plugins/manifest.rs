@@ -196,10 +196,12 @@ impl Manifest {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        manifest.validate().map_err(|message| ManifestError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        manifest
+            .validate()
+            .map_err(|message| ManifestError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
         Ok(manifest)
     }
 
@@ -235,7 +237,8 @@ impl Manifest {
                 .map_err(|e| format!("capabilities.allowed_hosts: {pattern:?}: {e}"))?;
         }
         if self.world == World::Classifier
-            && (!self.capabilities.allowed_hosts.is_empty() || !self.capabilities.secrets.is_empty())
+            && (!self.capabilities.allowed_hosts.is_empty()
+                || !self.capabilities.secrets.is_empty())
         {
             return Err(
                 "a classifier cannot be granted allowed_hosts or secrets: classifiers are pure rules"
@@ -313,14 +316,35 @@ memory_mib = 16
     #[test]
     fn errors_name_the_file_and_the_problem() {
         let cases = [
-            (GOOD.replace("wit = \"0.1.0\"", "wit = \"9.0.0\""), "not a wedsync:presence version"),
-            (GOOD.replace("name = \"slack\"", "name = \"Slack!\""), "plugin name"),
-            (GOOD.replace("world = \"provider\"", "world = \"daemon\""), "unknown variant"),
-            (GOOD.replace("memory_mib = 16", "memory_mib = 100000"), "limits.memory_mib"),
-            (GOOD.replace("https://slack.com\"", "ftp://slack.com\""), "allowed_hosts"),
+            (
+                GOOD.replace("wit = \"0.1.0\"", "wit = \"9.0.0\""),
+                "not a wedsync:presence version",
+            ),
+            (
+                GOOD.replace("name = \"slack\"", "name = \"Slack!\""),
+                "plugin name",
+            ),
+            (
+                GOOD.replace("world = \"provider\"", "world = \"daemon\""),
+                "unknown variant",
+            ),
+            (
+                GOOD.replace("memory_mib = 16", "memory_mib = 100000"),
+                "limits.memory_mib",
+            ),
+            (
+                GOOD.replace("https://slack.com\"", "ftp://slack.com\""),
+                "allowed_hosts",
+            ),
             (format!("{GOOD}\nsurprise = 1"), "surprise"),
-            (GOOD.replace("schema_version = 1", "schema_version = 2"), "schema_version 2"),
-            (format!("{GOOD}\ncomponent = \"../../etc/passwd\""), "inside the plugin's folder"),
+            (
+                GOOD.replace("schema_version = 1", "schema_version = 2"),
+                "schema_version 2",
+            ),
+            (
+                format!("{GOOD}\ncomponent = \"../../etc/passwd\""),
+                "inside the plugin's folder",
+            ),
             ("name = ".to_string(), "not a valid plugin manifest"),
         ];
         for (text, expected) in cases {

@@ -26,7 +26,11 @@ pub enum LoadError {
     #[error(transparent)]
     Prepare(#[from] PrepareError),
     #[error("{path}: plugin name {name:?} is already used by {other}")]
-    DuplicateName { path: PathBuf, name: String, other: PathBuf },
+    DuplicateName {
+        path: PathBuf,
+        name: String,
+        other: PathBuf,
+    },
 }
 
 impl From<ManifestError> for LoadError {
@@ -93,7 +97,11 @@ fn read_plugin(dir: &Path) -> Result<(Manifest, Vec<u8>, String), LoadError> {
 }
 
 /// Loads one plugin folder: manifest, component, compilation and world check.
-pub fn load_plugin(runtime: &Runtime, dir: &Path, overrides: Option<&PluginOverrides>) -> Result<LoadedPlugin, LoadError> {
+pub fn load_plugin(
+    runtime: &Runtime,
+    dir: &Path,
+    overrides: Option<&PluginOverrides>,
+) -> Result<LoadedPlugin, LoadError> {
     let (manifest, wasm, fingerprint) = read_plugin(dir)?;
     prepare(runtime, dir, manifest, &wasm, fingerprint, overrides)
 }
@@ -142,7 +150,11 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    pub fn new(runtime: Arc<Runtime>, root: PathBuf, overrides: BTreeMap<String, PluginOverrides>) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        root: PathBuf,
+        overrides: BTreeMap<String, PluginOverrides>,
+    ) -> Self {
         Self {
             runtime,
             root,
@@ -186,7 +198,10 @@ impl PluginRegistry {
             Err(e) => {
                 report.failed.push(LoadFailure {
                     dir: self.root.clone(),
-                    error: format!("{}: cannot read the plugins folder: {e}", self.root.display()),
+                    error: format!(
+                        "{}: cannot read the plugins folder: {e}",
+                        self.root.display()
+                    ),
                 });
                 Vec::new()
             }
@@ -199,11 +214,23 @@ impl PluginRegistry {
             let (manifest, wasm, fingerprint) = match read {
                 Ok(Ok(parts)) => parts,
                 Ok(Err(e)) => {
-                    self.keep_previous_on_failure(&current, &dir, &mut next, &mut report, e.to_string());
+                    self.keep_previous_on_failure(
+                        &current,
+                        &dir,
+                        &mut next,
+                        &mut report,
+                        e.to_string(),
+                    );
                     continue;
                 }
                 Err(e) => {
-                    self.keep_previous_on_failure(&current, &dir, &mut next, &mut report, e.to_string());
+                    self.keep_previous_on_failure(
+                        &current,
+                        &dir,
+                        &mut next,
+                        &mut report,
+                        e.to_string(),
+                    );
                     continue;
                 }
             };
@@ -220,7 +247,10 @@ impl PluginRegistry {
                 });
                 continue;
             }
-            if let Some(existing) = current.get(&name).filter(|p| p.fingerprint == fingerprint && p.dir == dir) {
+            if let Some(existing) = current
+                .get(&name)
+                .filter(|p| p.fingerprint == fingerprint && p.dir == dir)
+            {
                 next.insert(name.clone(), existing.clone());
                 report.unchanged.push(name);
                 continue;
@@ -230,7 +260,14 @@ impl PluginRegistry {
             let prepared = {
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || {
-                    prepare(&runtime, &dir, manifest, &wasm, fingerprint, overrides.as_ref())
+                    prepare(
+                        &runtime,
+                        &dir,
+                        manifest,
+                        &wasm,
+                        fingerprint,
+                        overrides.as_ref(),
+                    )
                 })
                 .await
             };
@@ -241,8 +278,20 @@ impl PluginRegistry {
                     next.insert(name.clone(), Arc::new(plugin));
                     report.loaded.push(name);
                 }
-                Ok(Err(e)) => self.keep_previous_on_failure(&current, &dir, &mut next, &mut report, e.to_string()),
-                Err(e) => self.keep_previous_on_failure(&current, &dir, &mut next, &mut report, e.to_string()),
+                Ok(Err(e)) => self.keep_previous_on_failure(
+                    &current,
+                    &dir,
+                    &mut next,
+                    &mut report,
+                    e.to_string(),
+                ),
+                Err(e) => self.keep_previous_on_failure(
+                    &current,
+                    &dir,
+                    &mut next,
+                    &mut report,
+                    e.to_string(),
+                ),
             }
         }
         for name in current.keys() {

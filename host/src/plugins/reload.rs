@@ -19,10 +19,10 @@ pub struct ReloadWatcher {
 pub fn watch(registry: Arc<PluginRegistry>) -> notify::Result<ReloadWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if !event.kind.is_access() {
-                let _ = tx.send(());
-            }
+        if let Ok(event) = event
+            && !event.kind.is_access()
+        {
+            let _ = tx.send(());
         }
     })?;
     watcher.watch(registry.root(), RecursiveMode::Recursive)?;
@@ -37,7 +37,8 @@ pub fn watch(registry: Arc<PluginRegistry>) -> notify::Result<ReloadWatcher> {
                 }
             }
             let report = registry.reload().await;
-            if !report.loaded.is_empty() || !report.removed.is_empty() || !report.failed.is_empty() {
+            if !report.loaded.is_empty() || !report.removed.is_empty() || !report.failed.is_empty()
+            {
                 tracing::info!(loaded = ?report.loaded, removed = ?report.removed, failed = report.failed.len(), "plugins reloaded");
             }
         }

@@ -45,7 +45,12 @@ mod tests {
     use super::*;
     use crate::model::SignalSource;
 
-    fn signal(source: SignalSource, availability: Availability, starts: Option<i64>, expires: Option<i64>) -> PresenceSignal {
+    fn signal(
+        source: SignalSource,
+        availability: Availability,
+        starts: Option<i64>,
+        expires: Option<i64>,
+    ) -> PresenceSignal {
         PresenceSignal {
             user: "u".into(),
             source,
@@ -62,11 +67,24 @@ mod tests {
     #[test]
     fn the_highest_active_source_wins_and_the_next_shows_through_when_it_ends() {
         let signals = vec![
-            signal(SignalSource::Call, Availability::InCall, Some(100), Some(200)),
-            signal(SignalSource::Calendar, Availability::Busy, Some(0), Some(500)),
+            signal(
+                SignalSource::Call,
+                Availability::InCall,
+                Some(100),
+                Some(200),
+            ),
+            signal(
+                SignalSource::Calendar,
+                Availability::Busy,
+                Some(0),
+                Some(500),
+            ),
             signal(SignalSource::ProviderStatus, Availability::Away, None, None),
         ];
-        assert_eq!(derive("u", &signals, 150).availability, Availability::InCall);
+        assert_eq!(
+            derive("u", &signals, 150).availability,
+            Availability::InCall
+        );
         assert_eq!(derive("u", &signals, 250).availability, Availability::Busy);
         assert_eq!(derive("u", &signals, 250).until, Some(500));
         assert_eq!(derive("u", &signals, 600).availability, Availability::Away);
@@ -75,7 +93,12 @@ mod tests {
 
     #[test]
     fn windows_are_half_open() {
-        let s = signal(SignalSource::Calendar, Availability::Busy, Some(10), Some(20));
+        let s = signal(
+            SignalSource::Calendar,
+            Availability::Busy,
+            Some(10),
+            Some(20),
+        );
         assert!(!is_active(&s, 9));
         assert!(is_active(&s, 10));
         assert!(is_active(&s, 19));

@@ -56,7 +56,11 @@ impl ComponentCache {
     }
 
     /// The compiled form of `wasm`, from the cache when a sound entry exists.
-    pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, wasm)?, CacheOutcome::Compiled));
         };
@@ -70,10 +74,14 @@ impl ComponentCache {
                     // and its checksum proves it is byte-for-byte what was written.
                     match unsafe { Component::deserialize(engine, artifact) } {
                         Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cached component rejected; recompiling"),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cached component rejected; recompiling")
+                        }
                     }
                 }
-                None => tracing::warn!(path = %path.display(), "cached component is corrupt; recompiling"),
+                None => {
+                    tracing::warn!(path = %path.display(), "cached component is corrupt; recompiling")
+                }
             }
             outcome = CacheOutcome::Recompiled;
         }

@@ -154,16 +154,19 @@ impl<T: OutputSize, E: OutputSize> OutputSize for Result<T, E> {
 
 impl Runtime {
     pub fn new(config: &RuntimeConfig, services: HostServices) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(config.max_concurrent_calls)).map_err(anyhow::Error::from)?;
+        let engine = Engine::new(&engine_config(config.max_concurrent_calls))
+            .map_err(anyhow::Error::from)?;
         let mut classifier_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut classifier_linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut classifier_linker)
+            .map_err(anyhow::Error::from)?;
         since_v0_1_0::classifier::Classifier::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut classifier_linker,
             |s| s,
         )
         .map_err(anyhow::Error::from)?;
         let mut provider_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut provider_linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut provider_linker)
+            .map_err(anyhow::Error::from)?;
         since_v0_1_0::provider::Provider::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut provider_linker,
             |s| s,
@@ -187,24 +190,42 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) and links a component for the world its
     /// manifest declares. CPU-heavy: call it from a blocking thread.
-    pub fn prepare(&self, manifest: &Manifest, wasm: &[u8], label: &str) -> Result<(PluginPre, CacheOutcome), PrepareError> {
+    pub fn prepare(
+        &self,
+        manifest: &Manifest,
+        wasm: &[u8],
+        label: &str,
+    ) -> Result<(PluginPre, CacheOutcome), PrepareError> {
         let (component, outcome) = self
             .cache
             .load_or_compile(&self.engine, wasm)
             .map_err(|e| PrepareError::Compile(label.to_string(), format!("{e:#}")))?;
         let world_error = |e: wasmtime::Error| {
-            PrepareError::World(label.to_string(), manifest.world, manifest.wit.to_string(), describe_link_error(&e))
+            PrepareError::World(
+                label.to_string(),
+                manifest.world,
+                manifest.wit.to_string(),
+                describe_link_error(&e),
+            )
         };
         let pre = match (manifest.world, manifest.wit.to_string().as_str()) {
             (World::Classifier, since_v0_1_0::VERSION) => {
-                let pre = self.classifier_linker.instantiate_pre(&component).map_err(world_error)?;
+                let pre = self
+                    .classifier_linker
+                    .instantiate_pre(&component)
+                    .map_err(world_error)?;
                 PluginPre::ClassifierV0_1(
                     since_v0_1_0::classifier::ClassifierPre::new(pre).map_err(world_error)?,
                 )
             }
             (World::Provider, since_v0_1_0::VERSION) => {
-                let pre = self.provider_linker.instantiate_pre(&component).map_err(world_error)?;
-                PluginPre::ProviderV0_1(since_v0_1_0::provider::ProviderPre::new(pre).map_err(world_error)?)
+                let pre = self
+                    .provider_linker
+                    .instantiate_pre(&component)
+                    .map_err(world_error)?;
+                PluginPre::ProviderV0_1(
+                    since_v0_1_0::provider::ProviderPre::new(pre).map_err(world_error)?,
+                )
             }
             (world, version) => {
                 return Err(PrepareError::World(
@@ -226,7 +247,10 @@ impl Runtime {
     {
         let limits = grants.limits;
         let started = Instant::now();
-        let mut store = Store::new(&self.engine, CallState::new(grants.clone(), self.services.clone(), tenant));
+        let mut store = Store::new(
+            &self.engine,
+            CallState::new(grants.clone(), self.services.clone(), tenant),
+        );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
         store.epoch_deadline_trap();
@@ -237,7 +261,8 @@ impl Runtime {
 
         // The epoch deadline stops guest code; this stops a call stuck in a host
         // import (a slow HTTP answer) once the whole call is out of time.
-        let outcome = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), call(&mut store)).await;
+        let outcome =
+            tokio::time::timeout(Duration::from_millis(limits.timeout_ms), call(&mut store)).await;
         let result = match outcome {
             Err(_elapsed) => Err(fail(CallErrorKind::Deadline(limits.timeout_ms))),
             Ok(Ok(value)) => {
@@ -249,12 +274,21 @@ impl Runtime {
                     Ok(value)
                 }
             }
-            Ok(Err(e)) => Err(fail(classify_error(&e, store.data(), limits.timeout_ms, limits.memory_mib))),
+            Ok(Err(e)) => Err(fail(classify_error(
+                &e,
+                store.data(),
+                limits.timeout_ms,
+                limits.memory_mib,
+            ))),
         };
         let host_calls = store.data().host_calls;
         match &result {
-            Ok(_) => tracing::debug!(plugin = %grants.plugin, tenant, host_calls, elapsed_us = started.elapsed().as_micros() as u64, "plugin call"),
-            Err(e) => tracing::warn!(plugin = %grants.plugin, tenant, host_calls, error = %e, kind = e.kind.label(), "plugin call failed"),
+            Ok(_) => {
+                tracing::debug!(plugin = %grants.plugin, tenant, host_calls, elapsed_us = started.elapsed().as_micros() as u64, "plugin call")
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %grants.plugin, tenant, host_calls, error = %e, kind = e.kind.label(), "plugin call failed")
+            }
         }
         result
     }
@@ -308,7 +342,11 @@ impl Runtime {
     }
 
     /// Asks a provider plugin what it can do.
-    pub async fn describe(&self, pre: &PluginPre, grants: &Arc<Grants>) -> Result<model::ProviderInfo, CallError> {
+    pub async fn describe(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+    ) -> Result<model::ProviderInfo, CallError> {
         let PluginPre::ProviderV0_1(pre) = pre else {
             return Err(wrong_world(grants, "describe"));
         };
@@ -341,7 +379,9 @@ impl Runtime {
         self.run(grants, tenant, move |store| {
             Box::pin(async move {
                 let bindings = pre.instantiate_async(&mut *store).await?;
-                let out = bindings.call_push_status(&mut *store, &connection, &presence).await?;
+                let out = bindings
+                    .call_push_status(&mut *store, &connection, &presence)
+                    .await?;
                 Ok(out.map_err(since_v0_1_0::plugin_error_from))
             })
         })
@@ -375,7 +415,12 @@ fn engine_config(max_concurrent_calls: u32) -> Config {
 }
 
 /// Turns a wasmtime error from a call into what the operator needs to know.
-fn classify_error(e: &wasmtime::Error, state: &CallState, timeout_ms: u64, memory_mib: u32) -> CallErrorKind {
+fn classify_error(
+    e: &wasmtime::Error,
+    state: &CallState,
+    timeout_ms: u64,
+    memory_mib: u32,
+) -> CallErrorKind {
     if state.limiter.memory_exceeded {
         return CallErrorKind::MemoryLimit(memory_mib);
     }
@@ -384,7 +429,10 @@ fn classify_error(e: &wasmtime::Error, state: &CallState, timeout_ms: u64, memor
         Some(trap) => CallErrorKind::Trap(trap.to_string()),
         None => {
             let message = format!("{e:#}");
-            if message.contains("instantiat") || message.contains("resource limit") || message.contains("concurrent") {
+            if message.contains("instantiat")
+                || message.contains("resource limit")
+                || message.contains("concurrent")
+            {
                 CallErrorKind::Instantiate(message)
             } else {
                 CallErrorKind::Trap(message)
@@ -397,7 +445,9 @@ fn classify_error(e: &wasmtime::Error, state: &CallState, timeout_ms: u64, memor
 fn describe_link_error(e: &wasmtime::Error) -> String {
     let message = format!("{e:#}");
     if message.contains("import") {
-        format!("{message} (the host grants this world only the imports it declares; a plugin may import nothing else)")
+        format!(
+            "{message} (the host grants this world only the imports it declares; a plugin may import nothing else)"
+        )
     } else {
         message
     }
@@ -417,7 +467,12 @@ impl OutputSize for model::Classification {
 
 impl OutputSize for model::WebhookOutcome {
     fn output_size(&self) -> usize {
-        let headers: usize = self.response.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let headers: usize = self
+            .response
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
         let events: usize = self
             .events
             .iter()
@@ -435,16 +490,27 @@ impl OutputSize for model::WebhookOutcome {
         let signals: usize = self
             .signals
             .iter()
-            .map(|s| s.user.len() + s.status_text.as_ref().map_or(0, String::len) + s.status_emoji.as_ref().map_or(0, String::len))
+            .map(|s| {
+                s.user.len()
+                    + s.status_text.as_ref().map_or(0, String::len)
+                    + s.status_emoji.as_ref().map_or(0, String::len)
+            })
             .sum();
-        self.response.body.len() + headers + self.delivery_id.as_ref().map_or(0, String::len) + events + signals
+        self.response.body.len()
+            + headers
+            + self.delivery_id.as_ref().map_or(0, String::len)
+            + events
+            + signals
     }
 }
 
 impl OutputSize for model::PluginFault {
     fn output_size(&self) -> usize {
         match self {
-            Self::Unauthorized(m) | Self::InvalidInput(m) | Self::Unsupported(m) | Self::Internal(m) => m.len(),
+            Self::Unauthorized(m)
+            | Self::InvalidInput(m)
+            | Self::Unsupported(m)
+            | Self::Internal(m) => m.len(),
             Self::Upstream { message, .. } => message.len(),
         }
     }

@@ -34,7 +34,9 @@ pub mod provider {
 }
 
 use classifier::wedsync::presence::{log as wit_log, types as t};
-use provider::wedsync::presence::{config as wit_config, http as wit_http, kv as wit_kv, secrets as wit_secrets};
+use provider::wedsync::presence::{
+    config as wit_config, http as wit_http, kv as wit_kv, secrets as wit_secrets,
+};
 
 // --- host imports ------------------------------------------------------------
 
@@ -62,7 +64,10 @@ impl wit_config::Host for CallState {
 }
 
 impl wit_http::Host for CallState {
-    async fn send(&mut self, req: wit_http::Request) -> Result<wit_http::Response, wit_http::HttpError> {
+    async fn send(
+        &mut self,
+        req: wit_http::Request,
+    ) -> Result<wit_http::Response, wit_http::HttpError> {
         use capabilities::http::HttpError as E;
         self.host_calls += 1;
         let request = OutboundRequest {
@@ -73,7 +78,13 @@ impl wit_http::Host for CallState {
             connection: req.connection,
             bearer_secret: req.bearer_secret,
         };
-        let result = capabilities::http::send(&self.services.http, &self.services.store, &self.grants, request).await;
+        let result = capabilities::http::send(
+            &self.services.http,
+            &self.services.store,
+            &self.grants,
+            request,
+        )
+        .await;
         match result {
             Ok(r) => Ok(wit_http::Response {
                 status: r.status,
@@ -95,7 +106,10 @@ impl wit_http::Host for CallState {
     }
 }
 
-fn secret_error(state: &CallState, e: capabilities::secrets::SecretError) -> wit_secrets::SecretError {
+fn secret_error(
+    state: &CallState,
+    e: capabilities::secrets::SecretError,
+) -> wit_secrets::SecretError {
     use capabilities::secrets::SecretError as E;
     tracing::warn!(plugin = %state.grants.plugin, tenant = %state.tenant, error = %e, "secret use refused");
     match e {
@@ -121,9 +135,15 @@ impl wit_secrets::Host for CallState {
         message: Vec<u8>,
     ) -> Result<Vec<u8>, wit_secrets::SecretError> {
         self.host_calls += 1;
-        capabilities::secrets::hmac_sign(&self.services.store, &self.grants, &secret, algorithm(alg), &message)
-            .await
-            .map_err(|e| secret_error(self, e))
+        capabilities::secrets::hmac_sign(
+            &self.services.store,
+            &self.grants,
+            &secret,
+            algorithm(alg),
+            &message,
+        )
+        .await
+        .map_err(|e| secret_error(self, e))
     }
 
     async fn hmac_verify(
@@ -134,12 +154,23 @@ impl wit_secrets::Host for CallState {
         signature: Vec<u8>,
     ) -> Result<bool, wit_secrets::SecretError> {
         self.host_calls += 1;
-        capabilities::secrets::hmac_verify(&self.services.store, &self.grants, &secret, algorithm(alg), &message, &signature)
-            .await
-            .map_err(|e| secret_error(self, e))
+        capabilities::secrets::hmac_verify(
+            &self.services.store,
+            &self.grants,
+            &secret,
+            algorithm(alg),
+            &message,
+            &signature,
+        )
+        .await
+        .map_err(|e| secret_error(self, e))
     }
 
-    async fn equals(&mut self, secret: String, candidate: Vec<u8>) -> Result<bool, wit_secrets::SecretError> {
+    async fn equals(
+        &mut self,
+        secret: String,
+        candidate: Vec<u8>,
+    ) -> Result<bool, wit_secrets::SecretError> {
         self.host_calls += 1;
         capabilities::secrets::equals(&self.services.store, &self.grants, &secret, &candidate)
             .await
@@ -159,24 +190,46 @@ fn kv_error(e: capabilities::kv::KvError) -> wit_kv::KvError {
 impl wit_kv::Host for CallState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, wit_kv::KvError> {
         self.host_calls += 1;
-        capabilities::kv::get(&self.services.store, &self.grants, &self.tenant, &key).await.map_err(kv_error)
+        capabilities::kv::get(&self.services.store, &self.grants, &self.tenant, &key)
+            .await
+            .map_err(kv_error)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit_kv::KvError> {
         self.host_calls += 1;
-        capabilities::kv::set(&self.services.store, &self.grants, &self.tenant, &key, &value).await.map_err(kv_error)
+        capabilities::kv::set(
+            &self.services.store,
+            &self.grants,
+            &self.tenant,
+            &key,
+            &value,
+        )
+        .await
+        .map_err(kv_error)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), wit_kv::KvError> {
         self.host_calls += 1;
-        capabilities::kv::delete(&self.services.store, &self.grants, &self.tenant, &key).await.map_err(kv_error)
-    }
-
-    async fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, wit_kv::KvError> {
-        self.host_calls += 1;
-        capabilities::kv::list_keys(&self.services.store, &self.grants, &self.tenant, &prefix, limit)
+        capabilities::kv::delete(&self.services.store, &self.grants, &self.tenant, &key)
             .await
             .map_err(kv_error)
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        limit: u32,
+    ) -> Result<Vec<String>, wit_kv::KvError> {
+        self.host_calls += 1;
+        capabilities::kv::list_keys(
+            &self.services.store,
+            &self.grants,
+            &self.tenant,
+            &prefix,
+            limit,
+        )
+        .await
+        .map_err(kv_error)
     }
 }
 

@@ -18,11 +18,18 @@ pub const MASTER_KEY_FILE: &str = "master.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("the master key must be 32 bytes encoded in base64 (generate one with `openssl rand -base64 32`): {0}")]
+    #[error(
+        "the master key must be 32 bytes encoded in base64 (generate one with `openssl rand -base64 32`): {0}"
+    )]
     Malformed(String),
     #[error("cannot read or write the master key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("record sealed under master key {found}, but the configured key is {expected}: configure the key it was written with")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "record sealed under master key {found}, but the configured key is {expected}: configure the key it was written with"
+    )]
     WrongKey { found: String, expected: String },
     #[error("a sealed record failed authentication: it was altered or is corrupt")]
     Tampered,
@@ -111,7 +118,13 @@ impl MasterKey {
         (nonce.to_vec(), ciphertext)
     }
 
-    pub fn open(&self, key_id: &str, nonce: &[u8], ciphertext: &[u8], associated: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    pub fn open(
+        &self,
+        key_id: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        associated: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         if key_id != self.id {
             return Err(KeyError::WrongKey {
                 found: key_id.to_string(),
@@ -161,13 +174,26 @@ mod tests {
         let key = MasterKey::from_bytes([7; 32]);
         let (nonce, mut sealed) = key.seal(b"xoxb-secret", b"secret:slack");
         assert_ne!(&sealed[..], b"xoxb-secret");
-        assert_eq!(&key.open(key.id(), &nonce, &sealed, b"secret:slack").unwrap()[..], b"xoxb-secret");
+        assert_eq!(
+            &key.open(key.id(), &nonce, &sealed, b"secret:slack")
+                .unwrap()[..],
+            b"xoxb-secret"
+        );
         // The associated data binds the record to its name.
-        assert!(matches!(key.open(key.id(), &nonce, &sealed, b"secret:zoom"), Err(KeyError::Tampered)));
+        assert!(matches!(
+            key.open(key.id(), &nonce, &sealed, b"secret:zoom"),
+            Err(KeyError::Tampered)
+        ));
         let other = MasterKey::from_bytes([8; 32]);
-        assert!(matches!(other.open(key.id(), &nonce, &sealed, b"secret:slack"), Err(KeyError::WrongKey { .. })));
+        assert!(matches!(
+            other.open(key.id(), &nonce, &sealed, b"secret:slack"),
+            Err(KeyError::WrongKey { .. })
+        ));
         sealed[0] ^= 1;
-        assert!(matches!(key.open(key.id(), &nonce, &sealed, b"secret:slack"), Err(KeyError::Tampered)));
+        assert!(matches!(
+            key.open(key.id(), &nonce, &sealed, b"secret:slack"),
+            Err(KeyError::Tampered)
+        ));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use zeroize::Zeroizing;
 
 pub use crypto::MasterKey;
@@ -26,7 +28,10 @@ pub enum StoreError {
     #[error("unsupported database URL {0:?}: this build supports sqlite:// URLs")]
     UnsupportedUrl(String),
     #[error("secret {name:?}: {source}")]
-    Secret { name: String, source: crypto::KeyError },
+    Secret {
+        name: String,
+        source: crypto::KeyError,
+    },
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }
@@ -107,7 +112,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -195,7 +202,12 @@ impl Store {
 
     // --- plugin key-value ----------------------------------------------------
 
-    pub async fn kv_get(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn kv_get(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT value FROM kv WHERE plugin = ? AND tenant = ? AND key = ?")
             .bind(plugin)
             .bind(tenant)
@@ -206,7 +218,14 @@ impl Store {
     }
 
     /// Writes `key`, unless the namespace's keys and values would then exceed `quota` bytes.
-    pub async fn kv_set(&self, plugin: &str, tenant: &str, key: &str, value: &[u8], quota: i64) -> Result<KvWrite, StoreError> {
+    pub async fn kv_set(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        key: &str,
+        value: &[u8],
+        quota: i64,
+    ) -> Result<KvWrite, StoreError> {
         let mut tx = self.pool.begin().await?;
         let used: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv
@@ -245,7 +264,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn kv_list(&self, plugin: &str, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+    pub async fn kv_list(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
         // substr comparison instead of LIKE: a prefix with % or _ means itself.
         let rows = sqlx::query(
             "SELECT key FROM kv WHERE plugin = ? AND tenant = ? AND substr(key, 1, length(?)) = ?
@@ -325,7 +350,12 @@ impl Store {
     }
 
     /// Every stored signal of `user` that has not expired at `now`, newest first.
-    pub async fn signals(&self, tenant: &str, user: &str, now: i64) -> Result<Vec<PresenceSignal>, StoreError> {
+    pub async fn signals(
+        &self,
+        tenant: &str,
+        user: &str,
+        now: i64,
+    ) -> Result<Vec<PresenceSignal>, StoreError> {
         let rows = sqlx::query(
             "SELECT source, availability, status_text, status_emoji, category, starts_at, expires_at
              FROM presence_signals
@@ -346,8 +376,9 @@ impl Store {
                     user: user.to_string(),
                     source: SignalSource::parse(&source)
                         .ok_or_else(|| StoreError::Corrupt(format!("signal source {source:?}")))?,
-                    availability: Availability::parse(&availability)
-                        .ok_or_else(|| StoreError::Corrupt(format!("availability {availability:?}")))?,
+                    availability: Availability::parse(&availability).ok_or_else(|| {
+                        StoreError::Corrupt(format!("availability {availability:?}"))
+                    })?,
                     status_text: r.try_get("status_text")?,
                     status_emoji: r.try_get("status_emoji")?,
                     starts: r.try_get("starts_at")?,
@@ -361,11 +392,13 @@ impl Store {
 
     /// Whether any signal was ever stored for `user` (expired ones included).
     pub async fn knows_user(&self, tenant: &str, user: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM presence_signals WHERE tenant = ? AND user_id = ?")
-            .bind(tenant)
-            .bind(user)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM presence_signals WHERE tenant = ? AND user_id = ?",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n > 0)
     }
 
@@ -399,7 +432,6 @@ impl Store {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,26 +447,68 @@ mod tests {
     async fn secrets_are_encrypted_at_rest_and_round_trip() {
         let (_dir, store) = store().await;
         let name = SecretName::parse("slack-signing-secret").unwrap();
-        store.set_secret(&name, b"8f742231b10e8888abcd99yyyzzz85a5").await.unwrap();
-        assert_eq!(store.secret(&name).await.unwrap().unwrap().expose(), b"8f742231b10e8888abcd99yyyzzz85a5");
-        let raw: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM secrets").fetch_one(&store.pool).await.unwrap();
-        assert!(!raw.windows(8).any(|w| w == b"8f742231"), "plaintext found at rest");
-        assert_eq!(format!("{:?}", store.secret(&name).await.unwrap().unwrap()), "***");
-        assert!(store.secret(&SecretName::parse("missing").unwrap()).await.unwrap().is_none());
+        store
+            .set_secret(&name, b"8f742231b10e8888abcd99yyyzzz85a5")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.secret(&name).await.unwrap().unwrap().expose(),
+            b"8f742231b10e8888abcd99yyyzzz85a5"
+        );
+        let raw: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM secrets")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(
+            !raw.windows(8).any(|w| w == b"8f742231"),
+            "plaintext found at rest"
+        );
+        assert_eq!(
+            format!("{:?}", store.secret(&name).await.unwrap().unwrap()),
+            "***"
+        );
+        assert!(
+            store
+                .secret(&SecretName::parse("missing").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn kv_quota_counts_keys_and_values_per_namespace() {
         let (_dir, store) = store().await;
-        assert_eq!(store.kv_set("p", "t1", "k1", &[0; 60], 100).await.unwrap(), KvWrite::Written);
-        assert_eq!(store.kv_set("p", "t1", "k2", &[0; 60], 100).await.unwrap(), KvWrite::QuotaExceeded);
+        assert_eq!(
+            store.kv_set("p", "t1", "k1", &[0; 60], 100).await.unwrap(),
+            KvWrite::Written
+        );
+        assert_eq!(
+            store.kv_set("p", "t1", "k2", &[0; 60], 100).await.unwrap(),
+            KvWrite::QuotaExceeded
+        );
         // Overwriting a key does not count its old value; other namespaces have their own quota.
-        assert_eq!(store.kv_set("p", "t1", "k1", &[1; 90], 100).await.unwrap(), KvWrite::Written);
-        assert_eq!(store.kv_set("p", "t2", "k2", &[0; 60], 100).await.unwrap(), KvWrite::Written);
-        assert_eq!(store.kv_get("p", "t1", "k1").await.unwrap().unwrap(), vec![1; 90]);
+        assert_eq!(
+            store.kv_set("p", "t1", "k1", &[1; 90], 100).await.unwrap(),
+            KvWrite::Written
+        );
+        assert_eq!(
+            store.kv_set("p", "t2", "k2", &[0; 60], 100).await.unwrap(),
+            KvWrite::Written
+        );
+        assert_eq!(
+            store.kv_get("p", "t1", "k1").await.unwrap().unwrap(),
+            vec![1; 90]
+        );
         assert_eq!(store.kv_get("q", "t1", "k1").await.unwrap(), None);
         store.kv_set("p", "t1", "a%", b"x", 1000).await.unwrap();
-        assert_eq!(store.kv_list("p", "t1", "a%", 10).await.unwrap(), vec!["a%".to_string()]);
-        assert_eq!(store.kv_list("p", "t1", "k", 10).await.unwrap(), vec!["k1".to_string()]);
+        assert_eq!(
+            store.kv_list("p", "t1", "a%", 10).await.unwrap(),
+            vec!["a%".to_string()]
+        );
+        assert_eq!(
+            store.kv_list("p", "t1", "k", 10).await.unwrap(),
+            vec!["k1".to_string()]
+        );
     }
 }

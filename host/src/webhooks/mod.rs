@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use crate::App;
 use crate::api::error::ApiError;
 use crate::classify;
-use crate::model::{Availability, PluginFault, PresenceSignal, SignalSource, Transparency, WebhookRequest};
+use crate::model::{
+    Availability, PluginFault, PresenceSignal, SignalSource, Transparency, WebhookRequest,
+};
 use crate::plugins::World;
 use crate::store::{KeyedSignal, WebhookCommit};
 
@@ -40,7 +42,16 @@ pub async fn receive_default(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    receive(app, plugin, DEFAULT_TENANT.to_string(), method, uri, headers, body).await
+    receive(
+        app,
+        plugin,
+        DEFAULT_TENANT.to_string(),
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 pub async fn receive_for_tenant(
@@ -64,13 +75,19 @@ async fn receive(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if !valid_tenant(&tenant) {
-        return Err(ApiError::BadRequest(format!("tenant {tenant:?} is not a valid tenant name")));
+        return Err(ApiError::BadRequest(format!(
+            "tenant {tenant:?} is not a valid tenant name"
+        )));
     }
     let plugin = app
         .registry
         .get(&plugin_name)
         .filter(|p| p.world() == World::Provider)
-        .ok_or_else(|| ApiError::NotFound(format!("no provider plugin named {plugin_name:?} is loaded")))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no provider plugin named {plugin_name:?} is loaded"
+            ))
+        })?;
 
     let request = WebhookRequest {
         method: method.to_string(),
@@ -163,7 +180,12 @@ async fn receive(
 
     let commit = app
         .store
-        .commit_webhook(&plugin_name, &tenant, outcome.delivery_id.as_deref(), &signals)
+        .commit_webhook(
+            &plugin_name,
+            &tenant,
+            outcome.delivery_id.as_deref(),
+            &signals,
+        )
         .await?;
     if commit == WebhookCommit::Duplicate {
         tracing::info!("redelivery acknowledged; already processed");
@@ -191,10 +213,16 @@ fn plugin_response(r: crate::model::WebhookResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let mut response = (status, r.body).into_response();
     for (name, value) in r.headers {
-        let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) else {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
             continue;
         };
-        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "set-cookie") {
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "set-cookie"
+        ) {
             continue;
         }
         response.headers_mut().insert(name, value);

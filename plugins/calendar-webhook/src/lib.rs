@@ -17,8 +17,8 @@
 
 use presence_sdk::provider::secrets::HmacAlgorithm;
 use presence_sdk::provider::{
-    CalendarEvent, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence, ProviderInfo, SyncPage,
-    Transparency, UserEvent, WebhookOutcome, WebhookRequest,
+    CalendarEvent, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence,
+    ProviderInfo, SyncPage, Transparency, UserEvent, WebhookOutcome, WebhookRequest,
 };
 use presence_sdk::signature::{self, SignatureError};
 use presence_sdk::webhook::{header, ok};
@@ -46,9 +46,13 @@ pub fn v1_signatures(header: &str) -> Vec<Vec<u8>> {
 
 fn verify(request: &WebhookRequest) -> Result<String, SignatureError> {
     let id = header(request, "webhook-id").ok_or(SignatureError::Missing("webhook-id"))?;
-    let timestamp = header(request, "webhook-timestamp").ok_or(SignatureError::Missing("webhook-timestamp"))?;
-    let signatures = header(request, "webhook-signature").ok_or(SignatureError::Missing("webhook-signature"))?;
-    let seconds: i64 = timestamp.parse().map_err(|_| SignatureError::Malformed("webhook-timestamp"))?;
+    let timestamp =
+        header(request, "webhook-timestamp").ok_or(SignatureError::Missing("webhook-timestamp"))?;
+    let signatures =
+        header(request, "webhook-signature").ok_or(SignatureError::Missing("webhook-signature"))?;
+    let seconds: i64 = timestamp
+        .parse()
+        .map_err(|_| SignatureError::Malformed("webhook-timestamp"))?;
     let content = signed_content(id, timestamp, &request.body);
     let candidates = v1_signatures(signatures);
     if candidates.is_empty() {
@@ -57,7 +61,9 @@ fn verify(request: &WebhookRequest) -> Result<String, SignatureError> {
     for candidate in candidates {
         match signature::verify_bytes(SECRET, HmacAlgorithm::Sha256, &content, &candidate) {
             // Signature first, then freshness (the spec's test vector is from 2021).
-            Ok(()) => return signature::check_freshness(seconds, WINDOW_S).map(|()| id.to_string()),
+            Ok(()) => {
+                return signature::check_freshness(seconds, WINDOW_S).map(|()| id.to_string());
+            }
             Err(SignatureError::Mismatch) => continue,
             Err(e) => return Err(e),
         }
@@ -105,7 +111,9 @@ pub fn instant(value: &Value, field: &str) -> Result<i64, String> {
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp_millis())
             .map_err(|e| format!("{field}: {s:?} is not an RFC 3339 time: {e}")),
-        _ => Err(format!("{field}: expected an RFC 3339 string or Unix milliseconds")),
+        _ => Err(format!(
+            "{field}: expected an RFC 3339 string or Unix milliseconds"
+        )),
     }
 }
 
@@ -115,12 +123,19 @@ pub fn parse_delivery(body: &[u8]) -> Result<UserEvent, String> {
     let deleted = match d.kind.as_str() {
         "event.upserted" => false,
         "event.deleted" => true,
-        other => return Err(format!("type {other:?} is not event.upserted or event.deleted")),
+        other => {
+            return Err(format!(
+                "type {other:?} is not event.upserted or event.deleted"
+            ));
+        }
     };
     let (start, end) = if deleted {
         (0, 0)
     } else {
-        let start = instant(e.start.as_ref().ok_or("event.start is required")?, "event.start")?;
+        let start = instant(
+            e.start.as_ref().ok_or("event.start is required")?,
+            "event.start",
+        )?;
         let end = instant(e.end.as_ref().ok_or("event.end is required")?, "event.end")?;
         if end <= start {
             return Err("event.end must be after event.start".into());
@@ -140,7 +155,11 @@ pub fn parse_delivery(body: &[u8]) -> Result<UserEvent, String> {
             end,
             time_zone: e.time_zone,
             all_day: e.all_day,
-            transparency: if transparent { Transparency::Transparent } else { Transparency::Opaque },
+            transparency: if transparent {
+                Transparency::Transparent
+            } else {
+                Transparency::Opaque
+            },
             online_meeting_url: e.online_meeting_url,
         },
     })
@@ -168,15 +187,27 @@ impl Guest for CalendarWebhook {
     }
 
     fn push_status(_connection: String, _presence: Presence) -> Result<(), PluginError> {
-        Err(PluginError::Unsupported("a webhook feed takes no status".into()))
+        Err(PluginError::Unsupported(
+            "a webhook feed takes no status".into(),
+        ))
     }
 
-    fn sync_calendar(_connection: String, _cursor: Option<String>) -> Result<SyncPage, PluginError> {
-        Err(PluginError::Unsupported("a webhook feed is push-only".into()))
+    fn sync_calendar(
+        _connection: String,
+        _cursor: Option<String>,
+    ) -> Result<SyncPage, PluginError> {
+        Err(PluginError::Unsupported(
+            "a webhook feed is push-only".into(),
+        ))
     }
 
-    fn send_notification(_connection: String, _message: Notification) -> Result<DeliveryReceipt, PluginError> {
-        Err(PluginError::Unsupported("a webhook feed sends nothing".into()))
+    fn send_notification(
+        _connection: String,
+        _message: Notification,
+    ) -> Result<DeliveryReceipt, PluginError> {
+        Err(PluginError::Unsupported(
+            "a webhook feed sends nothing".into(),
+        ))
     }
 }
 
@@ -188,22 +219,29 @@ mod tests {
 
     #[test]
     fn signed_content_and_header_parsing_follow_the_spec() {
-        assert_eq!(signed_content("msg_1", "1614265330", b"{}"), b"msg_1.1614265330.{}".to_vec());
+        assert_eq!(
+            signed_content("msg_1", "1614265330", b"{}"),
+            b"msg_1.1614265330.{}".to_vec()
+        );
         // The spec's example header form, with a rotated second key and a future version.
-        let sigs = v1_signatures("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v1a,xyz v1,aGVsbG8=");
+        let sigs =
+            v1_signatures("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v1a,xyz v1,aGVsbG8=");
         assert_eq!(sigs.len(), 2);
         assert_eq!(sigs[1], b"hello".to_vec());
     }
 
     #[test]
     fn deliveries_parse_into_events() {
-        let body = br#"{"type":"event.upserted","user":"alice","event":{"id":"e1","title":"Ceremony",
+        let body =
+            br#"{"type":"event.upserted","user":"alice","event":{"id":"e1","title":"Ceremony",
             "location":"Old Barn","start":"2026-06-20T14:00:00+01:00","end":1781967600000}}"#;
         let ue = parse_delivery(body).unwrap();
         assert_eq!(ue.user, "alice");
         assert_eq!(ue.event.start, 1_781_960_400_000);
         assert_eq!(ue.event.transparency, Transparency::Opaque);
-        let deleted = parse_delivery(br#"{"type":"event.deleted","user":"alice","event":{"id":"e1"}}"#).unwrap();
+        let deleted =
+            parse_delivery(br#"{"type":"event.deleted","user":"alice","event":{"id":"e1"}}"#)
+                .unwrap();
         assert_eq!(deleted.event.transparency, Transparency::Transparent);
     }
 

@@ -18,6 +18,7 @@
 pub mod text;
 
 #[cfg(feature = "classifier")]
+#[allow(clippy::too_many_arguments)]
 pub mod classifier {
     wit_bindgen::generate!({
         path: "../../wit/v0.1.0",
@@ -32,6 +33,7 @@ pub mod classifier {
 }
 
 #[cfg(feature = "provider")]
+#[allow(clippy::too_many_arguments)]
 pub mod provider {
     wit_bindgen::generate!({
         path: "../../wit/v0.1.0",

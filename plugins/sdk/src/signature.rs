@@ -20,7 +20,10 @@ impl std::fmt::Display for SignatureError {
             Self::Malformed(h) => write!(f, "malformed {h}"),
             Self::Mismatch => f.write_str("signature does not match"),
             Self::Stale { age_s, window_s } => {
-                write!(f, "timestamp is {age_s} s from now, outside the {window_s} s window")
+                write!(
+                    f,
+                    "timestamp is {age_s} s from now, outside the {window_s} s window"
+                )
             }
             Self::Secret(m) => write!(f, "signing secret unavailable: {m}"),
         }
@@ -30,14 +33,16 @@ impl std::fmt::Display for SignatureError {
 impl From<SecretError> for SignatureError {
     fn from(e: SecretError) -> Self {
         match e {
-            SecretError::NotGranted(n) => Self::Secret(format!("{n} is not granted to this plugin")),
+            SecretError::NotGranted(n) => {
+                Self::Secret(format!("{n} is not granted to this plugin"))
+            }
             SecretError::NotSet(n) => Self::Secret(format!("{n} is not set")),
         }
     }
 }
 
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -60,13 +65,23 @@ pub fn check_freshness(timestamp_s: i64, window_s: i64) -> Result<(), SignatureE
 }
 
 /// Verifies a hex HMAC of `message` under the named secret.
-pub fn verify_hex(secret: &str, algorithm: HmacAlgorithm, message: &[u8], signature_hex: &str) -> Result<(), SignatureError> {
+pub fn verify_hex(
+    secret: &str,
+    algorithm: HmacAlgorithm,
+    message: &[u8],
+    signature_hex: &str,
+) -> Result<(), SignatureError> {
     let signature = decode_hex(signature_hex).ok_or(SignatureError::Malformed("signature"))?;
     verify_bytes(secret, algorithm, message, &signature)
 }
 
 /// Verifies a raw HMAC of `message` under the named secret.
-pub fn verify_bytes(secret: &str, algorithm: HmacAlgorithm, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+pub fn verify_bytes(
+    secret: &str,
+    algorithm: HmacAlgorithm,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
     if secrets::hmac_verify(secret, algorithm, message, signature)? {
         Ok(())
     } else {

@@ -13,8 +13,8 @@
 
 use presence_sdk::provider::secrets::HmacAlgorithm;
 use presence_sdk::provider::{
-    Availability, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence, PresenceSignal, ProviderInfo,
-    SignalSource, SyncPage, WebhookOutcome, WebhookRequest,
+    Availability, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence,
+    PresenceSignal, ProviderInfo, SignalSource, SyncPage, WebhookOutcome, WebhookRequest,
 };
 use presence_sdk::signature::{self, SignatureError};
 use presence_sdk::webhook::{answer_only, header, ok, respond};
@@ -32,13 +32,24 @@ pub fn base_string(timestamp: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn verify(request: &WebhookRequest) -> Result<(), SignatureError> {
-    let timestamp = header(request, "x-slack-request-timestamp").ok_or(SignatureError::Missing("X-Slack-Request-Timestamp"))?;
-    let signature = header(request, "x-slack-signature").ok_or(SignatureError::Missing("X-Slack-Signature"))?;
-    let seconds: i64 = timestamp.parse().map_err(|_| SignatureError::Malformed("X-Slack-Request-Timestamp"))?;
-    let hex = signature.strip_prefix("v0=").ok_or(SignatureError::Malformed("X-Slack-Signature"))?;
+    let timestamp = header(request, "x-slack-request-timestamp")
+        .ok_or(SignatureError::Missing("X-Slack-Request-Timestamp"))?;
+    let signature =
+        header(request, "x-slack-signature").ok_or(SignatureError::Missing("X-Slack-Signature"))?;
+    let seconds: i64 = timestamp
+        .parse()
+        .map_err(|_| SignatureError::Malformed("X-Slack-Request-Timestamp"))?;
+    let hex = signature
+        .strip_prefix("v0=")
+        .ok_or(SignatureError::Malformed("X-Slack-Signature"))?;
     // Signature first, then freshness: both must hold, and this order lets Slack's
     // published test vector (signed in 2018) be checked end to end.
-    signature::verify_hex(SIGNING_SECRET, HmacAlgorithm::Sha256, &base_string(timestamp, &request.body), hex)?;
+    signature::verify_hex(
+        SIGNING_SECRET,
+        HmacAlgorithm::Sha256,
+        &base_string(timestamp, &request.body),
+        hex,
+    )?;
     signature::check_freshness(seconds, WINDOW_S)
 }
 
@@ -51,7 +62,9 @@ pub fn availability_of_status(text: &str, emoji: &str) -> Availability {
         ":no_entry:" | ":no_bell:" => Availability::DoNotDisturb,
         ":spiral_calendar_pad:" | ":calendar:" => Availability::Busy,
         ":headphones:" | ":telephone_receiver:" => Availability::InCall,
-        _ if has(&["out of office", "vacation", "holiday", "ooo", "sick"]) => Availability::OutOfOffice,
+        _ if has(&["out of office", "vacation", "holiday", "ooo", "sick"]) => {
+            Availability::OutOfOffice
+        }
         _ if has(&["do not disturb", "dnd", "focus"]) => Availability::DoNotDisturb,
         _ if has(&["meeting", "busy"]) => Availability::Busy,
         _ if has(&["away", "lunch", "commuting", "driving"]) => Availability::Away,
@@ -70,7 +83,13 @@ pub fn signals_of(event: &Value) -> Vec<PresenceSignal> {
         return Vec::new();
     };
     let profile = event.get("user").and_then(|u| u.get("profile"));
-    let field = |k: &str| profile.and_then(|p| p.get(k)).and_then(Value::as_str).unwrap_or("").to_string();
+    let field = |k: &str| {
+        profile
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     match kind {
         "user_status_changed" | "user_change" => {
             let (text, emoji) = (field("status_text"), field("status_emoji"));
@@ -118,14 +137,19 @@ pub fn handle(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
             let challenge = payload
                 .get("challenge")
                 .and_then(Value::as_str)
-                .ok_or_else(|| PluginError::InvalidInput("url_verification without a challenge".into()))?;
+                .ok_or_else(|| {
+                    PluginError::InvalidInput("url_verification without a challenge".into())
+                })?;
             Ok(answer_only(respond(200, "text/plain", challenge)))
         }
         Some("event_callback") => {
             let event = payload.get("event").cloned().unwrap_or(Value::Null);
             Ok(WebhookOutcome {
                 response: ok(),
-                delivery_id: payload.get("event_id").and_then(Value::as_str).map(str::to_string),
+                delivery_id: payload
+                    .get("event_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 events: Vec::new(),
                 signals: signals_of(&event),
             })
@@ -153,15 +177,25 @@ impl Guest for Slack {
     }
 
     fn push_status(_connection: String, _presence: Presence) -> Result<(), PluginError> {
-        Err(PluginError::Unsupported("status push to Slack is not implemented yet".into()))
+        Err(PluginError::Unsupported(
+            "status push to Slack is not implemented yet".into(),
+        ))
     }
 
-    fn sync_calendar(_connection: String, _cursor: Option<String>) -> Result<SyncPage, PluginError> {
+    fn sync_calendar(
+        _connection: String,
+        _cursor: Option<String>,
+    ) -> Result<SyncPage, PluginError> {
         Err(PluginError::Unsupported("Slack has no calendar".into()))
     }
 
-    fn send_notification(_connection: String, _message: Notification) -> Result<DeliveryReceipt, PluginError> {
-        Err(PluginError::Unsupported("notifications through Slack are not implemented yet".into()))
+    fn send_notification(
+        _connection: String,
+        _message: Notification,
+    ) -> Result<DeliveryReceipt, PluginError> {
+        Err(PluginError::Unsupported(
+            "notifications through Slack are not implemented yet".into(),
+        ))
     }
 }
 
@@ -174,7 +208,10 @@ mod tests {
 
     #[test]
     fn base_string_is_version_timestamp_body() {
-        assert_eq!(base_string("1531420618", b"a=b"), b"v0:1531420618:a=b".to_vec());
+        assert_eq!(
+            base_string("1531420618", b"a=b"),
+            b"v0:1531420618:a=b".to_vec()
+        );
     }
 
     #[test]
@@ -195,15 +232,27 @@ mod tests {
     fn huddles_are_calls() {
         let on = json!({"type": "user_huddle_changed", "user": {"id": "U1", "profile": {"huddle_state": "in_a_huddle"}}});
         let s = &signals_of(&on)[0];
-        assert_eq!((s.source, s.availability, s.clears), (SignalSource::Call, Availability::InCall, false));
+        assert_eq!(
+            (s.source, s.availability, s.clears),
+            (SignalSource::Call, Availability::InCall, false)
+        );
         let off = json!({"type": "user_huddle_changed", "user": {"id": "U1", "profile": {"huddle_state": "default_unset"}}});
         assert!(signals_of(&off)[0].clears);
     }
 
     #[test]
     fn status_wording_maps_to_availability() {
-        assert_eq!(availability_of_status("In a meeting", ""), Availability::Busy);
-        assert_eq!(availability_of_status("Focus time", ""), Availability::DoNotDisturb);
-        assert_eq!(availability_of_status("Shooting at the barn", ":camera:"), Availability::Available);
+        assert_eq!(
+            availability_of_status("In a meeting", ""),
+            Availability::Busy
+        );
+        assert_eq!(
+            availability_of_status("Focus time", ""),
+            Availability::DoNotDisturb
+        );
+        assert_eq!(
+            availability_of_status("Shooting at the barn", ":camera:"),
+            Availability::Available
+        );
     }
 }

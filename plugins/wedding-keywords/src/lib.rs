@@ -12,7 +12,9 @@
 //! An event matching no keyword gets no classification: the host still counts its
 //! busy time, without a wedding status.
 
-use presence_sdk::classifier::{Availability, CalendarEvent, Category, Classification, Guest, Urgency};
+use presence_sdk::classifier::{
+    Availability, CalendarEvent, Category, Classification, Guest, Urgency,
+};
 use presence_sdk::text::{contains_phrase, truncate_chars, words};
 
 /// Slack's limit on status text, in characters.
@@ -28,19 +30,48 @@ struct Rule {
 const RULES: &[Rule] = &[
     Rule {
         category: Category::Ceremony,
-        keywords: &["ceremony", "rehearsal", "wedding day", "shoot", "photoshoot", "photography", "photos"],
+        keywords: &[
+            "ceremony",
+            "rehearsal",
+            "wedding day",
+            "shoot",
+            "photoshoot",
+            "photography",
+            "photos",
+        ],
     },
     Rule {
         category: Category::Venue,
-        keywords: &["venue", "site visit", "walkthrough", "setup", "venue tour", "location"],
+        keywords: &[
+            "venue",
+            "site visit",
+            "walkthrough",
+            "setup",
+            "venue tour",
+            "location",
+        ],
     },
     Rule {
         category: Category::Client,
-        keywords: &["client", "couple", "consultation", "planning", "bride", "groom"],
+        keywords: &[
+            "client",
+            "couple",
+            "consultation",
+            "planning",
+            "bride",
+            "groom",
+        ],
     },
     Rule {
         category: Category::Vendor,
-        keywords: &["vendor", "caterer", "florist", "coordinator", "supplier", "team meeting"],
+        keywords: &[
+            "vendor",
+            "caterer",
+            "florist",
+            "coordinator",
+            "supplier",
+            "team meeting",
+        ],
     },
 ];
 
@@ -76,19 +107,34 @@ fn topic(title: &str) -> String {
         let lower = rest.to_lowercase();
         let stripped = ["client", "consultation", "couple"]
             .iter()
-            .find(|label| lower.starts_with(*label) && !lower[label.len()..].starts_with(char::is_alphanumeric))
-            .map(|label| rest[label.len()..].trim_start_matches(|c: char| c.is_whitespace() || matches!(c, ':' | '-' | '–' | '—' | ',')));
+            .find(|label| {
+                lower.starts_with(*label)
+                    && !lower[label.len()..].starts_with(char::is_alphanumeric)
+            })
+            .map(|label| {
+                rest[label.len()..].trim_start_matches(|c: char| {
+                    c.is_whitespace() || matches!(c, ':' | '-' | '–' | '—' | ',')
+                })
+            });
         match stripped {
             Some(s) if s.len() < rest.len() => rest = s,
             _ => break,
         }
     }
-    if rest.is_empty() { "planning".to_string() } else { rest.to_string() }
+    if rest.is_empty() {
+        "planning".to_string()
+    } else {
+        rest.to_string()
+    }
 }
 
 pub fn classify_event(event: &CalendarEvent) -> Option<Classification> {
     let (category, keyword) = categorize(event)?;
-    let location = event.location.as_deref().map(str::trim).filter(|l| !l.is_empty());
+    let location = event
+        .location
+        .as_deref()
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
     let (text, emoji, availability, urgency) = match category {
         Category::Ceremony => (
             match location {
@@ -99,7 +145,12 @@ pub fn classify_event(event: &CalendarEvent) -> Option<Classification> {
             Availability::Busy,
             Urgency::High,
         ),
-        Category::Venue => ("🏰 Venue visit - on-site".to_string(), ":european_castle:", Availability::Away, Urgency::Normal),
+        Category::Venue => (
+            "🏰 Venue visit - on-site".to_string(),
+            ":european_castle:",
+            Availability::Away,
+            Urgency::Normal,
+        ),
         Category::Client => (
             format!("💑 Client consultation - {}", topic(&event.title)),
             ":couple_with_heart:",
@@ -162,8 +213,16 @@ mod tests {
     fn every_keyword_selects_its_category() {
         for rule in RULES {
             for keyword in rule.keywords {
-                assert_eq!(category(&format!("Agenda: {keyword}")), Some(rule.category.clone()), "{keyword}");
-                assert_eq!(category(&keyword.to_uppercase()), Some(rule.category.clone()), "{keyword} upper-case");
+                assert_eq!(
+                    category(&format!("Agenda: {keyword}")),
+                    Some(rule.category.clone()),
+                    "{keyword}"
+                );
+                assert_eq!(
+                    category(&keyword.to_uppercase()),
+                    Some(rule.category.clone()),
+                    "{keyword} upper-case"
+                );
             }
         }
     }
@@ -207,17 +266,33 @@ mod tests {
     fn status_texts_per_category() {
         let c = classify_event(&event("Ceremony", Some("Old Barn"))).unwrap();
         assert_eq!(c.status_text, "📸 Ceremony prep - Old Barn");
-        assert_eq!((c.availability, c.urgency), (Availability::Busy, Urgency::High));
-        assert_eq!(classify_event(&event("Ceremony", None)).unwrap().status_text, "📸 Ceremony prep");
+        assert_eq!(
+            (c.availability, c.urgency),
+            (Availability::Busy, Urgency::High)
+        );
+        assert_eq!(
+            classify_event(&event("Ceremony", None))
+                .unwrap()
+                .status_text,
+            "📸 Ceremony prep"
+        );
         let c = classify_event(&event("Site visit", None)).unwrap();
         assert_eq!(c.status_text, "🏰 Venue visit - on-site");
         assert_eq!(c.availability, Availability::Away);
         let c = classify_event(&event("Client consultation: Smith & Jones", None)).unwrap();
         assert_eq!(c.status_text, "💑 Client consultation - Smith & Jones");
-        assert_eq!(classify_event(&event("Consultation", None)).unwrap().status_text, "💑 Client consultation - planning");
+        assert_eq!(
+            classify_event(&event("Consultation", None))
+                .unwrap()
+                .status_text,
+            "💑 Client consultation - planning"
+        );
         let c = classify_event(&event("Call with the florist", None)).unwrap();
         assert_eq!(c.status_text, "🤝 Vendor coordination - Florist");
-        assert_eq!((c.availability, c.urgency), (Availability::Available, Urgency::Low));
+        assert_eq!(
+            (c.availability, c.urgency),
+            (Availability::Available, Urgency::Low)
+        );
         assert!(classify_event(&event("Dentist", None)).is_none());
     }
 

@@ -1,8 +1,8 @@
 //! A well-behaved provider for tests: answers every webhook with `echo:<reply>`.
 
 use presence_sdk::provider::{
-    config, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence, ProviderInfo, SyncPage,
-    WebhookOutcome, WebhookRequest,
+    DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence, ProviderInfo, SyncPage,
+    WebhookOutcome, WebhookRequest, config,
 };
 use presence_sdk::webhook::{answer_only, respond};
 
@@ -18,7 +18,11 @@ impl Guest for Echo {
 
     fn handle_webhook(_request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
         let reply = config::get("reply").unwrap_or_default();
-        Ok(answer_only(respond(200, "text/plain", format!("echo:{reply}"))))
+        Ok(answer_only(respond(
+            200,
+            "text/plain",
+            format!("echo:{reply}"),
+        )))
     }
 
     fn push_status(_c: String, _p: Presence) -> Result<(), PluginError> {

@@ -5,8 +5,9 @@
 use presence_sdk::provider::http::{self, Request};
 use presence_sdk::provider::secrets::{self, HmacAlgorithm};
 use presence_sdk::provider::{
-    config, kv, Availability, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence, PresenceSignal,
-    ProviderInfo, SignalSource, SyncPage, WebhookOutcome, WebhookRequest,
+    Availability, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence,
+    PresenceSignal, ProviderInfo, SignalSource, SyncPage, WebhookOutcome, WebhookRequest, config,
+    kv,
 };
 use presence_sdk::webhook::respond;
 
@@ -85,7 +86,8 @@ impl Guest for Hostile {
             "panic" => panic!("hostile plugin panics on purpose"),
             "http" => outbound(&target, Vec::new()),
             "http-host-header" => outbound(&target, vec![("Host".into(), setting("spoofed_host"))]),
-            "secret" => match secrets::hmac_sign("not-granted-secret", HmacAlgorithm::Sha256, b"x") {
+            "secret" => match secrets::hmac_sign("not-granted-secret", HmacAlgorithm::Sha256, b"x")
+            {
                 Ok(mac) => Ok(answer(&format!("signed {} bytes", mac.len()))),
                 Err(e) => Err(PluginError::Internal(format!("secret refused: {e:?}"))),
             },
@@ -101,12 +103,16 @@ impl Guest for Hostile {
                 let chunk = vec![0u8; 64 * 1024];
                 for i in 0.. {
                     if let Err(e) = kv::set(&format!("k{i}"), &chunk) {
-                        return Err(PluginError::Internal(format!("kv refused after {i} writes: {e:?}")));
+                        return Err(PluginError::Internal(format!(
+                            "kv refused after {i} writes: {e:?}"
+                        )));
                     }
                 }
                 unreachable!()
             }
-            other => Err(PluginError::InvalidInput(format!("unknown attack {other:?}"))),
+            other => Err(PluginError::InvalidInput(format!(
+                "unknown attack {other:?}"
+            ))),
         }
     }
 
