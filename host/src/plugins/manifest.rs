@@ -342,7 +342,10 @@ memory_mib = 16
                 "schema_version 2",
             ),
             (
-                format!("{GOOD}\ncomponent = \"../../etc/passwd\""),
+                GOOD.replace(
+                    "world = \"provider\"",
+                    "world = \"provider\"\ncomponent = \"../../etc/passwd\"",
+                ),
                 "inside the plugin's folder",
             ),
             ("name = ".to_string(), "not a valid plugin manifest"),

@@ -28,6 +28,9 @@ pub use state::{CallState, HostServices};
 /// The `wedsync:presence` versions this host can run, oldest first.
 pub const ACCEPTED_WIT_VERSIONS: &[&str] = &[since_v0_1_0::VERSION];
 
+/// The low part of each memory slot kept resident between instances (see `engine_config`).
+const KEEP_RESIDENT_BYTES: usize = 256 * 1024;
+
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -410,6 +413,12 @@ fn engine_config(max_concurrent_calls: u32) -> Config {
         .total_tables(n * 4)
         .total_stacks(n)
         .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024);
+    // Every call starts a fresh instance, and its first touches of stack and heap
+    // pages would each fault in a zeroed page. Keeping the low part of a memory
+    // slot resident (and zeroing it with memset on reuse) is cheaper than those
+    // faults: measured 36 us -> 20 us per classifier call here, with guests linked
+    // with a 64 KiB stack so that stack, data and first heap pages sit low.
+    pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }

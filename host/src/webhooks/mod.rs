@@ -19,8 +19,9 @@ use crate::classify;
 use crate::model::{
     Availability, PluginFault, PresenceSignal, SignalSource, Transparency, WebhookRequest,
 };
-use crate::plugins::World;
+use crate::plugins::{LoadedPlugin, World};
 use crate::store::{KeyedSignal, WebhookCommit};
+use tracing::Instrument;
 
 /// The tenant of routes that name none.
 pub const DEFAULT_TENANT: &str = "default";
@@ -100,8 +101,20 @@ async fn receive(
         tenant: Some(tenant.clone()),
     };
     let span = tracing::info_span!("webhook", plugin = %plugin_name, %tenant, delivery = tracing::field::Empty);
-    let _enter = span.enter();
+    // `instrument`, not `span.enter()`: a guard held across an await would leak
+    // the span into whatever task the worker thread polls next.
+    process(app, plugin, plugin_name, tenant, request)
+        .instrument(span)
+        .await
+}
 
+async fn process(
+    app: Arc<App>,
+    plugin: Arc<LoadedPlugin>,
+    plugin_name: String,
+    tenant: String,
+    request: WebhookRequest,
+) -> Result<Response, ApiError> {
     let outcome = app
         .runtime
         .handle_webhook(&plugin.pre, &plugin.grants, &tenant, &request)
@@ -114,7 +127,7 @@ async fn receive(
         other => ApiError::PluginFailed(format!("{plugin_name}: {other}")),
     })?;
     if let Some(id) = &outcome.delivery_id {
-        span.record("delivery", id.as_str());
+        tracing::Span::current().record("delivery", id.as_str());
     }
 
     let mut signals: Vec<KeyedSignal> = outcome
