@@ -207,3 +207,107 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
     );
     assert!(counts.values().all(|&n| n > 0));
 }
+
+/// Runs cargo in a generated crate, with a target folder shared across runs.
+fn cargo_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target/template-check"),
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed in {}:\n{text}",
+        dir.display()
+    );
+    text
+}
+
+/// An agency's journey: `plugin new`, the template's own tests, a wasm build,
+/// `plugin check`, and the plugin deciding first in its tenant's chain.
+#[tokio::test]
+async fn plugin_templates_build_pass_their_tests_and_classify_in_a_tenant_chain() {
+    let work = tempfile::tempdir().unwrap();
+    let parent = work.path().to_str().unwrap();
+    let mut built = Vec::new();
+    for (name, world) in [("acme-rules", "classifier"), ("acme-sms", "provider")] {
+        let (ok, out, err) = cli(
+            &["plugin", "new", name, "--world", world, "--dir", parent],
+            None,
+        );
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!("created {world} plugin {name}")),
+            "{out}"
+        );
+        let dir = work.path().join(name);
+        let tests = cargo_in(&dir, &["test"]);
+        assert!(tests.contains("test result: ok. 1 passed"), "{tests}");
+        cargo_in(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
+        let wasm = workspace_root()
+            .join("target/template-check/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        std::fs::copy(&wasm, dir.join("plugin.wasm")).unwrap();
+        let (ok, out, err) = cli(&["plugin", "check", dir.to_str().unwrap()], None);
+        assert!(ok && out.contains(&format!("world {world}")), "{out}{err}");
+        built.push(dir);
+    }
+
+    // Agency "acme" runs its rules before the bundled ones; tenant "default" does not.
+    let plugins = PluginsDir::new()
+        .with_bundled("calendar-webhook")
+        .with_bundled("wedding-keywords");
+    let rules = std::fs::read(built[0].join("plugin.wasm")).unwrap();
+    plugins.install(
+        "acme-rules",
+        &rules,
+        &std::fs::read_to_string(built[0].join("plugin.toml")).unwrap(),
+    );
+    let key = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let host = Host::start(
+        plugins,
+        "[tenants.acme]\nclassifiers = [\"acme-rules\", \"wedding-keywords\"]\n",
+        &[("calendar-webhook-secret", key.as_bytes(), true)],
+    );
+    let now_ms = now_s() * 1000;
+    for (tenant, title, expected) in [
+        (
+            "acme",
+            "Cake tasting with the couple",
+            "🍰 Menu tasting - Old Barn",
+        ),
+        ("acme", "Venue walkthrough", "🏰 Venue visit - on-site"),
+        (
+            "default",
+            "Cake tasting with the couple",
+            "💑 Client consultation - Cake tasting with the couple",
+        ),
+    ] {
+        let body = serde_json::json!({"type": "event.upserted", "user": "bea", "event": {
+            "id": title, "title": title, "location": "Old Barn", "start": now_ms - 1000, "end": now_ms + 600_000}})
+        .to_string();
+        let id = format!("msg-{tenant}-{title}");
+        let path = format!("/api/webhooks/calendar-webhook/{tenant}");
+        let (status, text) = host
+            .post(
+                &path,
+                &standard_webhook_headers(key, &id, now_s(), &body),
+                body,
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+        let (_, presence) = host
+            .get_json(&format!("/api/presence/bea?tenant={tenant}"))
+            .await;
+        assert_eq!(presence["status_text"], expected, "{tenant}: {title}");
+    }
+}

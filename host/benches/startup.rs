@@ -23,7 +23,9 @@ fn start_until_ready(data_dir: &Path) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("presence-host listening on"), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -82,6 +82,22 @@ pub enum PluginCommand {
     List,
     /// Check a plugin (its folder, its plugin.toml or its .wasm) against this host's WIT, without serving.
     Check { path: PathBuf },
+    /// Write a new plugin crate, ready to build and test, into `<dir>/<name>/`.
+    New {
+        name: String,
+        /// The world the plugin implements.
+        #[arg(long, value_enum, default_value = "classifier")]
+        world: WorldArg,
+        /// The folder to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum WorldArg {
+    Classifier,
+    Provider,
 }
 
 impl CommonArgs {
@@ -174,6 +190,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plugin(PluginCommand::List) => plugin_list(&config).await,
         Command::Plugin(PluginCommand::Check { path }) => plugin_check(&path).await,
+        Command::Plugin(PluginCommand::New { name, world, dir }) => {
+            let world = match world {
+                WorldArg::Classifier => crate::plugins::World::Classifier,
+                WorldArg::Provider => crate::plugins::World::Provider,
+            };
+            let created = crate::plugins::scaffold::new_plugin(&dir, &name, world)?;
+            println!("created {world} plugin {name} in {}", created.display());
+            println!(
+                "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                created.display()
+            );
+            Ok(())
+        }
     }
 }
 

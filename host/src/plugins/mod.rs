@@ -3,6 +3,7 @@
 pub mod manifest;
 pub mod registry;
 pub mod reload;
+pub mod scaffold;
 
 pub use manifest::{Manifest, PluginName, World};
 pub use registry::{LoadedPlugin, PluginRegistry};
