@@ -61,6 +61,25 @@ pub enum Command {
     /// Inspect and check plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Dry run: classify every event occurrence of a calendar file (.ics, Google or Graph JSON).
+    Classify {
+        file: PathBuf,
+        /// Use this tenant's classifier chain [default: the default chain].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Window start: RFC 3339 or YYYY-MM-DD [default: now].
+        #[arg(long)]
+        from: Option<String>,
+        /// Window end: RFC 3339 or YYYY-MM-DD [default: 30 days after the start].
+        #[arg(long)]
+        to: Option<String>,
+        /// The zone floating and all-day times are read in [default: UTC].
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Another classifier (its folder, plugin.toml or .wasm): print where it disagrees with the chain.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +208,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::List) => plugin_list(&config).await,
+        Command::Classify {
+            file,
+            tenant,
+            from,
+            to,
+            tz,
+            compare,
+        } => {
+            crate::dry_run::run(
+                &config,
+                &file,
+                tenant.as_deref(),
+                from.as_deref(),
+                to.as_deref(),
+                &tz,
+                compare.as_deref(),
+            )
+            .await
+        }
         Command::Plugin(PluginCommand::Check { path }) => plugin_check(&path).await,
         Command::Plugin(PluginCommand::New { name, world, dir }) => {
             let world = match world {
@@ -223,7 +261,7 @@ async fn shutdown_signal() {
 }
 
 /// A runtime that touches nothing on disk: an in-memory store and no compile cache.
-async fn scratch_runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+pub(crate) async fn scratch_runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
     let key = MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")?;
     let store = Store::open("sqlite::memory:", key).await?;
     Runtime::new(
@@ -280,7 +318,7 @@ async fn plugin_list(config: &Config) -> anyhow::Result<()> {
 }
 
 /// The plugin folder a path names: the folder itself, or the folder of its manifest or component.
-fn plugin_folder(path: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn plugin_folder(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }

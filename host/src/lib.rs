@@ -5,10 +5,12 @@
 //! command line. Tests use the same entry points.
 
 pub mod api;
+pub mod calendar;
 pub mod capabilities;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod dry_run;
 pub mod model;
 pub mod plugins;
 pub mod presence;
