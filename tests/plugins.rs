@@ -181,6 +181,29 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
         "echo:v1"
     );
 
+    // A new folder that reuses the serving plugin's name is the one refused.
+    host.plugins.install(
+        "aaa-impostor",
+        &hostile,
+        &fixture_manifest("swap", "[config]\nattack = \"panic\""),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, list) = host.get_json("/api/plugins").await;
+        let failures = list["failures"].to_string();
+        if failures.contains("aaa-impostor") {
+            assert!(failures.contains("already used by"), "{failures}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the impostor was never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        host.post("/api/webhooks/swap", &[], "{}").await.1,
+        "echo:v1"
+    );
+    std::fs::remove_dir_all(host.plugins.path().join("aaa-impostor")).unwrap();
+
     // ...and the whole new component replaces it.
     let tmp = host.plugins.path().join("swap/.plugin.wasm.tmp");
     std::fs::write(&tmp, &hostile).unwrap();

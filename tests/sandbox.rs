@@ -156,6 +156,42 @@ async fn outbound_http_goes_only_to_allowed_hosts() {
 }
 
 #[tokio::test]
+async fn a_signing_secret_is_never_sent_as_a_bearer_token() {
+    let server = CountingServer::start().await;
+    let target = format!("http://localhost:{}/", server.addr.port());
+    let manifest = |bearer: &str| {
+        format!(
+            "[capabilities]\nallowed_hosts = [\"http://localhost:{}\"]\nsecrets = [\"signing\"]\nbearer_secrets = [\"api-key\"]\n[config]\nattack = \"http\"\ntarget = \"{target}\"\nbearer = \"{bearer}\"\n",
+            server.addr.port()
+        )
+    };
+    let plugins = PluginsDir::new()
+        .with_fixture("echo", "echo", "")
+        .with_fixture("exfiltrate", "hostile", &manifest("signing"))
+        .with_fixture("api-client", "hostile", &manifest("api-key"));
+    let host = Host::start(
+        plugins,
+        "",
+        &[
+            ("signing", b"hmac-key", false),
+            ("api-key", b"token-123", false),
+        ],
+    );
+    assert_refused(
+        &host,
+        "exfiltrate",
+        502,
+        &["CredentialUnavailable(", "not granted secret", "signing"],
+    )
+    .await;
+    assert_eq!(server.hits(), 0, "the signing secret left the host");
+    // The positive control: a bearer secret goes to an allowed (loopback) host.
+    let (status, body) = host.post("/api/webhooks/api-client", &[], "{}").await;
+    assert_eq!((status, body.as_str()), (200, "reached: 200"));
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
 async fn secrets_files_and_sockets_are_out_of_reach() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap();

@@ -350,3 +350,80 @@ async fn tenants_are_kept_apart() {
     );
     assert_eq!(host.get_json("/api/presence/U9").await.0, 404);
 }
+
+/// A tenant's own secret (`<tenant>/<name>`) is used for its route instead of the
+/// shared one, so one agency cannot sign deliveries for another.
+#[tokio::test]
+async fn a_tenant_secret_replaces_the_shared_one_on_its_route() {
+    let tenant_key = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=";
+    let plugins = PluginsDir::new()
+        .with_bundled("calendar-webhook")
+        .with_bundled("wedding-keywords");
+    let host = Host::start(
+        plugins,
+        "",
+        &[
+            ("calendar-webhook-secret", WHSEC.as_bytes(), true),
+            (
+                "agency-a/calendar-webhook-secret",
+                tenant_key.as_bytes(),
+                true,
+            ),
+        ],
+    );
+    let shared_key = WHSEC.trim_start_matches("whsec_");
+    let now_ms = now_s() * 1000;
+    let body = calendar_delivery(
+        "event.upserted",
+        "cat",
+        "Ceremony",
+        "Chapel",
+        now_ms - 1000,
+        now_ms + 60_000,
+    );
+    let path = "/api/webhooks/calendar-webhook/agency-a";
+    let (status, _) = host
+        .post(
+            path,
+            &standard_webhook_headers(shared_key, "m1", now_s(), &body),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        status, 401,
+        "the shared key signed for a tenant with its own"
+    );
+    let (status, text) = host
+        .post(
+            path,
+            &standard_webhook_headers(tenant_key, "m2", now_s(), &body),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    // Tenants without their own secret keep using the shared one.
+    let (status, _) = host
+        .post(
+            "/api/webhooks/calendar-webhook/agency-b",
+            &standard_webhook_headers(shared_key, "m3", now_s(), &body),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// A secret the host cannot use is the host's fault: 502 (providers retry), not 401.
+#[tokio::test]
+async fn a_missing_signing_secret_is_not_blamed_on_the_sender() {
+    let host = Host::start(PluginsDir::new().with_bundled("slack"), "", &[]);
+    let body = status_event("U1", "Ev1", "x", "");
+    let (status, text) = host
+        .post(
+            "/api/webhooks/slack",
+            &slack_headers(SLACK_SECRET, now_s(), &body),
+            body,
+        )
+        .await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("slack-signing-secret is not set"), "{text}");
+}

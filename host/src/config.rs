@@ -93,10 +93,34 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
-        })
+        })?;
+        config.validate().map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: host patterns and names.
+    pub fn validate(&self) -> Result<(), String> {
+        for (plugin, o) in &self.plugins {
+            for pattern in &o.extra_allowed_hosts {
+                crate::capabilities::http::HostPattern::parse(pattern).map_err(|e| {
+                    format!("plugins.{plugin}.extra_allowed_hosts: {pattern:?}: {e}")
+                })?;
+            }
+        }
+        for tenant in self.tenants.keys() {
+            if !crate::webhooks::valid_tenant(tenant) {
+                return Err(format!(
+                    "tenants.{tenant}: a tenant name is letters, digits, '-' and '_'"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn database_url(&self) -> String {
@@ -149,6 +173,16 @@ mod tests {
         assert_eq!(c.max_webhook_body_bytes, 1024 * 1024);
         assert_eq!(c.classifiers_for("acme"), vec!["acme-rules"]);
         assert_eq!(c.classifiers_for("other"), vec!["wedding-keywords"]);
+        std::fs::write(
+            &path,
+            "[plugins.slack]\nextra_allowed_hosts = [\"api.example.com\"]\n",
+        )
+        .unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("extra_allowed_hosts") && err.contains("scheme"),
+            "{err}"
+        );
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("lisen") && err.contains("c.toml"), "{err}");

@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
 use super::Grants;
+use super::secrets::SecretUse;
 use crate::store::Store;
 
 /// Redirect hops followed before giving up.
@@ -192,13 +193,14 @@ pub async fn send(
     client: &reqwest::Client,
     store: &Store,
     grants: &Grants,
+    tenant: &str,
     req: OutboundRequest,
 ) -> Result<OutboundResponse, HttpError> {
     let mut method = reqwest::Method::from_bytes(req.method.as_bytes())
         .map_err(|_| HttpError::InvalidRequest(format!("method {:?}", req.method)))?;
     let mut url = check_url(grants, &req.url)?;
     let headers = build_headers(&req.headers)?;
-    let mut authorization = credential(store, grants, &req).await?;
+    let mut authorization = credential(store, grants, tenant, &url, &req).await?;
     let mut body = Some(req.body);
     let timeout = Duration::from_millis(grants.limits.http_timeout_ms);
     let cap = grants.limits.max_http_response_kib as usize * 1024;
@@ -252,6 +254,8 @@ pub async fn send(
 async fn credential(
     store: &Store,
     grants: &Grants,
+    tenant: &str,
+    url: &Url,
     req: &OutboundRequest,
 ) -> Result<Option<HeaderValue>, HttpError> {
     if let Some(connection) = &req.connection {
@@ -263,7 +267,12 @@ async fn credential(
     let Some(name) = &req.bearer_secret else {
         return Ok(None);
     };
-    let value = super::secrets::granted_value(store, grants, name)
+    if url.scheme() != "https" && !is_loopback(url) {
+        return Err(HttpError::NotAllowed(format!(
+            "secret {name:?} would be sent in clear text; credentials go over https only"
+        )));
+    }
+    let value = super::secrets::granted_value(store, grants, tenant, name, SecretUse::Bearer)
         .await
         .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?;
     let token = std::str::from_utf8(value.expose())
@@ -273,6 +282,17 @@ async fn credential(
     })?;
     header.set_sensitive(true);
     Ok(Some(header))
+}
+
+/// Loopback addresses (provider emulators in tests, sidecars) are the one
+/// exception to "credentials over https only".
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
 }
 
 fn transport_error(e: reqwest::Error) -> HttpError {

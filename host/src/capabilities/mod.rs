@@ -20,6 +20,7 @@ pub struct Grants {
     pub plugin: PluginName,
     pub allowed_hosts: Vec<HostPattern>,
     pub secrets: BTreeSet<String>,
+    pub bearer_secrets: BTreeSet<String>,
     pub limits: Limits,
     pub config: BTreeMap<String, String>,
 }
@@ -44,6 +45,12 @@ impl Grants {
             plugin: manifest.name.clone(),
             allowed_hosts,
             secrets: manifest.capabilities.secrets.iter().cloned().collect(),
+            bearer_secrets: manifest
+                .capabilities
+                .bearer_secrets
+                .iter()
+                .cloned()
+                .collect(),
             limits: manifest.limits,
             config,
         }

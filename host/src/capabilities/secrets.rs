@@ -14,8 +14,8 @@ pub enum SecretError {
     NotGranted { plugin: String, name: String },
     #[error("secret {0:?} is not set; set it with `presence-host secret set {0}`")]
     NotSet(String),
-    #[error("secret store unavailable: {0}")]
-    Unavailable(String),
+    #[error("secret {name:?} cannot be read: {message}")]
+    Unavailable { name: String, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,24 +24,56 @@ pub enum HmacAlgorithm {
     Sha256,
 }
 
-/// The value of a secret the plugin is granted; only the host ever holds it.
+/// What a secret is used for; each use has its own grant list in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretUse {
+    /// HMAC and comparisons in the host (`capabilities.secrets`).
+    Crypto,
+    /// Sent as a bearer token to an allowed host (`capabilities.bearer_secrets`).
+    Bearer,
+}
+
+/// The value of a secret the plugin is granted for `usage`; only the host ever holds it.
+///
+/// A tenant's own secret (`<tenant>/<name>`) is preferred to the shared one
+/// (`<name>`), so each agency can sign its webhooks with its own key.
 pub(crate) async fn granted_value(
     store: &Store,
     grants: &Grants,
+    tenant: &str,
     name: &str,
+    usage: SecretUse,
 ) -> Result<SecretValue, SecretError> {
-    if !grants.secrets.contains(name) {
+    let granted = match usage {
+        SecretUse::Crypto => &grants.secrets,
+        SecretUse::Bearer => &grants.bearer_secrets,
+    };
+    if !granted.contains(name) {
         return Err(SecretError::NotGranted {
             plugin: grants.plugin.to_string(),
             name: name.to_string(),
         });
     }
-    let parsed = SecretName::parse(name).map_err(|_| SecretError::NotSet(name.to_string()))?;
-    store
-        .secret(&parsed)
-        .await
-        .map_err(|e| SecretError::Unavailable(e.to_string()))?
-        .ok_or_else(|| SecretError::NotSet(name.to_string()))
+    let candidates = [format!("{tenant}/{name}"), name.to_string()];
+    for candidate in candidates
+        .iter()
+        .filter(|c| !tenant.is_empty() || !c.starts_with('/'))
+    {
+        let Ok(parsed) = SecretName::parse(candidate) else {
+            continue;
+        };
+        match store.secret(&parsed).await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(SecretError::Unavailable {
+                    name: name.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Err(SecretError::NotSet(name.to_string()))
 }
 
 pub fn hmac(algorithm: HmacAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
@@ -64,33 +96,36 @@ pub fn hmac(algorithm: HmacAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
 pub async fn hmac_sign(
     store: &Store,
     grants: &Grants,
+    tenant: &str,
     name: &str,
     algorithm: HmacAlgorithm,
     message: &[u8],
 ) -> Result<Vec<u8>, SecretError> {
-    let key = granted_value(store, grants, name).await?;
+    let key = granted_value(store, grants, tenant, name, SecretUse::Crypto).await?;
     Ok(hmac(algorithm, key.expose(), message))
 }
 
 pub async fn hmac_verify(
     store: &Store,
     grants: &Grants,
+    tenant: &str,
     name: &str,
     algorithm: HmacAlgorithm,
     message: &[u8],
     signature: &[u8],
 ) -> Result<bool, SecretError> {
-    let expected = hmac_sign(store, grants, name, algorithm, message).await?;
+    let expected = hmac_sign(store, grants, tenant, name, algorithm, message).await?;
     Ok(expected.ct_eq(signature).into())
 }
 
 pub async fn equals(
     store: &Store,
     grants: &Grants,
+    tenant: &str,
     name: &str,
     candidate: &[u8],
 ) -> Result<bool, SecretError> {
-    let value = granted_value(store, grants, name).await?;
+    let value = granted_value(store, grants, tenant, name, SecretUse::Crypto).await?;
     Ok(value.expose().ct_eq(candidate).into())
 }
 

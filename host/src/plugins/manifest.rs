@@ -144,6 +144,10 @@ pub struct Capabilities {
     /// Names of secrets the plugin may sign, verify and compare with.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Names of secrets (API keys) the host may send for the plugin as a bearer
+    /// token, over HTTPS only, to its allowed hosts. A signing secret is never sent.
+    #[serde(default)]
+    pub bearer_secrets: Vec<String>,
 }
 
 /// Per-call resource limits. Every field has a default that suits a provider adapter.
@@ -238,14 +242,20 @@ impl Manifest {
         }
         if self.world == World::Classifier
             && (!self.capabilities.allowed_hosts.is_empty()
-                || !self.capabilities.secrets.is_empty())
+                || !self.capabilities.secrets.is_empty()
+                || !self.capabilities.bearer_secrets.is_empty())
         {
             return Err(
                 "a classifier cannot be granted allowed_hosts or secrets: classifiers are pure rules"
                     .to_string(),
             );
         }
-        for secret in &self.capabilities.secrets {
+        for secret in self
+            .capabilities
+            .secrets
+            .iter()
+            .chain(&self.capabilities.bearer_secrets)
+        {
             crate::store::SecretName::parse(secret)
                 .map_err(|e| format!("capabilities.secrets: {e}"))?;
         }

@@ -193,19 +193,27 @@ impl PluginRegistry {
         let current = self.plugins.load_full();
         let mut report = ReloadReport::default();
         let mut next: BTreeMap<String, Arc<LoadedPlugin>> = BTreeMap::new();
-        let dirs = match plugin_dirs(&self.root) {
+        let mut dirs = match plugin_dirs(&self.root) {
             Ok(d) => d,
             Err(e) => {
+                // A folder that cannot be read now (being swapped, out of file
+                // descriptors) says nothing about the plugins: keep them all.
+                let error = format!(
+                    "{}: cannot read the plugins folder: {e}",
+                    self.root.display()
+                );
+                tracing::error!(%error, "plugins kept as they were");
                 report.failed.push(LoadFailure {
                     dir: self.root.clone(),
-                    error: format!(
-                        "{}: cannot read the plugins folder: {e}",
-                        self.root.display()
-                    ),
+                    error,
                 });
-                Vec::new()
+                report.unchanged = current.keys().cloned().collect();
+                return report;
             }
         };
+        // Folders of plugins already serving go first, so that a new folder that
+        // reuses a serving plugin's name is the one refused as the duplicate.
+        dirs.sort_by_key(|d| !current.values().any(|p| &p.dir == d));
         for dir in dirs {
             let read = {
                 let dir = dir.clone();

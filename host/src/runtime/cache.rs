@@ -2,8 +2,9 @@
 //! the engine's compatibility hash (wasmtime version and compilation settings).
 //!
 //! Deserializing a compiled artifact runs native code we produced, so an entry is
-//! trusted only when its own SHA-256 checks out; a corrupt, truncated or stale
-//! entry is compiled again and replaced, never loaded.
+//! used only when its own SHA-256 checks out (a corrupt, truncated or stale entry
+//! is compiled again and replaced, never loaded), and the cache folder is private
+//! to the host's user: the checksum detects damage, the permissions keep others out.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -102,7 +103,7 @@ impl ComponentCache {
     }
 
     fn write_entry(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let mut entry = Sha256::digest(artifact).to_vec();
         entry.extend_from_slice(artifact);
         // Write then rename, so a reader never sees half an entry.
@@ -110,4 +111,19 @@ impl ComponentCache {
         std::fs::write(&tmp, &entry)?;
         std::fs::rename(&tmp, path)
     }
+}
+
+/// The cache holds native code the host will run: only the host's user may write it.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }

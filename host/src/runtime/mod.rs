@@ -28,6 +28,10 @@ pub use state::{CallState, HostServices};
 /// The `wedsync:presence` versions this host can run, oldest first.
 pub const ACCEPTED_WIT_VERSIONS: &[&str] = &[since_v0_1_0::VERSION];
 
+/// Linear memories one component may define: a Rust component has one, and the
+/// pool's slots are not for a single call to hoard.
+const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+
 /// The low part of each memory slot kept resident between instances (see `engine_config`).
 const KEEP_RESIDENT_BYTES: usize = 256 * 1024;
 
@@ -407,7 +411,8 @@ fn engine_config(max_concurrent_calls: u32) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // A Rust wasip2 component holds a few core instances, memories and tables
     // (the program plus the component's adapter shims).
-    pool.total_component_instances(n)
+    pool.max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .total_component_instances(n)
         .total_core_instances(n * 8)
         .total_memories(n * 2)
         .total_tables(n * 4)

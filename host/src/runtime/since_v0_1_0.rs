@@ -82,6 +82,7 @@ impl wit_http::Host for CallState {
             &self.services.http,
             &self.services.store,
             &self.grants,
+            &self.tenant,
             request,
         )
         .await;
@@ -115,8 +116,8 @@ fn secret_error(
     match e {
         E::NotGranted { name, .. } => wit_secrets::SecretError::NotGranted(name),
         E::NotSet(name) => wit_secrets::SecretError::NotSet(name),
-        // The plugin learns only that the secret cannot be used now; the detail is in the host's log.
-        E::Unavailable(_) => wit_secrets::SecretError::NotSet(String::new()),
+        // The plugin learns only that the secret cannot be read now; the detail is in the host's log.
+        E::Unavailable { name, .. } => wit_secrets::SecretError::Unavailable(name),
     }
 }
 
@@ -138,6 +139,7 @@ impl wit_secrets::Host for CallState {
         capabilities::secrets::hmac_sign(
             &self.services.store,
             &self.grants,
+            &self.tenant,
             &secret,
             algorithm(alg),
             &message,
@@ -157,6 +159,7 @@ impl wit_secrets::Host for CallState {
         capabilities::secrets::hmac_verify(
             &self.services.store,
             &self.grants,
+            &self.tenant,
             &secret,
             algorithm(alg),
             &message,
@@ -172,9 +175,15 @@ impl wit_secrets::Host for CallState {
         candidate: Vec<u8>,
     ) -> Result<bool, wit_secrets::SecretError> {
         self.host_calls += 1;
-        capabilities::secrets::equals(&self.services.store, &self.grants, &secret, &candidate)
-            .await
-            .map_err(|e| secret_error(self, e))
+        capabilities::secrets::equals(
+            &self.services.store,
+            &self.grants,
+            &self.tenant,
+            &secret,
+            &candidate,
+        )
+        .await
+        .map_err(|e| secret_error(self, e))
     }
 }
 

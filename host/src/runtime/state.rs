@@ -43,6 +43,7 @@ impl CallState {
             table: ResourceTable::new(),
             limiter: CallLimiter {
                 memory_limit,
+                memory_in_use: 0,
                 memory_exceeded: false,
             },
             grants,
@@ -62,9 +63,12 @@ impl WasiView for CallState {
     }
 }
 
-/// Caps linear memory and table growth, and remembers when the cap was what stopped a call.
+/// Caps linear memory (all of an instance's memories together) and table growth,
+/// and remembers when the cap was what stopped a call.
 pub struct CallLimiter {
     pub memory_limit: usize,
+    /// Bytes of linear memory the instance holds, over all its memories.
+    pub memory_in_use: usize,
     pub memory_exceeded: bool,
 }
 
@@ -74,16 +78,20 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 impl wasmtime::ResourceLimiter for CallLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
+        // Counted over every memory: a component with several modules must not
+        // get the limit once per memory.
+        let total = self.memory_in_use.saturating_sub(current) + desired;
+        if total > self.memory_limit {
             self.memory_exceeded = true;
             // An error (not `Ok(false)`) traps at once, instead of letting the
             // guest's allocator report a failure it may mishandle.
             wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_limit);
         }
+        self.memory_in_use = total;
         Ok(true)
     }
 
@@ -94,5 +102,36 @@ impl wasmtime::ResourceLimiter for CallLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter;
+
+    use super::CallLimiter;
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_of_the_instance() {
+        const MIB: usize = 1024 * 1024;
+        let mut limiter = CallLimiter {
+            memory_limit: 32 * MIB,
+            memory_in_use: 0,
+            memory_exceeded: false,
+        };
+        assert!(limiter.memory_growing(0, 20 * MIB, None).unwrap());
+        // A second memory may not take another full limit.
+        assert!(limiter.memory_growing(0, 20 * MIB, None).is_err());
+        assert!(limiter.memory_exceeded);
+        // Growing the first memory counts only the growth.
+        let mut limiter = CallLimiter {
+            memory_limit: 32 * MIB,
+            memory_in_use: 0,
+            memory_exceeded: false,
+        };
+        assert!(limiter.memory_growing(0, 16 * MIB, None).unwrap());
+        assert!(limiter.memory_growing(16 * MIB, 30 * MIB, None).unwrap());
+        assert_eq!(limiter.memory_in_use, 30 * MIB);
+        assert!(!limiter.memory_exceeded);
     }
 }

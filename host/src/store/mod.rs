@@ -226,9 +226,11 @@ impl Store {
         value: &[u8],
         quota: i64,
     ) -> Result<KvWrite, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads then writes, and a deferred one would
+        // fail with SQLITE_BUSY_SNAPSHOT if another write committed in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv
+            "SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv
              WHERE plugin = ? AND tenant = ? AND key <> ?",
         )
         .bind(plugin)

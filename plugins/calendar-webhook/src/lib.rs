@@ -176,7 +176,7 @@ impl Guest for CalendarWebhook {
     }
 
     fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
-        let delivery_id = verify(&request).map_err(|e| PluginError::Unauthorized(e.to_string()))?;
+        let delivery_id = verify(&request).map_err(SignatureError::into_plugin_error)?;
         let event = parse_delivery(&request.body).map_err(PluginError::InvalidInput)?;
         Ok(WebhookOutcome {
             response: ok(),

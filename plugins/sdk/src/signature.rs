@@ -37,6 +37,19 @@ impl From<SecretError> for SignatureError {
                 Self::Secret(format!("{n} is not granted to this plugin"))
             }
             SecretError::NotSet(n) => Self::Secret(format!("{n} is not set")),
+            SecretError::Unavailable(n) => Self::Secret(format!("{n} cannot be read now")),
+        }
+    }
+}
+
+impl SignatureError {
+    /// The plugin error to answer with: the sender's fault is `unauthorized` (401,
+    /// final); a secret the host cannot use is the host's fault, `internal` (502),
+    /// which providers retry, so no event is lost while the operator fixes it.
+    pub fn into_plugin_error(self) -> crate::provider::PluginError {
+        match self {
+            Self::Secret(_) => crate::provider::PluginError::Internal(self.to_string()),
+            other => crate::provider::PluginError::Unauthorized(other.to_string()),
         }
     }
 }

@@ -129,7 +129,7 @@ pub fn signals_of(event: &Value) -> Vec<PresenceSignal> {
 }
 
 pub fn handle(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
-    verify(&request).map_err(|e| PluginError::Unauthorized(e.to_string()))?;
+    verify(&request).map_err(SignatureError::into_plugin_error)?;
     let payload: Value = serde_json::from_slice(&request.body)
         .map_err(|e| PluginError::InvalidInput(format!("body is not JSON: {e}")))?;
     match payload.get("type").and_then(Value::as_str) {

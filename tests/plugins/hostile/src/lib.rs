@@ -16,13 +16,14 @@ fn setting(key: &str) -> String {
 }
 
 fn outbound(url: &str, headers: Vec<(String, String)>) -> Result<WebhookOutcome, PluginError> {
+    let bearer = setting("bearer");
     let result = http::send(&Request {
         method: "GET".into(),
         url: url.into(),
         headers,
         body: Vec::new(),
         connection: None,
-        bearer_secret: None,
+        bearer_secret: (!bearer.is_empty()).then_some(bearer),
     });
     match result {
         Ok(r) => Ok(answer(&format!("reached: {}", r.status))),
