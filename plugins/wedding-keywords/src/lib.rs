@@ -182,6 +182,9 @@ impl Guest for WeddingKeywords {
     }
 }
 
+// Exported only in the component: natively this crate is a plain library (tests,
+// benchmarks), and two plugins linked into one binary must not export the same symbols.
+#[cfg(target_arch = "wasm32")]
 presence_sdk::export_classifier!(WeddingKeywords);
 
 #[cfg(test)]
