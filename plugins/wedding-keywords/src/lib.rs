@@ -12,9 +12,7 @@
 //! An event matching no keyword gets no classification: the host still counts its
 //! busy time, without a wedding status.
 
-use presence_sdk::classifier::{
-    Availability, CalendarEvent, Category, Classification, Guest, Urgency,
-};
+use presence_sdk::classifier::{Availability, CalendarEvent, Category, Classification, Urgency};
 use presence_sdk::text::{contains_phrase, truncate_chars, words};
 
 /// Slack's limit on status text, in characters.
@@ -174,22 +172,28 @@ pub fn classify_event(event: &CalendarEvent) -> Option<Classification> {
     })
 }
 
-struct WeddingKeywords;
-
-impl Guest for WeddingKeywords {
-    fn classify(event: CalendarEvent) -> Option<Classification> {
-        classify_event(&event)
-    }
-}
-
-// Exported only in the component: natively this crate is a plain library (tests,
+// The component's export. Natively this crate is a plain library (tests,
 // benchmarks), and two plugins linked into one binary must not export the same symbols.
 #[cfg(target_arch = "wasm32")]
-presence_sdk::export_classifier!(WeddingKeywords);
+mod component {
+    use super::*;
+    use presence_sdk::classifier::Guest;
+
+    struct WeddingKeywords;
+
+    impl Guest for WeddingKeywords {
+        fn classify(event: CalendarEvent) -> Option<Classification> {
+            classify_event(&event)
+        }
+    }
+
+    presence_sdk::export_classifier!(WeddingKeywords);
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use presence_sdk::classifier::Guest;
     use presence_sdk::classifier::Transparency;
 
     fn event(title: &str, location: Option<&str>) -> CalendarEvent {
