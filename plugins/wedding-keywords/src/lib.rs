@@ -195,7 +195,6 @@ mod tests {
     use super::*;
     use presence_sdk::classifier::Guest;
     use presence_sdk::classifier::Transparency;
-
     fn event(title: &str, location: Option<&str>) -> CalendarEvent {
         CalendarEvent {
             id: "e1".into(),
