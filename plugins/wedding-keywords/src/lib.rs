@@ -193,8 +193,8 @@ mod component {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_sdk::classifier::Guest;
     use presence_sdk::classifier::Transparency;
+
     fn event(title: &str, location: Option<&str>) -> CalendarEvent {
         CalendarEvent {
             id: "e1".into(),
