@@ -427,3 +427,132 @@ async fn a_missing_signing_secret_is_not_blamed_on_the_sender() {
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("slack-signing-secret is not set"), "{text}");
 }
+
+/// The admin API sets a tenant's chain; its plugins decide first for that tenant only.
+#[tokio::test]
+async fn tenant_chains_are_set_through_the_admin_api() {
+    let plugins = PluginsDir::new()
+        .with_bundled("calendar-webhook")
+        .with_bundled("wedding-keywords");
+    let tasting = std::fs::read(fixture_wasm("tasting")).unwrap();
+    plugins.install(
+        "tasting",
+        &tasting,
+        &fixture_manifest("tasting", "").replace("provider", "classifier"),
+    );
+    let host = Host::start(
+        plugins,
+        "admin_token = \"s3cret-admin\"\n",
+        &[("calendar-webhook-secret", WHSEC.as_bytes(), true)],
+    );
+    let url = host.url("/api/tenants/acme/classifiers");
+    let put = |token: &str, body: &str| {
+        host.client
+            .put(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_string())
+            .send()
+    };
+    // Without the token, with a wrong one, or with a bad chain: refused, nothing stored.
+    let before = host.digest().await;
+    assert_eq!(
+        host.client
+            .put(&url)
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        put("wrong", r#"{"classifiers":["tasting"]}"#)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    for (body, expected) in [
+        (r#"{"classifiers":["nope"]}"#, "no classifier plugin named"),
+        (
+            r#"{"classifiers":["calendar-webhook"]}"#,
+            "not a classifier",
+        ),
+        (r#"{"classifiers":[]}"#, "at least one"),
+        (r#"{"chain":["tasting"]}"#, "expected"),
+    ] {
+        let resp = put("s3cret-admin", body).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        assert!(resp.text().await.unwrap().contains(expected), "{body}");
+    }
+    assert_eq!(host.digest().await, before);
+
+    let resp = put(
+        "s3cret-admin",
+        r#"{"classifiers":["tasting","wedding-keywords"]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let chain: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(chain["source"], "api");
+
+    let key = WHSEC.trim_start_matches("whsec_");
+    let now_ms = now_s() * 1000;
+    let body = calendar_delivery(
+        "event.upserted",
+        "dee",
+        "Cake tasting with the couple",
+        "Old Barn",
+        now_ms - 1000,
+        now_ms + 60_000,
+    );
+    for (tenant, expected) in [
+        ("acme", "🍰 Menu tasting"),
+        (
+            "other",
+            "💑 Client consultation - Cake tasting with the couple",
+        ),
+    ] {
+        let path = format!("/api/webhooks/calendar-webhook/{tenant}");
+        let (status, text) = host
+            .post(
+                &path,
+                &standard_webhook_headers(key, &format!("m-{tenant}"), now_s(), &body),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+        let (_, presence) = host
+            .get_json(&format!("/api/presence/dee?tenant={tenant}"))
+            .await;
+        assert_eq!(presence["status_text"], expected, "{tenant}");
+    }
+
+    // DELETE falls back to the default chain.
+    let resp = host
+        .client
+        .delete(&url)
+        .header("authorization", "Bearer s3cret-admin")
+        .send()
+        .await
+        .unwrap();
+    let chain: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (chain["source"].as_str(), chain["classifiers"][0].as_str()),
+        (Some("default"), Some("wedding-keywords"))
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_a_token() {
+    let host = Host::start(PluginsDir::new().with_bundled("wedding-keywords"), "", &[]);
+    let resp = host
+        .client
+        .get(host.url("/api/tenants/acme/classifiers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("admin_token"));
+}

@@ -138,6 +138,9 @@ impl CommonArgs {
         if let Ok(key) = std::env::var("PRESENCE_MASTER_KEY") {
             config.master_key = Some(key);
         }
+        if let Ok(token) = std::env::var("PRESENCE_ADMIN_TOKEN") {
+            config.admin_token = Some(token);
+        }
         Ok(config)
     }
 }

@@ -43,6 +43,9 @@ pub struct Config {
     pub max_concurrent_calls: u32,
     /// Watch the plugins folder and reload changed plugins. Default true.
     pub hot_reload: bool,
+    /// Bearer token for the admin API (`/api/tenants/...`); the admin API is off without it.
+    /// Default: none. Prefer `PRESENCE_ADMIN_TOKEN` to writing it in a file.
+    pub admin_token: Option<String>,
     /// Per-plugin operator settings, by plugin name.
     pub plugins: BTreeMap<String, PluginOverrides>,
     /// Per-tenant settings, by tenant name.
@@ -61,6 +64,7 @@ impl Default for Config {
             max_webhook_body_bytes: 1024 * 1024,
             max_concurrent_calls: 256,
             hot_reload: true,
+            admin_token: None,
             plugins: BTreeMap::new(),
             tenants: BTreeMap::new(),
         }

@@ -107,7 +107,16 @@ pub async fn run(
         eprintln!("warning: plugin not loaded: {}", f.error);
     }
     let tenant = tenant.unwrap_or(crate::webhooks::DEFAULT_TENANT);
-    let chain = config.classifiers_for(tenant);
+    // A chain set through the admin API lives in the store: read it when there is one.
+    let stored = if config.database_url.is_some() || config.data_dir.join("presence.db").exists() {
+        let store = crate::open_store(config).await?;
+        let chain = store.tenant_classifiers(tenant).await?;
+        store.close().await;
+        chain
+    } else {
+        None
+    };
+    let chain = stored.unwrap_or_else(|| config.classifiers_for(tenant));
     let other = match compare {
         Some(path) => {
             let folder = crate::cli::plugin_folder(path)?;

@@ -1,6 +1,7 @@
 //! The HTTP API: routes and the small read handlers. Webhook ingress lives in `webhooks`.
 
 pub mod error;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -29,6 +30,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/presence/{user}", get(get_presence))
         .route("/api/plugins", get(list_plugins))
+        .route(
+            "/api/tenants/{tenant}/classifiers",
+            get(tenants::get_chain)
+                .put(tenants::put_chain)
+                .delete(tenants::delete_chain),
+        )
         .merge(webhook_routes)
         .with_state(app)
 }

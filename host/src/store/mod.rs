@@ -404,6 +404,51 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// The classifier chain set for `tenant` through the admin API, if any.
+    pub async fn tenant_classifiers(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let row: Option<String> =
+            sqlx::query_scalar("SELECT classifiers FROM tenant_classifiers WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("tenant_classifiers: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Sets (`Some`) or removes (`None`) the tenant's classifier chain.
+    pub async fn set_tenant_classifiers(
+        &self,
+        tenant: &str,
+        chain: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        match chain {
+            Some(chain) => {
+                sqlx::query(
+                    "INSERT INTO tenant_classifiers (tenant, classifiers, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (tenant) DO UPDATE SET classifiers = excluded.classifiers, updated_at = excluded.updated_at",
+                )
+                .bind(tenant)
+                .bind(serde_json::to_string(chain).expect("a list of strings serializes"))
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM tenant_classifiers WHERE tenant = ?")
+                    .bind(tenant)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A digest of every table's rows, for tests that prove a refusal changed nothing.
     pub async fn digest(&self) -> Result<String, StoreError> {
         use sha2::{Digest, Sha256};
@@ -413,6 +458,7 @@ impl Store {
             ("kv", "plugin, tenant, key"),
             ("webhook_deliveries", "plugin, tenant, delivery_id"),
             ("presence_signals", "tenant, user_id, source, signal_key"),
+            ("tenant_classifiers", "tenant"),
         ] {
             let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
                 .fetch_all(&self.pool)

@@ -139,7 +139,9 @@ async fn process(
             signal: s.clone(),
         })
         .collect();
-    let chain = app.config.classifiers_for(&tenant);
+    let chain = crate::api::tenants::chain_for(&app, &tenant)
+        .await?
+        .classifiers;
     for user_event in &outcome.events {
         let event = &user_event.event;
         let key = format!("{plugin_name}:{}", event.id);
