@@ -12,10 +12,12 @@ use std::time::Instant;
 
 use presence_host::classify;
 use presence_host::config::PluginOverrides;
-use presence_host::model::{CalendarEvent, Transparency};
+use presence_host::model::CalendarEvent;
 use presence_host::plugins::PluginRegistry;
-use presence_host::runtime::{HostServices, Runtime, RuntimeConfig};
-use presence_host::store::{MasterKey, Store};
+use presence_host::runtime::Runtime;
+
+#[path = "support.rs"]
+mod support;
 
 const EVENTS: usize = 100_000;
 const TITLES: &[&str] = &[
@@ -30,35 +32,7 @@ const TITLES: &[&str] = &[
 ];
 
 fn event(i: usize) -> CalendarEvent {
-    CalendarEvent {
-        id: format!("evt-{i}"),
-        title: TITLES[i % TITLES.len()].to_string(),
-        description: Some("Bring the floor plan and the timeline".into()),
-        location: Some("Old Barn, Ashford".into()),
-        attendees: vec!["planner@example.com".into()],
-        start: 1_781_960_400_000 + i as i64 * 60_000,
-        end: 1_781_964_000_000 + i as i64 * 60_000,
-        time_zone: Some("Europe/London".into()),
-        all_day: false,
-        transparency: Transparency::Opaque,
-        online_meeting_url: None,
-    }
-}
-
-fn native_event(e: &CalendarEvent) -> presence_sdk::classifier::CalendarEvent {
-    presence_sdk::classifier::CalendarEvent {
-        id: e.id.clone(),
-        title: e.title.clone(),
-        description: e.description.clone(),
-        location: e.location.clone(),
-        attendees: e.attendees.clone(),
-        start: e.start,
-        end: e.end,
-        time_zone: e.time_zone.clone(),
-        all_day: e.all_day,
-        transparency: presence_sdk::classifier::Transparency::Opaque,
-        online_meeting_url: e.online_meeting_url.clone(),
-    }
+    support::event(i, TITLES[i % TITLES.len()])
 }
 
 fn main() {
@@ -92,21 +66,7 @@ fn main() {
         .unwrap();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (registry, sandboxed) = rt.block_on(async {
-        let key = MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
-        let store = Store::open("sqlite::memory:", key).await.unwrap();
-        let runtime = Arc::new(
-            Runtime::new(
-                &RuntimeConfig {
-                    max_concurrent_calls: 64,
-                    cache_dir: None,
-                },
-                HostServices {
-                    store,
-                    http: presence_host::capabilities::http::client(),
-                },
-            )
-            .unwrap(),
-        );
+        let runtime = Arc::new(Runtime::standalone(64, None).await.unwrap());
         let registry = Arc::new(PluginRegistry::new(
             runtime,
             plugins.path().to_path_buf(),
@@ -145,7 +105,7 @@ fn main() {
     });
     drop(registry);
 
-    let events: Vec<_> = (0..EVENTS).map(|i| native_event(&event(i))).collect();
+    let events: Vec<_> = (0..EVENTS).map(|i| support::native(&event(i))).collect();
     let started = Instant::now();
     let native_decided = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)

@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::plugins::manifest::MANIFEST_FILE;
 use crate::plugins::registry::{load_plugin, plugin_dirs};
-use crate::runtime::{HostServices, Runtime, RuntimeConfig};
-use crate::store::{MasterKey, SecretName, Store};
+use crate::runtime::Runtime;
+use crate::store::SecretName;
 use crate::{App, Config};
 
 #[derive(Debug, Parser)]
@@ -263,25 +263,9 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// A runtime that touches nothing on disk: an in-memory store and no compile cache.
-pub(crate) async fn scratch_runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
-    let key = MasterKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")?;
-    let store = Store::open("sqlite::memory:", key).await?;
-    Runtime::new(
-        &RuntimeConfig {
-            max_concurrent_calls: 4,
-            cache_dir,
-        },
-        HostServices {
-            store,
-            http: crate::capabilities::http::client(),
-        },
-    )
-}
-
 async fn plugin_list(config: &Config) -> anyhow::Result<()> {
     let root = config.plugins_dir();
-    let runtime = Arc::new(scratch_runtime(Some(config.cache_dir())).await?);
+    let runtime = Arc::new(Runtime::standalone(4, Some(config.cache_dir())).await?);
     let dirs = plugin_dirs(&root)
         .with_context(|| format!("reading the plugins folder {}", root.display()))?;
     println!(
@@ -345,7 +329,7 @@ pub(crate) fn plugin_folder(path: &Path) -> anyhow::Result<PathBuf> {
 
 async fn plugin_check(path: &Path) -> anyhow::Result<()> {
     let folder = plugin_folder(path)?;
-    let runtime = Arc::new(scratch_runtime(None).await?);
+    let runtime = Arc::new(Runtime::standalone(4, None).await?);
     let rt = runtime.clone();
     let dir = folder.clone();
     let plugin = tokio::task::spawn_blocking(move || load_plugin(&rt, &dir, None))

@@ -96,7 +96,7 @@ pub async fn run(
         eprintln!("warning: {}: {w}", file.display());
     }
 
-    let runtime = Arc::new(crate::cli::scratch_runtime(Some(config.cache_dir())).await?);
+    let runtime = Arc::new(crate::runtime::Runtime::standalone(4, Some(config.cache_dir())).await?);
     let registry = PluginRegistry::new(
         runtime.clone(),
         config.plugins_dir(),

@@ -191,6 +191,32 @@ impl Runtime {
         })
     }
 
+    /// A runtime that keeps nothing but (optionally) its compile cache: an
+    /// in-memory store under a throwaway key. For commands that run plugins without
+    /// serving (`plugin check`, `classify`) and for benchmarks.
+    pub async fn standalone(
+        max_concurrent_calls: u32,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        let key = crate::store::MasterKey::from_base64(&base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            key,
+        ))?;
+        let store = crate::store::Store::open("sqlite::memory:", key).await?;
+        Self::new(
+            &RuntimeConfig {
+                max_concurrent_calls,
+                cache_dir,
+            },
+            HostServices {
+                store,
+                http: crate::capabilities::http::client(),
+            },
+        )
+    }
+
     pub fn services(&self) -> &Arc<HostServices> {
         &self.services
     }

@@ -17,8 +17,8 @@
 
 use presence_sdk::provider::secrets::HmacAlgorithm;
 use presence_sdk::provider::{
-    CalendarEvent, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence,
-    ProviderInfo, SyncPage, Transparency, UserEvent, WebhookOutcome, WebhookRequest,
+    CalendarEvent, Feature, Guest, PluginError, ProviderInfo, Transparency, UserEvent,
+    WebhookOutcome, WebhookRequest,
 };
 use presence_sdk::signature::{self, SignatureError};
 use presence_sdk::webhook::{header, ok};
@@ -186,29 +186,7 @@ impl Guest for CalendarWebhook {
         })
     }
 
-    fn push_status(_connection: String, _presence: Presence) -> Result<(), PluginError> {
-        Err(PluginError::Unsupported(
-            "a webhook feed takes no status".into(),
-        ))
-    }
-
-    fn sync_calendar(
-        _connection: String,
-        _cursor: Option<String>,
-    ) -> Result<SyncPage, PluginError> {
-        Err(PluginError::Unsupported(
-            "a webhook feed is push-only".into(),
-        ))
-    }
-
-    fn send_notification(
-        _connection: String,
-        _message: Notification,
-    ) -> Result<DeliveryReceipt, PluginError> {
-        Err(PluginError::Unsupported(
-            "a webhook feed sends nothing".into(),
-        ))
-    }
+    presence_sdk::unsupported!(push_status, sync_calendar, send_notification);
 }
 
 presence_sdk::export_provider!(CalendarWebhook);

@@ -83,3 +83,56 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Implements the provider calls a plugin does not offer, each answering
+/// `unsupported`. Use it inside the `impl Guest` block, after the calls the
+/// plugin does implement:
+///
+/// ```ignore
+/// impl Guest for MyProvider {
+///     fn describe() -> ProviderInfo { /* ... */ }
+///     fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> { /* ... */ }
+///     presence_sdk::unsupported!(push_status, sync_calendar, send_notification);
+/// }
+/// ```
+#[cfg(feature = "provider")]
+#[macro_export]
+macro_rules! unsupported {
+    ($($call:ident),+ $(,)?) => { $( $crate::__unsupported_call!($call); )+ };
+}
+
+#[cfg(feature = "provider")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __unsupported_call {
+    (push_status) => {
+        fn push_status(
+            _connection: String,
+            _presence: $crate::provider::Presence,
+        ) -> Result<(), $crate::provider::PluginError> {
+            Err($crate::provider::PluginError::Unsupported(
+                "this provider does not push statuses".into(),
+            ))
+        }
+    };
+    (sync_calendar) => {
+        fn sync_calendar(
+            _connection: String,
+            _cursor: Option<String>,
+        ) -> Result<$crate::provider::SyncPage, $crate::provider::PluginError> {
+            Err($crate::provider::PluginError::Unsupported(
+                "this provider does not sync calendars".into(),
+            ))
+        }
+    };
+    (send_notification) => {
+        fn send_notification(
+            _connection: String,
+            _message: $crate::provider::Notification,
+        ) -> Result<$crate::provider::DeliveryReceipt, $crate::provider::PluginError> {
+            Err($crate::provider::PluginError::Unsupported(
+                "this provider does not send notifications".into(),
+            ))
+        }
+    };
+}

@@ -13,8 +13,8 @@
 
 use presence_sdk::provider::secrets::HmacAlgorithm;
 use presence_sdk::provider::{
-    Availability, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence,
-    PresenceSignal, ProviderInfo, SignalSource, SyncPage, WebhookOutcome, WebhookRequest,
+    Availability, Feature, Guest, PluginError, PresenceSignal, ProviderInfo, SignalSource,
+    WebhookOutcome, WebhookRequest,
 };
 use presence_sdk::signature::{self, SignatureError};
 use presence_sdk::webhook::{answer_only, header, ok, respond};
@@ -176,27 +176,7 @@ impl Guest for Slack {
         handle(request)
     }
 
-    fn push_status(_connection: String, _presence: Presence) -> Result<(), PluginError> {
-        Err(PluginError::Unsupported(
-            "status push to Slack is not implemented yet".into(),
-        ))
-    }
-
-    fn sync_calendar(
-        _connection: String,
-        _cursor: Option<String>,
-    ) -> Result<SyncPage, PluginError> {
-        Err(PluginError::Unsupported("Slack has no calendar".into()))
-    }
-
-    fn send_notification(
-        _connection: String,
-        _message: Notification,
-    ) -> Result<DeliveryReceipt, PluginError> {
-        Err(PluginError::Unsupported(
-            "notifications through Slack are not implemented yet".into(),
-        ))
-    }
+    presence_sdk::unsupported!(push_status, sync_calendar, send_notification);
 }
 
 presence_sdk::export_provider!(Slack);

@@ -1,8 +1,7 @@
 //! A well-behaved provider for tests: answers every webhook with `echo:<reply>`.
 
 use presence_sdk::provider::{
-    DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence, ProviderInfo, SyncPage,
-    WebhookOutcome, WebhookRequest, config,
+    Feature, Guest, PluginError, ProviderInfo, WebhookOutcome, WebhookRequest, config,
 };
 use presence_sdk::webhook::{answer_only, respond};
 
@@ -25,17 +24,7 @@ impl Guest for Echo {
         )))
     }
 
-    fn push_status(_c: String, _p: Presence) -> Result<(), PluginError> {
-        Err(PluginError::Unsupported("no".into()))
-    }
-
-    fn sync_calendar(_c: String, _cursor: Option<String>) -> Result<SyncPage, PluginError> {
-        Err(PluginError::Unsupported("no".into()))
-    }
-
-    fn send_notification(_c: String, _m: Notification) -> Result<DeliveryReceipt, PluginError> {
-        Err(PluginError::Unsupported("no".into()))
-    }
+    presence_sdk::unsupported!(push_status, sync_calendar, send_notification);
 }
 
 presence_sdk::export_provider!(Echo);

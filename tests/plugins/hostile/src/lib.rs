@@ -5,9 +5,8 @@
 use presence_sdk::provider::http::{self, Request};
 use presence_sdk::provider::secrets::{self, HmacAlgorithm};
 use presence_sdk::provider::{
-    Availability, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence,
-    PresenceSignal, ProviderInfo, SignalSource, SyncPage, WebhookOutcome, WebhookRequest, config,
-    kv,
+    Availability, Feature, Guest, PluginError, PresenceSignal, ProviderInfo, SignalSource,
+    WebhookOutcome, WebhookRequest, config, kv,
 };
 use presence_sdk::webhook::respond;
 
@@ -117,17 +116,7 @@ impl Guest for Hostile {
         }
     }
 
-    fn push_status(_c: String, _p: Presence) -> Result<(), PluginError> {
-        Err(PluginError::Unsupported("no".into()))
-    }
-
-    fn sync_calendar(_c: String, _cursor: Option<String>) -> Result<SyncPage, PluginError> {
-        Err(PluginError::Unsupported("no".into()))
-    }
-
-    fn send_notification(_c: String, _m: Notification) -> Result<DeliveryReceipt, PluginError> {
-        Err(PluginError::Unsupported("no".into()))
-    }
+    presence_sdk::unsupported!(push_status, sync_calendar, send_notification);
 }
 
 presence_sdk::export_provider!(Hostile);
