@@ -299,7 +299,7 @@ async fn plugin_templates_build_pass_their_tests_and_classify_in_a_tenant_chain(
     let host = Host::start(
         plugins,
         "[tenants.acme]\nclassifiers = [\"acme-rules\", \"wedding-keywords\"]\n",
-        &[("calendar-webhook-secret", key.as_bytes(), true)],
+        &[("calendar-webhook.signing-secret", key.as_bytes(), true)],
     );
     let now_ms = now_s() * 1000;
     for (tenant, title, expected) in [

@@ -18,8 +18,8 @@ fn start() -> Host {
         plugins,
         "",
         &[
-            ("slack-signing-secret", SLACK_SECRET, false),
-            ("calendar-webhook-secret", WHSEC.as_bytes(), true),
+            ("slack.signing-secret", SLACK_SECRET, false),
+            ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
         ],
     )
 }
@@ -113,18 +113,17 @@ async fn slack_signed_status_change_sets_presence_and_bad_signatures_change_noth
 }
 
 #[tokio::test]
-async fn slack_url_verification_is_answered_with_the_challenge() {
+async fn slack_url_verification_is_answered_with_the_challenge_on_both_routes() {
     let host = start();
     let body = r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-    let (status, text) = host
-        .post(
-            "/api/webhooks/slack",
-            &slack_headers(SLACK_SECRET, now_s(), body),
-            body,
-        )
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(text, "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
+    // `slack-presence` is the seed's name for the Slack route.
+    for route in ["/api/webhooks/slack", "/api/webhooks/slack-presence"] {
+        let (status, text) = host
+            .post(route, &slack_headers(SLACK_SECRET, now_s(), body), body)
+            .await;
+        assert_eq!(status, 200, "{route}");
+        assert_eq!(text, "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
+    }
 }
 
 /// Slack's published example ("Verifying requests from Slack"): the signature
@@ -241,10 +240,11 @@ async fn calendar_events_are_classified_into_wedding_presence() {
     assert_eq!(status, 401);
     assert_eq!(host.digest().await, before);
 
-    // Signed: classified by wedding-keywords and stored.
+    // Signed: classified by wedding-keywords and stored. (`calendar-presence`, the seed's
+    // route, dispatches a Standard Webhooks delivery to calendar-webhook.)
     let (status, text) = host
         .post(
-            "/api/webhooks/calendar-webhook",
+            "/api/webhooks/calendar-presence",
             &standard_webhook_headers(key, "msg_1", now_s(), &body),
             body.clone(),
         )
@@ -363,9 +363,9 @@ async fn a_tenant_secret_replaces_the_shared_one_on_its_route() {
         plugins,
         "",
         &[
-            ("calendar-webhook-secret", WHSEC.as_bytes(), true),
+            ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
             (
-                "agency-a/calendar-webhook-secret",
+                "agency-a/calendar-webhook.signing-secret",
                 tenant_key.as_bytes(),
                 true,
             ),
@@ -425,7 +425,7 @@ async fn a_missing_signing_secret_is_not_blamed_on_the_sender() {
         )
         .await;
     assert_eq!(status, 502, "{text}");
-    assert!(text.contains("slack-signing-secret is not set"), "{text}");
+    assert!(text.contains("slack.signing-secret is not set"), "{text}");
 }
 
 /// The admin API sets a tenant's chain; its plugins decide first for that tenant only.
@@ -443,7 +443,7 @@ async fn tenant_chains_are_set_through_the_admin_api() {
     let host = Host::start(
         plugins,
         "admin_token = \"s3cret-admin\"\n",
-        &[("calendar-webhook-secret", WHSEC.as_bytes(), true)],
+        &[("calendar-webhook.signing-secret", WHSEC.as_bytes(), true)],
     );
     let url = host.url("/api/tenants/acme/classifiers");
     let put = |token: &str, body: &str| {

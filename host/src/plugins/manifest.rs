@@ -10,7 +10,7 @@
 //!
 //! [capabilities]
 //! allowed_hosts = ["https://slack.com"]
-//! secrets = ["slack-signing-secret"]
+//! secrets = ["slack.signing-secret"]
 //!
 //! [limits]
 //! memory_mib = 32
@@ -303,7 +303,7 @@ wit = "0.1.0"
 world = "provider"
 [capabilities]
 allowed_hosts = ["https://slack.com", "https://*.slack.com"]
-secrets = ["slack-signing-secret"]
+secrets = ["slack.signing-secret"]
 [limits]
 memory_mib = 16
 "#;

@@ -494,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_encrypted_at_rest_and_round_trip() {
         let (_dir, store) = store().await;
-        let name = SecretName::parse("slack-signing-secret").unwrap();
+        let name = SecretName::parse("slack.signing-secret").unwrap();
         store
             .set_secret(&name, b"8f742231b10e8888abcd99yyyzzz85a5")
             .await

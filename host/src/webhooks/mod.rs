@@ -80,6 +80,7 @@ async fn receive(
             "tenant {tenant:?} is not a valid tenant name"
         )));
     }
+    let plugin_name = resolve_alias(&plugin_name, &headers).to_string();
     let plugin = app
         .registry
         .get(&plugin_name)
@@ -206,6 +207,20 @@ async fn process(
         tracing::info!("redelivery acknowledged; already processed");
     }
     Ok(plugin_response(outcome.response))
+}
+
+/// The seed's route names, kept so that providers configured with them keep working:
+/// `slack-presence` is Slack; `calendar-presence` is whichever calendar provider
+/// the request's headers show (Google's channel headers, Standard Webhooks'
+/// `webhook-id`, else Microsoft Graph, whose notifications carry no telling header).
+pub fn resolve_alias<'a>(name: &'a str, headers: &HeaderMap) -> &'a str {
+    match name {
+        "slack-presence" => "slack",
+        "calendar-presence" if headers.contains_key("x-goog-channel-id") => "google-calendar",
+        "calendar-presence" if headers.contains_key("webhook-id") => "calendar-webhook",
+        "calendar-presence" => "microsoft-graph",
+        other => other,
+    }
 }
 
 /// The URL the provider called, as signature schemes over the URL need it.

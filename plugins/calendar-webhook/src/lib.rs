@@ -5,8 +5,8 @@
 //! - `webhook-timestamp`: Unix seconds, accepted within five minutes of now;
 //! - `webhook-signature`: space-separated `v1,<base64 HMAC-SHA256>` of
 //!   `{id}.{timestamp}.{body}`, several during a key rotation. The key is the
-//!   secret `calendar-webhook-secret` (store a `whsec_...` secret with
-//!   `presence-host secret set calendar-webhook-secret --base64`).
+//!   secret `calendar-webhook.signing-secret` (store a `whsec_...` secret with
+//!   `presence-host secret set calendar-webhook.signing-secret --base64`).
 //!
 //! Body: `{"type": "event.upserted" | "event.deleted", "user": "...", "event": {...}}`
 //! where the event has `id`, `title`, `start` and `end` (RFC 3339, or Unix
@@ -25,7 +25,7 @@ use presence_sdk::webhook::{header, ok};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub const SECRET: &str = "calendar-webhook-secret";
+pub const SECRET: &str = "calendar-webhook.signing-secret";
 pub const WINDOW_S: i64 = 300;
 
 /// The signed content: `{id}.{timestamp}.{body}`.

@@ -2,7 +2,7 @@
 //!
 //! Verification follows Slack's "Verifying requests from Slack": the signature
 //! `v0=` + hex HMAC-SHA256 of `v0:{X-Slack-Request-Timestamp}:{raw body}` under the
-//! signing secret (named `slack-signing-secret`; the host holds it), with the
+//! signing secret (named `slack.signing-secret`; the host holds it), with the
 //! timestamp within five minutes of now, either way.
 //!
 //! Events handled: `url_verification` (answered with the challenge),
@@ -20,7 +20,7 @@ use presence_sdk::signature::{self, SignatureError};
 use presence_sdk::webhook::{answer_only, header, ok, respond};
 use serde_json::Value;
 
-pub const SIGNING_SECRET: &str = "slack-signing-secret";
+pub const SIGNING_SECRET: &str = "slack.signing-secret";
 /// Slack's replay window, in seconds.
 pub const WINDOW_S: i64 = 300;
 
