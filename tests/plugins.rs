@@ -96,7 +96,7 @@ fn plugin_check_explains_what_is_wrong() {
         out.contains("ok: echo 0.1.0 implements wedsync:presence@0.1.0 world provider"),
         "{out}"
     );
-    for bundled_name in ["slack", "calendar-webhook", "wedding-keywords"] {
+    for bundled_name in ["slack", "zoom", "calendar-webhook", "wedding-keywords"] {
         let (ok, out, err) = cli(
             &["plugin", "check", bundled(bundled_name).to_str().unwrap()],
             None,

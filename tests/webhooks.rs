@@ -556,3 +556,117 @@ async fn the_admin_api_is_off_without_a_token() {
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("admin_token"));
 }
+
+const ZOOM_SECRET: &[u8] = b"zoom-secret-token-for-tests";
+
+fn zoom_headers(body: &str) -> Vec<(&'static str, String)> {
+    let ts = now_s();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(ZOOM_SECRET).unwrap();
+    hmac::Mac::update(&mut mac, format!("v0:{ts}:{body}").as_bytes());
+    let sig = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+    vec![
+        ("x-zm-request-timestamp", ts.to_string()),
+        ("x-zm-signature", format!("v0={sig}")),
+        ("content-type", "application/json".to_string()),
+    ]
+}
+
+/// Zoom's URL validation, and a call over a calendar event: when the call ends,
+/// the calendar's status shows through again (post-meeting restoration).
+#[tokio::test]
+async fn zoom_calls_override_the_calendar_and_restore_it_when_they_end() {
+    let plugins = PluginsDir::new()
+        .with_bundled("zoom")
+        .with_bundled("calendar-webhook")
+        .with_bundled("wedding-keywords");
+    let host = Host::start(
+        plugins,
+        "",
+        &[
+            ("zoom.secret-token", ZOOM_SECRET, false),
+            ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
+        ],
+    );
+    let validation = r#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let (status, text) = host
+        .post("/api/webhooks/zoom", &zoom_headers(validation), validation)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(ZOOM_SECRET).unwrap();
+    hmac::Mac::update(&mut mac, b"qgg8vlvZRS6UYooatFL8Aw");
+    assert_eq!(answer["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
+    assert_eq!(
+        answer["encryptedToken"],
+        hex::encode(hmac::Mac::finalize(mac).into_bytes())
+    );
+
+    // A badly signed Zoom event changes nothing.
+    let started = format!(
+        r#"{{"event":"meeting.started","event_ts":{},"payload":{{"account_id":"A","object":{{"uuid":"m-1","id":"85","host_id":"alice","topic":"Smith wedding"}}}}}}"#,
+        now_s() * 1000
+    );
+    let before = host.digest().await;
+    let mut bad = zoom_headers(&started);
+    bad[1].1 = "v0=00".to_string();
+    assert_eq!(
+        host.post("/api/webhooks/zoom", &bad, started.clone())
+            .await
+            .0,
+        401
+    );
+    assert_eq!(host.digest().await, before);
+
+    let key = WHSEC.trim_start_matches("whsec_");
+    let now_ms = now_s() * 1000;
+    let ceremony = calendar_delivery(
+        "event.upserted",
+        "alice",
+        "Ceremony",
+        "Old Barn",
+        now_ms - 1000,
+        now_ms + 3_600_000,
+    );
+    let (status, _) = host
+        .post(
+            "/api/webhooks/calendar-webhook",
+            &standard_webhook_headers(key, "c1", now_s(), &ceremony),
+            ceremony.clone(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        host.get_json("/api/presence/alice").await.1["status_text"],
+        "📸 Ceremony prep - Old Barn"
+    );
+
+    let (status, text) = host
+        .post(
+            "/api/webhooks/zoom",
+            &zoom_headers(&started),
+            started.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let (_, presence) = host.get_json("/api/presence/alice").await;
+    assert_eq!(
+        (
+            presence["availability"].as_str(),
+            presence["source"].as_str()
+        ),
+        (Some("in_call"), Some("call"))
+    );
+    assert_eq!(
+        presence["status_text"], "In a Zoom meeting",
+        "the meeting topic stays private"
+    );
+
+    let ended = started.replace("meeting.started", "meeting.ended");
+    let (status, _) = host
+        .post("/api/webhooks/zoom", &zoom_headers(&ended), ended.clone())
+        .await;
+    assert_eq!(status, 200);
+    let (_, presence) = host.get_json("/api/presence/alice").await;
+    assert_eq!(presence["source"], "calendar");
+    assert_eq!(presence["status_text"], "📸 Ceremony prep - Old Barn");
+}
