@@ -67,8 +67,9 @@ impl std::fmt::Display for SecretName {
     }
 }
 
-/// A secret's value. It never prints, and its memory is wiped when dropped.
-pub struct SecretValue(Zeroizing<Vec<u8>>);
+/// A secret's value. It never prints, and its memory is wiped when the last copy is dropped.
+#[derive(Clone)]
+pub struct SecretValue(std::sync::Arc<Zeroizing<Vec<u8>>>);
 
 impl SecretValue {
     pub fn expose(&self) -> &[u8] {
@@ -108,7 +109,17 @@ pub enum WebhookCommit {
 pub struct Store {
     pool: SqlitePool,
     key: std::sync::Arc<MasterKey>,
+    secrets: std::sync::Arc<std::sync::Mutex<SecretCache>>,
 }
+
+/// Decrypted secrets (and known absences) for a few seconds: every webhook
+/// verification reads its signing secret, and a read plus an AES-GCM open per
+/// request showed in the load benchmark. A `secret set` from another process
+/// takes effect within [`SECRET_CACHE_TTL`]; one from this process at once.
+type SecretCache = std::collections::HashMap<String, (std::time::Instant, Option<SecretValue>)>;
+
+/// How long a read secret is reused before it is read again.
+pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +153,7 @@ impl Store {
         Ok(Self {
             pool,
             key: std::sync::Arc::new(key),
+            secrets: Default::default(),
         })
     }
 
@@ -169,10 +181,32 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.secrets
+            .lock()
+            .expect("secret cache lock")
+            .remove(name.as_str());
         Ok(())
     }
 
     pub async fn secret(&self, name: &SecretName) -> Result<Option<SecretValue>, StoreError> {
+        if let Some((read_at, value)) = self
+            .secrets
+            .lock()
+            .expect("secret cache lock")
+            .get(name.as_str())
+            && read_at.elapsed() < SECRET_CACHE_TTL
+        {
+            return Ok(value.clone());
+        }
+        let value = self.read_secret(name).await?;
+        self.secrets.lock().expect("secret cache lock").insert(
+            name.as_str().to_string(),
+            (std::time::Instant::now(), value.clone()),
+        );
+        Ok(value)
+    }
+
+    async fn read_secret(&self, name: &SecretName) -> Result<Option<SecretValue>, StoreError> {
         let row = sqlx::query("SELECT key_id, nonce, ciphertext FROM secrets WHERE name = ?")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
@@ -188,7 +222,7 @@ impl Store {
                 name: name.to_string(),
                 source,
             })?;
-        Ok(Some(SecretValue(plain)))
+        Ok(Some(SecretValue(std::sync::Arc::new(plain))))
     }
 
     pub async fn secret_names(&self) -> Result<Vec<(String, i64)>, StoreError> {

@@ -1,0 +1,310 @@
+//! Load on the webhook path: correctly signed Slack events, each with a new
+//! `event_id`, against (a) the real `presence-host` binary with the real Slack
+//! plugin (verification in the sandbox, classification chain, one transaction),
+//! and (b) the floor: a bare axum handler doing the same HMAC check and one
+//! SQLite insert (WAL, synchronous=NORMAL). Both measured in the same run, with
+//! the same load generator: saturation throughput with 16 connections, then a
+//! fixed 500 requests/s. Loopback only; bounded in time.
+//!
+//! Needs the bundled plugins: `cargo xtask plugins` first.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
+const SATURATION: Duration = Duration::from_secs(5);
+const CONNECTIONS: usize = 16;
+const FIXED_RATE: u64 = 500;
+
+fn sign(timestamp: i64, body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn body(n: u64) -> String {
+    format!(
+        r#"{{"type":"event_callback","event_id":"Ev{n}","event":{{"type":"user_status_changed","user":{{"id":"U{}","profile":{{"status_text":"In a meeting","status_emoji":":calendar:","status_expiration":0}}}}}}}}"#,
+        n % 500
+    )
+}
+
+/// The floor: what any webhook receiver must do at least.
+async fn floor(dir: &std::path::Path) -> SocketAddr {
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join("floor.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE events (id TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let app = axum::Router::new().route(
+        "/slack",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let pool = pool.clone();
+            async move {
+                let ts = headers
+                    .get("x-slack-request-timestamp")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let sig = headers
+                    .get("x-slack-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+                mac.update(format!("v0:{ts}:").as_bytes());
+                mac.update(&body);
+                let Some(expected) = sig.strip_prefix("v0=").and_then(|h| hex::decode(h).ok())
+                else {
+                    return StatusCode::UNAUTHORIZED;
+                };
+                if mac.verify_slice(&expected).is_err() {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let id = format!(
+                    "{:x}",
+                    sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&body))
+                );
+                match sqlx::query("INSERT INTO events (id, body) VALUES (?, ?)")
+                    .bind(id)
+                    .bind(body.to_vec())
+                    .execute(&pool)
+                    .await
+                {
+                    Ok(_) => StatusCode::OK,
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+struct Report {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Report {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
+        self.latencies[i]
+    }
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Sends signed events to `url`: as fast as `connections` allow for `duration`,
+/// or at `rate` per second when given.
+async fn drive(
+    url: &str,
+    connections: usize,
+    duration: Duration,
+    rate: Option<u64>,
+    counter: Arc<AtomicU64>,
+) -> Report {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..connections {
+        let (client, url, counter) = (client.clone(), url.to_string(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut ticker = rate.map(|r| {
+                let mut t =
+                    tokio::time::interval(Duration::from_secs_f64(connections as f64 / r as f64));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            tokio::time::sleep(Duration::from_micros(worker as u64 * 200)).await;
+            while started.elapsed() < duration {
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let body = body(n);
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let sent = Instant::now();
+                let ok = client
+                    .post(&url)
+                    .header("x-slack-request-timestamp", ts.to_string())
+                    .header("x-slack-signature", sign(ts, &body))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                latencies.push(sent.elapsed());
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort();
+    Report {
+        requests: latencies.len(),
+        errors,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+fn print(name: &str, r: &Report) {
+    println!(
+        "  {name:<34} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+        r.rate(),
+        r.percentile(0.50).as_secs_f64() * 1e3,
+        r.percentile(0.99).as_secs_f64() * 1e3,
+        r.errors
+    );
+}
+
+fn main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let slack = root.join("target/plugins/slack");
+    assert!(
+        slack.join("plugin.wasm").is_file(),
+        "run `cargo xtask plugins` first"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let plugins = work.path().join("plugins");
+    for name in ["slack", "wedding-keywords"] {
+        let dir = plugins.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["plugin.wasm", "plugin.toml"] {
+            std::fs::copy(root.join("target/plugins").join(name).join(f), dir.join(f)).unwrap();
+        }
+    }
+    let data = work.path().join("data");
+    let exe = env!("CARGO_BIN_EXE_presence-host");
+    let mut set = Command::new(exe)
+        .args(["secret", "set", "slack.signing-secret", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut set.stdin.take().unwrap(), SECRET).unwrap();
+    assert!(set.wait().unwrap().success());
+    let mut host = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--plugins-dir")
+        .arg(&plugins)
+        .env("PRESENCE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let host_url = format!(
+        "{}/api/webhooks/slack",
+        line.trim()
+            .strip_prefix("presence-host listening on ")
+            .unwrap()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let floor_url = format!("http://{}/slack", floor(work.path()).await);
+        let counter = Arc::new(AtomicU64::new(0));
+        // Warm both up.
+        drive(
+            &floor_url,
+            4,
+            Duration::from_millis(500),
+            None,
+            counter.clone(),
+        )
+        .await;
+        drive(
+            &host_url,
+            4,
+            Duration::from_millis(500),
+            None,
+            counter.clone(),
+        )
+        .await;
+        println!("webhook path, signed Slack events, loopback, {CONNECTIONS} connections");
+        let floor_sat = drive(&floor_url, CONNECTIONS, SATURATION, None, counter.clone()).await;
+        let host_sat = drive(&host_url, CONNECTIONS, SATURATION, None, counter.clone()).await;
+        print("floor (axum + HMAC + SQLite insert)", &floor_sat);
+        print("presence-host (slack plugin)", &host_sat);
+        println!(
+            "  saturation ratio: {:.0} % of the floor",
+            100.0 * host_sat.rate() / floor_sat.rate()
+        );
+        let floor_fixed = drive(
+            &floor_url,
+            CONNECTIONS,
+            SATURATION,
+            Some(FIXED_RATE),
+            counter.clone(),
+        )
+        .await;
+        let host_fixed = drive(
+            &host_url,
+            CONNECTIONS,
+            SATURATION,
+            Some(FIXED_RATE),
+            counter.clone(),
+        )
+        .await;
+        println!("at {FIXED_RATE} req/s:");
+        print("floor", &floor_fixed);
+        print("presence-host", &host_fixed);
+        assert_eq!(
+            host_sat.errors + host_fixed.errors,
+            0,
+            "the host refused or failed requests under load"
+        );
+    });
+    let _ = host.kill();
+    let _ = host.wait();
+}
