@@ -437,7 +437,11 @@ fn engine_config(max_concurrent_calls: u32) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // A Rust wasip2 component holds a few core instances, memories and tables
     // (the program plus the component's adapter shims).
-    pool.max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+    // Returning a slot's memory to the kernel one instance at a time costs a
+    // madvise and a TLB shootdown each; batching them measured a few percent
+    // better on both the classifier and the webhook benchmarks.
+    pool.decommit_batch_size(32)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
         .total_component_instances(n)
         .total_core_instances(n * 8)
         .total_memories(n * 2)

@@ -140,9 +140,14 @@ async fn process(
             signal: s.clone(),
         })
         .collect();
-    let chain = crate::api::tenants::chain_for(&app, &tenant)
-        .await?
-        .classifiers;
+    // Read only when there is something to classify: most webhooks carry no events.
+    let chain = if outcome.events.is_empty() {
+        Vec::new()
+    } else {
+        crate::api::tenants::chain_for(&app, &tenant)
+            .await?
+            .classifiers
+    };
     for user_event in &outcome.events {
         let event = &user_event.event;
         let key = format!("{plugin_name}:{}", event.id);
