@@ -245,7 +245,11 @@ fn absolute_url(app: &App, headers: &HeaderMap, uri: &Uri) -> String {
 
 /// The plugin's answer, minus headers that are the server's to set.
 fn plugin_response(r: crate::model::WebhookResponse) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    // A plugin answering with a status that is not one is a broken plugin, not a success.
+    let status = StatusCode::from_u16(r.status)
+        .ok()
+        .filter(|s| s.as_u16() >= 100)
+        .unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, r.body).into_response();
     for (name, value) in r.headers {
         let (Ok(name), Ok(value)) = (
