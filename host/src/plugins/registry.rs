@@ -128,6 +128,19 @@ fn prepare(
     })
 }
 
+/// Runs file reading and compilation off the async workers; a failure of the
+/// work or of its thread comes back as the message to report.
+async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("plugin loading stopped: {e}")),
+    }
+}
+
 /// The folders under `root` that hold a manifest, in name order.
 pub fn plugin_dirs(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
@@ -217,28 +230,12 @@ impl PluginRegistry {
         for dir in dirs {
             let read = {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || read_plugin(&dir)).await
+                blocking(move || read_plugin(&dir)).await
             };
             let (manifest, wasm, fingerprint) = match read {
-                Ok(Ok(parts)) => parts,
-                Ok(Err(e)) => {
-                    self.keep_previous_on_failure(
-                        &current,
-                        &dir,
-                        &mut next,
-                        &mut report,
-                        e.to_string(),
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    self.keep_previous_on_failure(
-                        &current,
-                        &dir,
-                        &mut next,
-                        &mut report,
-                        e.to_string(),
-                    );
+                Ok(parts) => parts,
+                Err(error) => {
+                    self.keep_previous_on_failure(&current, &dir, &mut next, &mut report, error);
                     continue;
                 }
             };
@@ -267,7 +264,7 @@ impl PluginRegistry {
             let overrides = self.overrides.get(&name).cloned();
             let prepared = {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || {
+                blocking(move || {
                     prepare(
                         &runtime,
                         &dir,
@@ -280,26 +277,15 @@ impl PluginRegistry {
                 .await
             };
             match prepared {
-                Ok(Ok(plugin)) => {
+                Ok(plugin) => {
                     tracing::info!(plugin = %name, version = %plugin.manifest.version, world = %plugin.world(),
                         cache = ?plugin.cache, dir = %dir.display(), "plugin loaded");
                     next.insert(name.clone(), Arc::new(plugin));
                     report.loaded.push(name);
                 }
-                Ok(Err(e)) => self.keep_previous_on_failure(
-                    &current,
-                    &dir,
-                    &mut next,
-                    &mut report,
-                    e.to_string(),
-                ),
-                Err(e) => self.keep_previous_on_failure(
-                    &current,
-                    &dir,
-                    &mut next,
-                    &mut report,
-                    e.to_string(),
-                ),
+                Err(error) => {
+                    self.keep_previous_on_failure(&current, &dir, &mut next, &mut report, error)
+                }
             }
         }
         for name in current.keys() {
