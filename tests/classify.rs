@@ -4,11 +4,16 @@ mod support;
 
 use support::*;
 
+/// Runs `presence-host classify` on a fixture with the bundled plugins.
 fn classify(file: &str, extra: &[&str]) -> (bool, String, String) {
-    let path = workspace_root().join("tests/fixtures").join(file);
+    let _ = bundled("wedding-keywords");
+    classify_path(&workspace_root().join("tests/fixtures").join(file), extra)
+}
+
+/// Runs `presence-host classify` on any file, with a fresh data folder.
+fn classify_path(path: &std::path::Path, extra: &[&str]) -> (bool, String, String) {
     let data = tempfile::tempdir().unwrap();
     let plugins = workspace_root().join("target/plugins");
-    let _ = bundled("wedding-keywords");
     let mut args = vec![
         "classify",
         path.to_str().unwrap(),
@@ -151,15 +156,7 @@ fn malformed_files_are_reported_with_their_line() {
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nDTSTART:20260620T100000Z\r\nSUMMARY:folded\r\n  title\r\nSUMMARY;broken\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
     )
     .unwrap();
-    let (ok, _, err) = cli(
-        &[
-            "classify",
-            bad.to_str().unwrap(),
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, _, err) = classify_path(&bad, &[]);
     assert!(!ok);
     assert!(
         err.contains("bad.ics: line 7:") && err.contains("SUMMARY;broken"),
@@ -168,15 +165,7 @@ fn malformed_files_are_reported_with_their_line() {
 
     let json = dir.path().join("bad.json");
     std::fs::write(&json, "{\n  \"items\": [\n    {\"summary\": }\n  ]\n}").unwrap();
-    let (ok, _, err) = cli(
-        &[
-            "classify",
-            json.to_str().unwrap(),
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, _, err) = classify_path(&json, &[]);
     assert!(!ok);
     assert!(err.contains("bad.json: line 3:"), "{err}");
 
@@ -186,17 +175,7 @@ fn malformed_files_are_reported_with_their_line() {
         "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:2026-06-20\r\nSUMMARY:x\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nDTSTART;TZID=Mars/Olympus:20260620T100000\r\nSUMMARY:y\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
     )
     .unwrap();
-    let (ok, out, err) = cli(
-        &[
-            "classify",
-            semantic.to_str().unwrap(),
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--from",
-            "2026-06-01",
-        ],
-        None,
-    );
+    let (ok, out, err) = classify_path(&semantic, &["--from", "2026-06-01"]);
     assert!(ok, "bad events are skipped, not fatal: {err}");
     assert!(out.starts_with("0 occurrence(s)"), "{out}");
     assert!(err.contains("line 2: event skipped: DTSTART"), "{err}");

@@ -4,29 +4,16 @@
 //!
 //! Needs the bundled plugins: `cargo xtask plugins` first.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[path = "support.rs"]
+mod support;
+
 fn start_until_ready(data_dir: &Path) {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_presence-host"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .env("PRESENCE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("presence-host listening on"), "{line}");
+    let (mut child, _url) = support::serve(data_dir, &plugins);
     child.kill().unwrap();
     child.wait().unwrap();
 }

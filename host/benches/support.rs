@@ -1,4 +1,10 @@
-//! Shared by the benchmarks: the same event for the sandboxed and the native side.
+//! Shared by the benchmarks: the same event for the sandboxed and the native
+//! side, and the real binary started on loopback.
+#![allow(dead_code)] // each benchmark uses its own part of this file
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use presence_host::model::{CalendarEvent, Transparency};
 
@@ -34,4 +40,29 @@ pub fn native(e: &CalendarEvent) -> presence_sdk::classifier::CalendarEvent {
         transparency: presence_sdk::classifier::Transparency::Opaque,
         online_meeting_url: e.online_meeting_url.clone(),
     }
+}
+
+/// Starts `presence-host serve` on a free loopback port and waits until it is
+/// ready; returns the process and its base URL.
+pub fn serve(data_dir: &Path, plugins_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_presence-host"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--plugins-dir")
+        .arg(plugins_dir)
+        .env("PRESENCE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("presence-host listening on ")
+        .unwrap_or_else(|| panic!("the host did not start: {line:?}"))
+        .to_string();
+    (child, url)
 }

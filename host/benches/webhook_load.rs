@@ -8,7 +8,6 @@
 //!
 //! Needs the bundled plugins: `cargo xtask plugins` first.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -18,6 +17,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
+#[path = "support.rs"]
+mod support;
+
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
@@ -226,26 +228,8 @@ fn main() {
         .unwrap();
     std::io::Write::write_all(&mut set.stdin.take().unwrap(), SECRET).unwrap();
     assert!(set.wait().unwrap().success());
-    let mut host = Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .env("PRESENCE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(host.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let host_url = format!(
-        "{}/api/webhooks/slack",
-        line.trim()
-            .strip_prefix("presence-host listening on ")
-            .unwrap()
-    );
+    let (mut host, base_url) = support::serve(&data, &plugins);
+    let host_url = format!("{base_url}/api/webhooks/slack");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
