@@ -264,3 +264,19 @@ pub enum PluginFault {
     #[error("internal: {0}")]
     Internal(String),
 }
+
+/// A message for a channel provider to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub urgency: Urgency,
+}
+
+/// What a channel answered for one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReceipt {
+    pub provider_message_id: Option<String>,
+}

@@ -1,5 +1,6 @@
 //! The HTTP API: routes and the small read handlers. Webhook ingress lives in `webhooks`.
 
+pub mod connections;
 pub mod error;
 pub mod tenants;
 
@@ -35,6 +36,11 @@ pub fn router(app: Arc<App>) -> Router {
             get(tenants::get_chain)
                 .put(tenants::put_chain)
                 .delete(tenants::delete_chain),
+        )
+        .route("/api/tenants/{tenant}/connections", get(connections::list))
+        .route(
+            "/api/tenants/{tenant}/connections/{name}",
+            axum::routing::put(connections::put).delete(connections::delete),
         )
         .merge(webhook_routes)
         .with_state(app)

@@ -58,7 +58,7 @@ pub async fn chain_for(app: &App, tenant: &str) -> Result<TenantChain, ApiError>
     })
 }
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = app.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
         return Err(ApiError::Forbidden(
             "the admin API is off: set admin_token (or PRESENCE_ADMIN_TOKEN) to enable it".into(),
@@ -78,7 +78,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn tenant_name(tenant: &str) -> Result<(), ApiError> {
+pub(crate) fn tenant_name(tenant: &str) -> Result<(), ApiError> {
     if crate::webhooks::valid_tenant(tenant) {
         Ok(())
     } else {

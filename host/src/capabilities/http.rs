@@ -13,7 +13,7 @@ use url::{Host, Url};
 
 use super::Grants;
 use super::secrets::SecretUse;
-use crate::store::Store;
+use crate::store::{SecretValue, Store};
 
 /// Redirect hops followed before giving up.
 pub const MAX_REDIRECTS: usize = 5;
@@ -258,30 +258,77 @@ async fn credential(
     url: &Url,
     req: &OutboundRequest,
 ) -> Result<Option<HeaderValue>, HttpError> {
-    if let Some(connection) = &req.connection {
-        return Err(HttpError::CredentialUnavailable(format!(
-            "no OAuth connection {connection:?} is available to plugin {}",
-            grants.plugin
-        )));
-    }
-    let Some(name) = &req.bearer_secret else {
-        return Ok(None);
+    let (what, value) = match (&req.connection, &req.bearer_secret) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(HttpError::InvalidRequest(
+                "name a connection or a bearer secret, not both".into(),
+            ));
+        }
+        (Some(connection), None) => {
+            refuse_clear_text(url, &format!("connection {connection:?}"))?;
+            let token = store
+                .connection_token(tenant, connection, grants.plugin.as_str())
+                .await
+                .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?
+                .ok_or_else(|| {
+                    HttpError::CredentialUnavailable(format!(
+                        "no connection {connection:?} for plugin {} in tenant {tenant:?}",
+                        grants.plugin
+                    ))
+                })?;
+            (format!("connection {connection:?}"), bearer(&token)?)
+        }
+        (None, Some(name)) => {
+            refuse_clear_text(url, &format!("secret {name:?}"))?;
+            let value =
+                super::secrets::granted_value(store, grants, tenant, name, SecretUse::Sent)
+                    .await
+                    .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?;
+            let header = match grants.basic_secrets.get(name) {
+                Some(user_key) => {
+                    let user = grants.config.get(user_key).ok_or_else(|| {
+                        HttpError::CredentialUnavailable(format!(
+                            "secret {name:?} is sent with HTTP Basic, but the plugin's config has no {user_key:?} for the user name"
+                        ))
+                    })?;
+                    basic(user, &value)?
+                }
+                None => bearer(&value)?,
+            };
+            (format!("secret {name:?}"), header)
+        }
     };
-    if url.scheme() != "https" && !is_loopback(url) {
-        return Err(HttpError::NotAllowed(format!(
-            "secret {name:?} would be sent in clear text; credentials go over https only"
-        )));
-    }
-    let value = super::secrets::granted_value(store, grants, tenant, name, SecretUse::Bearer)
-        .await
-        .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?;
-    let token = std::str::from_utf8(value.expose())
-        .map_err(|_| HttpError::CredentialUnavailable(format!("secret {name:?} is not text")))?;
-    let mut header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-        HttpError::CredentialUnavailable(format!("secret {name:?} is not a valid token"))
+    let mut header = HeaderValue::from_str(&value).map_err(|_| {
+        HttpError::CredentialUnavailable(format!("{what} is not a valid credential"))
     })?;
     header.set_sensitive(true);
     Ok(Some(header))
+}
+
+fn refuse_clear_text(url: &Url, what: &str) -> Result<(), HttpError> {
+    if url.scheme() != "https" && !is_loopback(url) {
+        return Err(HttpError::NotAllowed(format!(
+            "{what} would be sent in clear text; credentials go over https only"
+        )));
+    }
+    Ok(())
+}
+
+fn bearer(token: &SecretValue) -> Result<String, HttpError> {
+    let token = std::str::from_utf8(token.expose())
+        .map_err(|_| HttpError::CredentialUnavailable("the token is not text".into()))?;
+    Ok(format!("Bearer {token}"))
+}
+
+fn basic(user: &str, password: &SecretValue) -> Result<String, HttpError> {
+    use base64::Engine as _;
+    let mut pair = zeroize::Zeroizing::new(format!("{user}:").into_bytes());
+    pair.extend_from_slice(password.expose());
+    Ok(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(&*pair)
+    ))
 }
 
 /// Loopback addresses (provider emulators in tests, sidecars) are the one

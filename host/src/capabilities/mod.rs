@@ -21,6 +21,8 @@ pub struct Grants {
     pub allowed_hosts: Vec<HostPattern>,
     pub secrets: BTreeSet<String>,
     pub bearer_secrets: BTreeSet<String>,
+    /// Secret name -> config key of the HTTP Basic user name.
+    pub basic_secrets: BTreeMap<String, String>,
     pub limits: Limits,
     pub config: BTreeMap<String, String>,
 }
@@ -51,6 +53,7 @@ impl Grants {
                 .iter()
                 .cloned()
                 .collect(),
+            basic_secrets: manifest.capabilities.basic_secrets.clone(),
             limits: manifest.limits,
             config,
         }

@@ -29,8 +29,9 @@ pub enum HmacAlgorithm {
 pub(crate) enum SecretUse {
     /// HMAC and comparisons in the host (`capabilities.secrets`).
     Crypto,
-    /// Sent as a bearer token to an allowed host (`capabilities.bearer_secrets`).
-    Bearer,
+    /// Sent as a credential to an allowed host (`capabilities.bearer_secrets`
+    /// or `capabilities.basic_secrets`).
+    Sent,
 }
 
 /// The value of a secret the plugin is granted for `usage`; only the host ever holds it.
@@ -45,10 +46,12 @@ pub(crate) async fn granted_value(
     usage: SecretUse,
 ) -> Result<SecretValue, SecretError> {
     let granted = match usage {
-        SecretUse::Crypto => &grants.secrets,
-        SecretUse::Bearer => &grants.bearer_secrets,
+        SecretUse::Crypto => grants.secrets.contains(name),
+        SecretUse::Sent => {
+            grants.bearer_secrets.contains(name) || grants.basic_secrets.contains_key(name)
+        }
     };
-    if !granted.contains(name) {
+    if !granted {
         return Err(SecretError::NotGranted {
             plugin: grants.plugin.to_string(),
             name: name.to_string(),

@@ -148,6 +148,12 @@ pub struct Capabilities {
     /// token, over HTTPS only, to its allowed hosts. A signing secret is never sent.
     #[serde(default)]
     pub bearer_secrets: Vec<String>,
+    /// Secrets the host may send as the password of HTTP Basic authentication
+    /// (Twilio's API keys), each mapped to the `[config]` key holding the user
+    /// name: `basic_secrets = { "twilio.api-key-secret" = "api_key_sid" }`.
+    /// Same rules as bearer secrets: HTTPS (or loopback) only, allowed hosts only.
+    #[serde(default)]
+    pub basic_secrets: BTreeMap<String, String>,
 }
 
 /// Per-call resource limits. Every field has a default that suits a provider adapter.
@@ -243,7 +249,8 @@ impl Manifest {
         if self.world == World::Classifier
             && (!self.capabilities.allowed_hosts.is_empty()
                 || !self.capabilities.secrets.is_empty()
-                || !self.capabilities.bearer_secrets.is_empty())
+                || !self.capabilities.bearer_secrets.is_empty()
+                || !self.capabilities.basic_secrets.is_empty())
         {
             return Err(
                 "a classifier cannot be granted allowed_hosts or secrets: classifiers are pure rules"
@@ -255,6 +262,7 @@ impl Manifest {
             .secrets
             .iter()
             .chain(&self.capabilities.bearer_secrets)
+            .chain(self.capabilities.basic_secrets.keys())
         {
             crate::store::SecretName::parse(secret)
                 .map_err(|e| format!("capabilities.secrets: {e}"))?;

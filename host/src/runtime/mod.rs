@@ -420,6 +420,34 @@ impl Runtime {
         })
         .await
     }
+    /// Asks a channel provider plugin to deliver one message.
+    pub async fn send_notification(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        connection: &str,
+        message: &model::Notification,
+    ) -> Result<Result<model::DeliveryReceipt, model::PluginFault>, CallError> {
+        let PluginPre::ProviderV0_1(pre) = pre else {
+            return Err(wrong_world(grants, "send-notification"));
+        };
+        let pre = pre.clone();
+        let message = since_v0_1_0::notification_into(message);
+        let connection = connection.to_string();
+        self.run(grants, tenant, move |store| {
+            Box::pin(async move {
+                let bindings = pre.instantiate_async(&mut *store).await?;
+                let out = bindings
+                    .call_send_notification(&mut *store, &connection, &message)
+                    .await?;
+                Ok(out
+                    .map(since_v0_1_0::receipt_from)
+                    .map_err(since_v0_1_0::plugin_error_from))
+            })
+        })
+        .await
+    }
 }
 
 fn wrong_world(grants: &Grants, export: &'static str) -> CallError {
@@ -569,5 +597,11 @@ impl OutputSize for model::ProviderInfo {
 impl OutputSize for () {
     fn output_size(&self) -> usize {
         0
+    }
+}
+
+impl OutputSize for model::DeliveryReceipt {
+    fn output_size(&self) -> usize {
+        self.provider_message_id.as_ref().map_or(0, String::len)
     }
 }

@@ -435,3 +435,28 @@ pub(crate) fn presence_into(p: &model::Presence) -> t::Presence {
         category: p.category.as_ref().map(category_into),
     }
 }
+
+fn urgency_into(u: model::Urgency) -> t::Urgency {
+    match u {
+        model::Urgency::Low => t::Urgency::Low,
+        model::Urgency::Normal => t::Urgency::Normal,
+        model::Urgency::High => t::Urgency::High,
+        model::Urgency::Critical => t::Urgency::Critical,
+    }
+}
+
+pub(crate) fn notification_into(n: &model::Notification) -> t::Notification {
+    t::Notification {
+        id: n.id.clone(),
+        recipient: n.recipient.clone(),
+        subject: n.subject.clone(),
+        body: n.body.clone(),
+        urgency: urgency_into(n.urgency),
+    }
+}
+
+pub(crate) fn receipt_from(r: t::DeliveryReceipt) -> model::DeliveryReceipt {
+    model::DeliveryReceipt {
+        provider_message_id: r.provider_message_id,
+    }
+}

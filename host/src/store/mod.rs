@@ -4,6 +4,7 @@
 //! embedded default; the methods here are the whole interface the rest of the host
 //! uses, so a PostgreSQL backend slots in behind them without touching callers.
 
+pub mod connections;
 pub mod crypto;
 
 use std::str::FromStr;
@@ -493,6 +494,7 @@ impl Store {
             ("webhook_deliveries", "plugin, tenant, delivery_id"),
             ("presence_signals", "tenant, user_id, source, signal_key"),
             ("tenant_classifiers", "tenant"),
+            ("connections", "tenant, name"),
         ] {
             let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
                 .fetch_all(&self.pool)
