@@ -50,6 +50,32 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginOverrides>,
     /// Per-tenant settings, by tenant name.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// The presence engine's limits.
+    pub presence: PresenceConfig,
+}
+
+/// The presence engine's limits (`[presence]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Status pushes per person per provider connection in any hour; further
+    /// changes wait, coalesced, for the budget. Default 100 (the seed's limit).
+    pub max_pushes_per_hour: u32,
+    /// A call signal that is not refreshed or ended expires after this long, so a
+    /// lost "call ended" event cannot leave someone in a call forever. Default 240.
+    pub max_call_minutes: u32,
+    /// How long presence changes stay replayable to SSE subscribers (`Last-Event-ID`). Default 24.
+    pub change_retention_hours: u32,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            max_pushes_per_hour: 100,
+            max_call_minutes: 240,
+            change_retention_hours: 24,
+        }
+    }
 }
 
 impl Default for Config {
@@ -67,6 +93,7 @@ impl Default for Config {
             admin_token: None,
             plugins: BTreeMap::new(),
             tenants: BTreeMap::new(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -86,6 +113,9 @@ pub struct PluginOverrides {
 pub struct TenantConfig {
     /// Classifier plugins tried in order; the first classification wins. Default `["wedding-keywords"]`.
     pub classifiers: Vec<String>,
+    /// Status texts pushed for an availability when the deciding signal has none
+    /// of its own, by availability name (`busy = { text = "...", emoji = ":wedding:" }`).
+    pub status_texts: BTreeMap<String, crate::presence::render::StatusText>,
 }
 
 /// The classifier chain a tenant gets when it configures none.
@@ -117,12 +147,22 @@ impl Config {
                 })?;
             }
         }
-        for tenant in self.tenants.keys() {
+        for (tenant, t) in &self.tenants {
             if !crate::webhooks::valid_tenant(tenant) {
                 return Err(format!(
                     "tenants.{tenant}: a tenant name is letters, digits, '-' and '_'"
                 ));
             }
+            for availability in t.status_texts.keys() {
+                if crate::model::Availability::parse(availability).is_none() {
+                    return Err(format!(
+                        "tenants.{tenant}.status_texts.{availability}: not an availability (one of available, busy, in_call, do_not_disturb, away, out_of_office, offline)"
+                    ));
+                }
+            }
+        }
+        if self.presence.max_pushes_per_hour == 0 || self.presence.max_call_minutes == 0 {
+            return Err("presence.max_pushes_per_hour and presence.max_call_minutes must be at least 1".into());
         }
         Ok(())
     }

@@ -32,12 +32,22 @@ pub struct App {
     pub store: Store,
     pub runtime: Arc<Runtime>,
     pub registry: Arc<PluginRegistry>,
+    pub engine: presence::engine::Engine,
 }
 
-/// A started app; dropping it stops hot reload.
+/// A started app; dropping it stops hot reload and the background workers.
 pub struct Running {
     pub app: Arc<App>,
     _watcher: Option<plugins::reload::ReloadWatcher>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.abort();
+        }
+    }
 }
 
 /// Opens the store with the configured (or data-dir) master key.
@@ -85,14 +95,24 @@ impl App {
         } else {
             None
         };
+        let app = Arc::new(App {
+            config,
+            store,
+            runtime,
+            registry,
+            engine: presence::engine::Engine::default(),
+        });
+        // The scheduler and the outbox pick up where the store says things
+        // stand: transitions that came due and pushes left over from before a
+        // restart are applied first.
+        let workers = vec![
+            tokio::spawn(presence::engine::run_scheduler(app.clone())),
+            tokio::spawn(presence::engine::run_outbox(app.clone())),
+        ];
         Ok(Running {
-            app: Arc::new(App {
-                config,
-                store,
-                runtime,
-                registry,
-            }),
+            app,
             _watcher: watcher,
+            workers,
         })
     }
 }
@@ -115,6 +135,9 @@ impl Running {
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        for worker in &self.workers {
+            worker.abort();
+        }
         self.app.store.close().await;
         Ok(())
     }

@@ -185,6 +185,15 @@ pub struct PresenceSignal {
     pub category: Option<Category>,
 }
 
+/// A signal as stored: with the key that tells it apart from the same source's
+/// other statements (one per calendar event), and the plugin it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedSignal {
+    pub key: String,
+    pub origin: String,
+    pub signal: PresenceSignal,
+}
+
 /// A calendar event concerning one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEvent {
@@ -229,6 +238,9 @@ pub struct Presence {
     pub category: Option<Category>,
     /// The source whose signal decided, none when no signal is active.
     pub source: Option<SignalSource>,
+    /// The plugin (or `api`) that stated the deciding signal.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

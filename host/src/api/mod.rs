@@ -2,21 +2,18 @@
 
 pub mod connections;
 pub mod error;
+pub mod presence;
 pub mod tenants;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::App;
-use crate::model::Presence;
-use crate::presence;
-use crate::store::now_ms;
 use crate::webhooks;
-use error::ApiError;
 
 pub fn router(app: Arc<App>) -> Router {
     let webhook_limit = app.config.max_webhook_body_bytes;
@@ -29,7 +26,14 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(webhook_limit));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/api/presence/{user}", get(get_presence))
+        .route("/api/presence/stream", get(crate::presence::stream::stream))
+        .route(
+            "/api/presence/{user}",
+            get(presence::get_presence)
+                .put(presence::put_manual)
+                .delete(presence::delete_manual),
+        )
+        .route("/api/users/{user}", axum::routing::put(presence::put_user))
         .route("/api/plugins", get(list_plugins))
         .route(
             "/api/tenants/{tenant}/classifiers",
@@ -44,34 +48,6 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(webhook_routes)
         .with_state(app)
-}
-
-#[derive(Debug, Deserialize)]
-struct TenantQuery {
-    tenant: Option<String>,
-}
-
-async fn get_presence(
-    State(app): State<Arc<App>>,
-    Path(user): Path<String>,
-    Query(q): Query<TenantQuery>,
-) -> Result<Json<Presence>, ApiError> {
-    let tenant = q
-        .tenant
-        .unwrap_or_else(|| webhooks::DEFAULT_TENANT.to_string());
-    if !webhooks::valid_tenant(&tenant) {
-        return Err(ApiError::BadRequest(format!(
-            "tenant {tenant:?} is not a valid tenant name"
-        )));
-    }
-    let now = now_ms();
-    let signals = app.store.signals(&tenant, &user, now).await?;
-    if signals.is_empty() && !app.store.knows_user(&tenant, &user).await? {
-        return Err(ApiError::NotFound(format!(
-            "no presence is known for user {user:?} in tenant {tenant:?}"
-        )));
-    }
-    Ok(Json(presence::derive(&user, &signals, now)))
 }
 
 #[derive(Debug, Serialize)]

@@ -6,6 +6,7 @@
 
 pub mod connections;
 pub mod crypto;
+pub mod presence;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,7 +19,6 @@ use zeroize::Zeroizing;
 
 pub use crypto::MasterKey;
 
-use crate::model::{Availability, Category, PresenceSignal, SignalSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,13 +91,7 @@ pub enum KvWrite {
     QuotaExceeded,
 }
 
-/// A signal with the key that tells it apart from the same source's other statements.
-#[derive(Debug, Clone)]
-pub struct KeyedSignal {
-    pub key: String,
-    pub origin: String,
-    pub signal: PresenceSignal,
-}
+pub use crate::model::KeyedSignal;
 
 /// Whether a webhook's effects were recorded, or it was a redelivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,110 +317,6 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
     }
 
-    // --- webhooks and presence -----------------------------------------------
-
-    /// Records a verified webhook's delivery id and its presence signals in one
-    /// transaction; a delivery id seen before changes nothing.
-    pub async fn commit_webhook(
-        &self,
-        plugin: &str,
-        tenant: &str,
-        delivery_id: Option<&str>,
-        signals: &[KeyedSignal],
-    ) -> Result<WebhookCommit, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        if let Some(id) = delivery_id {
-            let inserted = sqlx::query(
-                "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(plugin)
-            .bind(tenant)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Ok(WebhookCommit::Duplicate);
-            }
-        }
-        for keyed in signals {
-            let s = &keyed.signal;
-            // A withdrawn statement is kept as one that expired now: the person
-            // stays known, and the history of the source's last word stays readable.
-            let expires = if s.clears { Some(now) } else { s.expires };
-            sqlx::query(
-                "INSERT INTO presence_signals (tenant, user_id, source, signal_key, availability, status_text,
-                   status_emoji, category, starts_at, expires_at, origin, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (tenant, user_id, source, signal_key) DO UPDATE SET
-                   availability = excluded.availability, status_text = excluded.status_text,
-                   status_emoji = excluded.status_emoji, category = excluded.category,
-                   starts_at = excluded.starts_at, expires_at = excluded.expires_at,
-                   origin = excluded.origin, updated_at = excluded.updated_at",
-            )
-            .bind(tenant)
-            .bind(&s.user)
-            .bind(s.source.as_str())
-            .bind(&keyed.key)
-            .bind(s.availability.as_str())
-            .bind(&s.status_text)
-            .bind(&s.status_emoji)
-            .bind(s.category.as_ref().map(Category::to_storage))
-            .bind(s.starts)
-            .bind(expires)
-            .bind(&keyed.origin)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(WebhookCommit::Recorded)
-    }
-
-    /// Every stored signal of `user` that has not expired at `now`, newest first.
-    pub async fn signals(
-        &self,
-        tenant: &str,
-        user: &str,
-        now: i64,
-    ) -> Result<Vec<PresenceSignal>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT source, availability, status_text, status_emoji, category, starts_at, expires_at
-             FROM presence_signals
-             WHERE tenant = ? AND user_id = ? AND (expires_at IS NULL OR expires_at > ?)
-             ORDER BY updated_at DESC",
-        )
-        .bind(tenant)
-        .bind(user)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let source: String = r.try_get("source")?;
-                let availability: String = r.try_get("availability")?;
-                let category: Option<String> = r.try_get("category")?;
-                Ok(PresenceSignal {
-                    user: user.to_string(),
-                    source: SignalSource::parse(&source)
-                        .ok_or_else(|| StoreError::Corrupt(format!("signal source {source:?}")))?,
-                    availability: Availability::parse(&availability).ok_or_else(|| {
-                        StoreError::Corrupt(format!("availability {availability:?}"))
-                    })?,
-                    status_text: r.try_get("status_text")?,
-                    status_emoji: r.try_get("status_emoji")?,
-                    starts: r.try_get("starts_at")?,
-                    expires: r.try_get("expires_at")?,
-                    clears: false,
-                    category: category.as_deref().map(Category::from_storage),
-                })
-            })
-            .collect()
-    }
-
     /// Whether any signal was ever stored for `user` (expired ones included).
     pub async fn knows_user(&self, tenant: &str, user: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
@@ -495,6 +385,12 @@ impl Store {
             ("presence_signals", "tenant, user_id, source, signal_key"),
             ("tenant_classifiers", "tenant"),
             ("connections", "tenant, name"),
+            ("presence_state", "tenant, user_id"),
+            ("presence_changes", "seq"),
+            ("status_outbox", "tenant, connection"),
+            ("status_pushed", "tenant, connection"),
+            ("status_push_log", "tenant, connection, pushed_at"),
+            ("users", "tenant, user_id"),
         ] {
             let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
                 .fetch_all(&self.pool)

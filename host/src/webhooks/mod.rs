@@ -199,18 +199,21 @@ async fn process(
         });
     }
 
-    let commit = app
+    let rules = crate::presence::engine::rules(&app).await;
+    let (commit, changes) = app
         .store
         .commit_webhook(
             &plugin_name,
             &tenant,
             outcome.delivery_id.as_deref(),
             &signals,
+            &rules,
         )
         .await?;
     if commit == WebhookCommit::Duplicate {
         tracing::info!("redelivery acknowledged; already processed");
     }
+    app.engine.publish(changes);
     Ok(plugin_response(outcome.response))
 }
 

@@ -1,0 +1,214 @@
+//! Presence over HTTP: read a person's effective state and why, set or clear a
+//! manual override, and set the time zone their statuses are rendered in.
+//!
+//! The tenant is named by the `X-Presence-Tenant` header (or `?tenant=`),
+//! `default` when absent; tenant API keys (a later issue) will replace this.
+//! Writes need the operator's admin token until then.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::tenants::authorize;
+use crate::App;
+use crate::model::{Availability, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource};
+use crate::presence::{self, engine};
+use crate::store::now_ms;
+use crate::webhooks::{DEFAULT_TENANT, valid_tenant};
+
+pub const TENANT_HEADER: &str = "x-presence-tenant";
+
+/// The tenant a request names, checked.
+pub fn tenant_of(headers: &HeaderMap, query: Option<&str>) -> Result<String, ApiError> {
+    let named = match headers.get(TENANT_HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("X-Presence-Tenant is not text".into()))?,
+        ),
+        None => query,
+    };
+    let tenant = named.unwrap_or(DEFAULT_TENANT);
+    if !valid_tenant(tenant) {
+        return Err(ApiError::BadRequest(format!(
+            "tenant {tenant:?} is not a valid tenant name"
+        )));
+    }
+    Ok(tenant.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TenantQuery {
+    pub tenant: Option<String>,
+}
+
+/// A person's presence, the signals behind it, and what happens next.
+#[derive(Debug, Serialize)]
+pub struct PresenceView {
+    #[serde(flatten)]
+    pub presence: Presence,
+    pub signals: Vec<KeyedSignal>,
+    /// When the effective state next changes on its own (a signal starts or ends).
+    pub next_change_at: Option<Instant>,
+    /// Status pushes not yet delivered, with their last error.
+    pub pending_pushes: Vec<serde_json::Value>,
+}
+
+pub async fn get_presence(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+) -> Result<Json<PresenceView>, ApiError> {
+    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
+    let now = now_ms();
+    let signals = app.store.signals(&tenant, &user, now).await?;
+    if signals.is_empty() && !app.store.knows_user(&tenant, &user).await? {
+        return Err(ApiError::NotFound(format!(
+            "no presence is known for user {user:?} in tenant {tenant:?}"
+        )));
+    }
+    let presence = presence::derive(&user, &signals, now);
+    let next_change_at = presence::next_change(&signals, now);
+    let active = signals
+        .into_iter()
+        .filter(|k| presence::is_active(&k.signal, now) || k.signal.starts > Some(now))
+        .collect();
+    Ok(Json(PresenceView {
+        presence,
+        signals: active,
+        next_change_at,
+        pending_pushes: app.store.pending_pushes(&tenant, &user).await?,
+    }))
+}
+
+/// `PUT /api/presence/{user}`: a manual override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualPresence {
+    pub availability: Availability,
+    #[serde(default)]
+    pub status_text: Option<String>,
+    #[serde(default)]
+    pub status_emoji: Option<String>,
+    /// When the override ends (ms since the epoch); or use `duration_minutes`.
+    #[serde(default)]
+    pub expires_at: Option<Instant>,
+    #[serde(default)]
+    pub duration_minutes: Option<u32>,
+}
+
+pub async fn put_manual(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Presence>, ApiError> {
+    authorize(&app, &headers)?;
+    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
+    valid_user(&user)?;
+    let m: ManualPresence = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"availability\": \"do_not_disturb\", \"status_text\": \"...\", \"duration_minutes\": 60}}: {e}"
+        ))
+    })?;
+    let now = now_ms();
+    let expires = match (m.expires_at, m.duration_minutes) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give expires_at or duration_minutes, not both".into(),
+            ));
+        }
+        (Some(at), None) if at <= now => {
+            return Err(ApiError::BadRequest("expires_at is in the past".into()));
+        }
+        (Some(at), None) => Some(at),
+        (None, Some(0)) => {
+            return Err(ApiError::BadRequest("duration_minutes must be at least 1".into()));
+        }
+        (None, Some(minutes)) => Some(now + i64::from(minutes) * 60_000),
+        (None, None) => None,
+    };
+    let signal = PresenceSignal {
+        user: user.clone(),
+        source: SignalSource::Manual,
+        availability: m.availability,
+        status_text: m.status_text.filter(|t| !t.is_empty()),
+        status_emoji: m.status_emoji.filter(|e| !e.is_empty()),
+        starts: None,
+        expires,
+        clears: false,
+        category: None,
+    };
+    let rules = engine::rules(&app).await;
+    let change = app
+        .store
+        .set_manual(&tenant, &user, Some(signal), &rules)
+        .await?;
+    app.engine.publish(change.into_iter().collect());
+    let signals = app.store.signals(&tenant, &user, now_ms()).await?;
+    Ok(Json(presence::derive(&user, &signals, now_ms())))
+}
+
+pub async fn delete_manual(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+) -> Result<Json<Presence>, ApiError> {
+    authorize(&app, &headers)?;
+    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
+    valid_user(&user)?;
+    let rules = engine::rules(&app).await;
+    let change = app.store.set_manual(&tenant, &user, None, &rules).await?;
+    app.engine.publish(change.into_iter().collect());
+    let signals = app.store.signals(&tenant, &user, now_ms()).await?;
+    Ok(Json(presence::derive(&user, &signals, now_ms())))
+}
+
+/// `PUT /api/users/{user}`: per-person settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    /// IANA time zone ("Europe/Lisbon") statuses are rendered in; none for UTC.
+    pub time_zone: Option<String>,
+}
+
+pub async fn put_user(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    authorize(&app, &headers)?;
+    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
+    valid_user(&user)?;
+    let settings: UserSettings = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("expected {{\"time_zone\": \"Europe/Lisbon\"}}: {e}"))
+    })?;
+    if let Some(zone) = &settings.time_zone
+        && zone.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "time_zone {zone:?} is not an IANA time zone name"
+        )));
+    }
+    app.store
+        .set_user_time_zone(&tenant, &user, settings.time_zone.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn valid_user(user: &str) -> Result<(), ApiError> {
+    if user.is_empty() || user.len() > 200 || user.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "user {user:?} must be 1-200 printable characters"
+        )));
+    }
+    Ok(())
+}

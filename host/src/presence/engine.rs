@@ -1,0 +1,314 @@
+//! The presence engine's moving parts: the change fan-out, the scheduler that
+//! applies due transitions, and the outbox worker that pushes statuses out.
+//!
+//! Nothing here polls every person. The store keeps a due-time index (each
+//! person's next start or expiry), so the scheduler sleeps until the earliest
+//! one, or until a commit wakes it; after a restart it simply reads the index
+//! again and applies whatever came due while the host was down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Notify, broadcast};
+use tracing::Instrument;
+
+use crate::App;
+use crate::model::{Feature, PluginFault, Presence};
+use crate::plugins::World;
+use crate::presence::render;
+use crate::store::now_ms;
+use crate::store::presence::{Change, EngineRules, PendingPush};
+
+/// Live changes buffered per subscriber before it must catch up from the store.
+const BROADCAST_CAPACITY: usize = 4096;
+/// The longest the scheduler sleeps without looking at the index again.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+/// People re-derived per scheduler pass.
+const DUE_BATCH: u32 = 500;
+/// A claimed push not finished within this long is claimed again.
+const PUSH_LEASE_MS: i64 = 60_000;
+/// Pushes claimed per worker pass.
+const PUSH_BATCH: u32 = 32;
+/// Retry backoff: full jitter over `BASE * 2^attempt`, capped.
+const BACKOFF_BASE_MS: i64 = 1_000;
+const BACKOFF_CAP_MS: i64 = 10 * 60_000;
+/// A connection whose token the provider refused is retried this rarely.
+const REFUSED_RETRY_MS: i64 = 3_600_000;
+
+/// The engine's shared handles, owned by [`App`].
+pub struct Engine {
+    changes: broadcast::Sender<Arc<Change>>,
+    scheduler_wake: Notify,
+    outbox_wake: Notify,
+    /// Provider features by component hash: `describe` is asked once per component.
+    features: Mutex<HashMap<String, Vec<Feature>>>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            changes: broadcast::channel(BROADCAST_CAPACITY).0,
+            scheduler_wake: Notify::new(),
+            outbox_wake: Notify::new(),
+            features: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Engine {
+    /// Live changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
+    /// Announces committed changes to subscribers and the outbox worker, and
+    /// tells the scheduler its next due time may have moved.
+    pub fn publish(&self, changes: Vec<Change>) {
+        if !changes.is_empty() {
+            for change in changes {
+                // No subscriber is not an error: the change is in the store.
+                let _ = self.changes.send(Arc::new(change));
+            }
+            self.outbox_wake.notify_one();
+        }
+        self.scheduler_wake.notify_one();
+    }
+}
+
+/// The rules the store's derivation needs: which plugins push, and the call cap.
+pub async fn rules(app: &App) -> EngineRules {
+    let mut pushers = std::collections::HashSet::new();
+    for (name, plugin) in app.registry.all().iter() {
+        if plugin.world() != World::Provider {
+            continue;
+        }
+        let known = app
+            .engine
+            .features
+            .lock()
+            .expect("features lock")
+            .get(&plugin.component_sha256)
+            .cloned();
+        let features = match known {
+            Some(f) => f,
+            None => match app.runtime.describe(&plugin.pre, &plugin.grants).await {
+                Ok(info) => {
+                    app.engine
+                        .features
+                        .lock()
+                        .expect("features lock")
+                        .insert(plugin.component_sha256.clone(), info.features.clone());
+                    info.features
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "describe failed; the plugin gets no status pushes");
+                    Vec::new()
+                }
+            },
+        };
+        if features.contains(&Feature::PushStatus) {
+            pushers.insert(name.clone());
+        }
+    }
+    EngineRules {
+        pushers,
+        max_call_ms: i64::from(app.config.presence.max_call_minutes) * 60_000,
+    }
+}
+
+/// Applies due transitions until the app shuts down.
+pub async fn run_scheduler(app: Arc<App>) {
+    loop {
+        let now = now_ms();
+        let rules = rules(&app).await;
+        match app.store.apply_due(now, DUE_BATCH, &rules).await {
+            Ok(changes) => {
+                let full_batch = changes.len() as u32 >= DUE_BATCH;
+                if !changes.is_empty() {
+                    tracing::debug!(count = changes.len(), "scheduled presence transitions applied");
+                }
+                app.engine.publish_quiet(changes);
+                if full_batch {
+                    continue;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "applying due presence transitions failed"),
+        }
+        let retention = i64::from(app.config.presence.change_retention_hours) * 3_600_000;
+        if let Err(e) = app.store.prune_presence(now - retention).await {
+            tracing::warn!(error = %e, "pruning the presence change log failed");
+        }
+        let sleep = match app.store.next_presence_due().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, MAX_IDLE.as_millis() as i64) as u64),
+            _ => MAX_IDLE,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = app.engine.scheduler_wake.notified() => {}
+        }
+    }
+}
+
+impl Engine {
+    /// Like [`Engine::publish`], without waking the scheduler (which is the caller).
+    fn publish_quiet(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            let _ = self.changes.send(Arc::new(change));
+        }
+        self.outbox_wake.notify_one();
+    }
+}
+
+/// Delivers queued status pushes until the app shuts down.
+pub async fn run_outbox(app: Arc<App>) {
+    loop {
+        let now = now_ms();
+        match app.store.claim_pushes(now, PUSH_LEASE_MS, PUSH_BATCH).await {
+            Ok(pushes) if !pushes.is_empty() => {
+                for push in pushes {
+                    let span = tracing::info_span!("status_push", tenant = %push.tenant, user = %push.user, connection = %push.connection);
+                    if let Err(e) = deliver(&app, &push).instrument(span).await {
+                        tracing::error!(error = %e, connection = %push.connection, "status push bookkeeping failed; it will be retried when its lease runs out");
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "claiming status pushes failed"),
+        }
+        let sleep = match app.store.next_push_due().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, MAX_IDLE.as_millis() as i64) as u64),
+            _ => MAX_IDLE,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
+            _ = app.engine.outbox_wake.notified() => {}
+        }
+    }
+}
+
+/// What a push compares on: a provider shows these, nothing else.
+fn shown(p: &Presence) -> (crate::model::Availability, Option<&str>, Option<&str>, Option<i64>) {
+    (
+        p.availability,
+        p.status_text.as_deref(),
+        p.status_emoji.as_deref(),
+        p.until,
+    )
+}
+
+async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::StoreError> {
+    let now = now_ms();
+    let Some(plugin) = app.registry.get(&push.plugin) else {
+        return app
+            .store
+            .defer_push(push, now + 60_000, push.attempts + 1, Some("plugin not loaded"))
+            .await;
+    };
+    let time_zone = app.store.user_time_zone(&push.tenant, &push.user).await?;
+    let texts = app
+        .config
+        .tenants
+        .get(&push.tenant)
+        .map(|t| t.status_texts.clone())
+        .unwrap_or_default();
+    let desired = render::render(&push.presence, &texts, time_zone.as_deref(), now);
+    let last = app.store.last_pushed(&push.tenant, &push.connection).await?;
+    if last.as_ref().map(shown) == Some(shown(&desired)) {
+        return app.store.complete_push(push, None).await;
+    }
+    // The person's own status in this very provider, which we never replaced:
+    // it is already showing there, and it is theirs.
+    if last.is_none()
+        && desired.source == Some(crate::model::SignalSource::ProviderStatus)
+        && desired.origin.as_deref() == Some(push.plugin.as_str())
+    {
+        return app.store.complete_push(push, None).await;
+    }
+    let budget = app.config.presence.max_pushes_per_hour;
+    let (sent, oldest) = app
+        .store
+        .pushes_since(&push.tenant, &push.connection, now - 3_600_000)
+        .await?;
+    if sent >= budget {
+        let free_at = oldest.unwrap_or(now) + 3_600_000;
+        tracing::debug!(sent, budget, "hourly push budget spent; the latest state waits");
+        return app
+            .store
+            .defer_push(push, free_at, push.attempts, Some("hourly push budget spent"))
+            .await;
+    }
+    let outcome = app
+        .runtime
+        .push_status(&plugin.pre, &plugin.grants, &push.tenant, &push.connection, &desired)
+        .await;
+    match outcome {
+        Ok(Ok(())) => {
+            tracing::info!(availability = desired.availability.as_str(), "status pushed");
+            app.store.complete_push(push, Some(&desired)).await
+        }
+        Ok(Err(PluginFault::Unsupported(m))) => {
+            tracing::warn!(message = %m, "plugin does not push statuses; entry dropped");
+            app.store.complete_push(push, None).await
+        }
+        Ok(Err(PluginFault::Unauthorized(m))) => {
+            tracing::error!(message = %m, "the provider refused the connection's token; it needs re-consent");
+            app.store
+                .defer_push(push, now + REFUSED_RETRY_MS, push.attempts + 1, Some(&format!("unauthorized: {m}")))
+                .await
+        }
+        Ok(Err(PluginFault::Upstream {
+            message,
+            retry_after_ms: Some(after),
+            ..
+        })) => {
+            tracing::warn!(%message, retry_after_ms = after, "provider asked us to come back later");
+            app.store
+                .defer_push(push, now + after as i64, push.attempts + 1, Some(&message))
+                .await
+        }
+        Ok(Err(fault)) => {
+            let delay = backoff(push.attempts);
+            tracing::warn!(error = %fault, retry_in_ms = delay, "status push failed");
+            app.store
+                .defer_push(push, now + delay, push.attempts + 1, Some(&fault.to_string()))
+                .await
+        }
+        Err(e) => {
+            let delay = backoff(push.attempts);
+            tracing::warn!(error = %e, retry_in_ms = delay, "status push call failed");
+            app.store
+                .defer_push(push, now + delay, push.attempts + 1, Some(&e.to_string()))
+                .await
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, min(cap, base * 2^attempt)]`.
+pub fn backoff(attempt: u32) -> i64 {
+    let ceiling = BACKOFF_BASE_MS
+        .saturating_mul(1i64 << attempt.min(30))
+        .min(BACKOFF_CAP_MS);
+    rand::rng().random_range(0..=ceiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_under_its_growing_ceiling() {
+        for attempt in 0..40 {
+            let ceiling = (BACKOFF_BASE_MS << attempt.min(30)).min(BACKOFF_CAP_MS);
+            for _ in 0..50 {
+                let d = backoff(attempt);
+                assert!((0..=ceiling).contains(&d), "attempt {attempt}: {d}");
+            }
+        }
+    }
+}

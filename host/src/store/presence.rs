@@ -1,0 +1,704 @@
+//! The presence engine's durable state.
+//!
+//! Every change of signals runs the derivation (`crate::presence::derive`) in the
+//! same transaction that stores them: the new effective state, its change-log
+//! entry, the next due time and the status-outbox entries commit together or
+//! not at all. So a webhook acknowledged after commit has had all its effects,
+//! and a crash at any moment leaves nothing half-applied.
+
+use std::collections::{BTreeSet, HashSet};
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+
+use super::{Store, StoreError, WebhookCommit, now_ms};
+use crate::model::{
+    Availability, Category, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource,
+};
+use crate::presence;
+
+/// One change of a person's effective presence; `seq` orders all changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub seq: i64,
+    pub tenant: String,
+    pub user: String,
+    pub presence: Presence,
+    pub at: Instant,
+}
+
+/// What the derivation needs from outside the store.
+#[derive(Debug, Clone, Default)]
+pub struct EngineRules {
+    /// Provider plugins that push statuses: only their connections get outbox entries.
+    pub pushers: HashSet<String>,
+    /// A call signal stops holding after this long unless refreshed.
+    pub max_call_ms: i64,
+}
+
+/// A status push claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct PendingPush {
+    pub tenant: String,
+    pub connection: String,
+    pub plugin: String,
+    pub user: String,
+    pub presence: Presence,
+    pub revision: i64,
+    pub attempts: u32,
+}
+
+/// The key of the manual signal: one per person.
+const MANUAL_KEY: &str = "manual";
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn presence_json(p: &Presence) -> String {
+    serde_json::to_string(p).expect("a presence serializes")
+}
+
+fn presence_from(json: &str) -> Result<Presence, StoreError> {
+    serde_json::from_str(json).map_err(|e| corrupt("presence", e))
+}
+
+/// A provider event that repeats a status we pushed is our own echo.
+fn same_text(a: Option<&str>, b: Option<&str>) -> bool {
+    a.unwrap_or("").trim() == b.unwrap_or("").trim()
+}
+
+impl Store {
+    /// Records a verified webhook's delivery id and its signals, and derives the
+    /// affected people's presence, in one transaction; a delivery id seen before
+    /// changes nothing. Provider statuses that merely reflect our own last push
+    /// through that provider are dropped (echo suppression).
+    pub async fn commit_webhook(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        delivery_id: Option<&str>,
+        signals: &[KeyedSignal],
+        rules: &EngineRules,
+    ) -> Result<(WebhookCommit, Vec<Change>), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(id) = delivery_id {
+            let inserted = sqlx::query(
+                "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(plugin)
+            .bind(tenant)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok((WebhookCommit::Duplicate, Vec::new()));
+            }
+        }
+        let mut users = BTreeSet::new();
+        for keyed in signals {
+            if keyed.signal.source == SignalSource::ProviderStatus
+                && is_echo(&mut tx, tenant, plugin, &keyed.signal).await?
+            {
+                tracing::debug!(user = %keyed.signal.user, "status event repeats our own push; ignored");
+                continue;
+            }
+            upsert_signal(&mut tx, tenant, keyed, now, rules).await?;
+            users.insert(keyed.signal.user.clone());
+        }
+        let mut changes = Vec::new();
+        for user in users {
+            changes.extend(recompute(&mut tx, tenant, &user, now, rules).await?);
+        }
+        tx.commit().await?;
+        Ok((WebhookCommit::Recorded, changes))
+    }
+
+    /// Sets (`Some`) or removes (`None`) a person's manual presence.
+    pub async fn set_manual(
+        &self,
+        tenant: &str,
+        user: &str,
+        manual: Option<PresenceSignal>,
+        rules: &EngineRules,
+    ) -> Result<Option<Change>, StoreError> {
+        let now = now_ms();
+        let signal = manual.unwrap_or(PresenceSignal {
+            user: user.to_string(),
+            source: SignalSource::Manual,
+            availability: Availability::Available,
+            status_text: None,
+            status_emoji: None,
+            starts: None,
+            expires: None,
+            clears: true,
+            category: None,
+        });
+        let keyed = KeyedSignal {
+            key: MANUAL_KEY.into(),
+            origin: "api".into(),
+            signal,
+        };
+        let mut tx = self.pool.begin().await?;
+        upsert_signal(&mut tx, tenant, &keyed, now, rules).await?;
+        let change = recompute(&mut tx, tenant, user, now, rules).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    /// Re-derives everyone whose presence was due to change by `now` (a signal
+    /// started or expired), at most `limit` people per call.
+    pub async fn apply_due(
+        &self,
+        now: Instant,
+        limit: u32,
+        rules: &EngineRules,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT tenant, user_id FROM presence_state WHERE next_due_at <= ?
+             ORDER BY next_due_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut changes = Vec::new();
+        for (tenant, user) in due {
+            changes.extend(recompute(&mut tx, &tenant, &user, now, rules).await?);
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    /// The earliest moment someone's presence changes on its own.
+    pub async fn next_presence_due(&self) -> Result<Option<Instant>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(next_due_at) FROM presence_state")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every stored signal of `user` that has not expired at `now` (future ones
+    /// included), newest first.
+    pub async fn signals(
+        &self,
+        tenant: &str,
+        user: &str,
+        now: Instant,
+    ) -> Result<Vec<KeyedSignal>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        live_signals(&mut conn, tenant, user, now).await
+    }
+
+    /// A person's effective presence as last derived, and when it next changes.
+    pub async fn presence_state(
+        &self,
+        tenant: &str,
+        user: &str,
+    ) -> Result<Option<(Presence, Option<Instant>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT presence, next_due_at FROM presence_state WHERE tenant = ? AND user_id = ?",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let json: String = r.try_get("presence")?;
+            Ok((presence_from(&json)?, r.try_get("next_due_at")?))
+        })
+        .transpose()
+    }
+
+    /// Changes after `after` (a `seq`), oldest first, optionally of one tenant.
+    pub async fn changes_since(
+        &self,
+        tenant: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, tenant, user_id, presence, changed_at FROM presence_changes
+             WHERE seq > ? AND (? IS NULL OR tenant = ?) ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(tenant)
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let json: String = r.try_get("presence")?;
+                Ok(Change {
+                    seq: r.try_get("seq")?,
+                    tenant: r.try_get("tenant")?,
+                    user: r.try_get("user_id")?,
+                    presence: presence_from(&json)?,
+                    at: r.try_get("changed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest change's seq, if any.
+    pub async fn latest_change(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MAX(seq) FROM presence_changes")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The oldest change still replayable, if any.
+    pub async fn oldest_change(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MIN(seq) FROM presence_changes")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Forgets changes older than `before` and push-log entries older than an hour.
+    pub async fn prune_presence(&self, before: Instant) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM presence_changes WHERE changed_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM status_push_log WHERE pushed_at < ?")
+            .bind(now_ms() - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- per-person settings ---------------------------------------------------
+
+    pub async fn set_user_time_zone(
+        &self,
+        tenant: &str,
+        user: &str,
+        time_zone: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (tenant, user_id, time_zone, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant, user_id) DO UPDATE SET time_zone = excluded.time_zone,
+               updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(time_zone)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn user_time_zone(
+        &self,
+        tenant: &str,
+        user: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT time_zone FROM users WHERE tenant = ? AND user_id = ?",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
+    // --- the status outbox -----------------------------------------------------
+
+    /// Claims up to `limit` due pushes for `lease_ms`; a worker that dies leaves
+    /// them to be claimed again when the lease runs out.
+    pub async fn claim_pushes(
+        &self,
+        now: Instant,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingPush>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE status_outbox SET claimed_until = ?
+             WHERE (tenant, connection) IN (
+               SELECT tenant, connection FROM status_outbox
+               WHERE due_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)
+               ORDER BY due_at LIMIT ?)
+             RETURNING tenant, connection, plugin, user_id, presence, revision, attempts",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let json: String = r.try_get("presence")?;
+                let attempts: i64 = r.try_get("attempts")?;
+                Ok(PendingPush {
+                    tenant: r.try_get("tenant")?,
+                    connection: r.try_get("connection")?,
+                    plugin: r.try_get("plugin")?,
+                    user: r.try_get("user_id")?,
+                    presence: presence_from(&json)?,
+                    revision: r.try_get("revision")?,
+                    attempts: attempts.max(0) as u32,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest due push, claimed or not.
+    pub async fn next_push_due(&self) -> Result<Option<Instant>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM status_outbox")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Pushes sent through `connection` since `since`: how many, and the oldest.
+    pub async fn pushes_since(
+        &self,
+        tenant: &str,
+        connection: &str,
+        since: Instant,
+    ) -> Result<(u32, Option<Instant>), StoreError> {
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(pushed_at) FROM status_push_log
+             WHERE tenant = ? AND connection = ? AND pushed_at >= ?",
+        )
+        .bind(tenant)
+        .bind(connection)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((count.max(0) as u32, oldest))
+    }
+
+    /// What was last pushed through `connection`.
+    pub async fn last_pushed(
+        &self,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<Option<Presence>, StoreError> {
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT presence FROM status_pushed WHERE tenant = ? AND connection = ?",
+        )
+        .bind(tenant)
+        .bind(connection)
+        .fetch_optional(&self.pool)
+        .await?;
+        json.as_deref().map(presence_from).transpose()
+    }
+
+    /// Finishes a claimed push: `sent` is what went out (none when nothing needed
+    /// sending). The entry goes away unless a newer state replaced it meanwhile.
+    pub async fn complete_push(
+        &self,
+        push: &PendingPush,
+        sent: Option<&Presence>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(sent) = sent {
+            sqlx::query(
+                "INSERT INTO status_push_log (tenant, connection, pushed_at) VALUES (?, ?, ?)",
+            )
+            .bind(&push.tenant)
+            .bind(&push.connection)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO status_pushed (tenant, connection, presence, status_text, status_emoji, revision, pushed_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (tenant, connection) DO UPDATE SET presence = excluded.presence,
+                   status_text = excluded.status_text, status_emoji = excluded.status_emoji,
+                   revision = excluded.revision, pushed_at = excluded.pushed_at",
+            )
+            .bind(&push.tenant)
+            .bind(&push.connection)
+            .bind(presence_json(sent))
+            .bind(&sent.status_text)
+            .bind(&sent.status_emoji)
+            .bind(push.revision)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM status_outbox WHERE tenant = ? AND connection = ? AND revision = ?")
+            .bind(&push.tenant)
+            .bind(&push.connection)
+            .bind(push.revision)
+            .execute(&mut *tx)
+            .await?;
+        // A newer state arrived while this one was out: it goes next, unclaimed.
+        sqlx::query(
+            "UPDATE status_outbox SET claimed_until = NULL WHERE tenant = ? AND connection = ?",
+        )
+        .bind(&push.tenant)
+        .bind(&push.connection)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts a claimed push back for later (a failure, or the hourly budget spent).
+    pub async fn defer_push(
+        &self,
+        push: &PendingPush,
+        due_at: Instant,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE status_outbox SET due_at = MAX(due_at, ?), attempts = ?, last_error = ?,
+               claimed_until = NULL
+             WHERE tenant = ? AND connection = ?",
+        )
+        .bind(due_at)
+        .bind(attempts)
+        .bind(error)
+        .bind(&push.tenant)
+        .bind(&push.connection)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Pending pushes for a person, for the API's view.
+    pub async fn pending_pushes(
+        &self,
+        tenant: &str,
+        user: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection, plugin, due_at, attempts, last_error FROM status_outbox
+             WHERE tenant = ? AND user_id = ? ORDER BY connection",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(serde_json::json!({
+                    "connection": r.try_get::<String, _>("connection")?,
+                    "plugin": r.try_get::<String, _>("plugin")?,
+                    "due_at": r.try_get::<i64, _>("due_at")?,
+                    "attempts": r.try_get::<i64, _>("attempts")?,
+                    "last_error": r.try_get::<Option<String>, _>("last_error")?,
+                }))
+            })
+            .collect()
+    }
+}
+
+/// Whether a provider-status signal from `plugin` repeats what we last pushed
+/// through one of that person's connections to `plugin`.
+async fn is_echo(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    plugin: &str,
+    signal: &PresenceSignal,
+) -> Result<bool, StoreError> {
+    let pushed: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT p.status_text FROM status_pushed p
+         JOIN connections c ON c.tenant = p.tenant AND c.name = p.connection
+         WHERE c.tenant = ? AND c.user_id = ? AND c.plugin = ?",
+    )
+    .bind(tenant)
+    .bind(&signal.user)
+    .bind(plugin)
+    .fetch_all(&mut *conn)
+    .await?;
+    let text = if signal.clears {
+        None
+    } else {
+        signal.status_text.as_deref()
+    };
+    Ok(pushed.iter().any(|p| same_text(p.as_deref(), text)))
+}
+
+async fn upsert_signal(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    keyed: &KeyedSignal,
+    now: Instant,
+    rules: &EngineRules,
+) -> Result<(), StoreError> {
+    let s = &keyed.signal;
+    // A withdrawn statement is kept as one that expired now: the person stays
+    // known, and the source's last word stays readable.
+    let mut expires = if s.clears { Some(now) } else { s.expires };
+    if s.source == SignalSource::Call && !s.clears && rules.max_call_ms > 0 {
+        let cap = s.starts.unwrap_or(now).max(now) + rules.max_call_ms;
+        expires = Some(expires.map_or(cap, |e| e.min(cap)));
+    }
+    sqlx::query(
+        "INSERT INTO presence_signals (tenant, user_id, source, signal_key, availability, status_text,
+           status_emoji, category, starts_at, expires_at, origin, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant, user_id, source, signal_key) DO UPDATE SET
+           availability = excluded.availability, status_text = excluded.status_text,
+           status_emoji = excluded.status_emoji, category = excluded.category,
+           starts_at = excluded.starts_at, expires_at = excluded.expires_at,
+           origin = excluded.origin, updated_at = excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(&s.user)
+    .bind(s.source.as_str())
+    .bind(&keyed.key)
+    .bind(s.availability.as_str())
+    .bind(&s.status_text)
+    .bind(&s.status_emoji)
+    .bind(s.category.as_ref().map(Category::to_storage))
+    .bind(s.starts)
+    .bind(expires)
+    .bind(&keyed.origin)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn live_signals(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    user: &str,
+    now: Instant,
+) -> Result<Vec<KeyedSignal>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT source, signal_key, origin, availability, status_text, status_emoji, category,
+           starts_at, expires_at
+         FROM presence_signals
+         WHERE tenant = ? AND user_id = ? AND (expires_at IS NULL OR expires_at > ?)
+         ORDER BY updated_at DESC, rowid DESC",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let source: String = r.try_get("source")?;
+            let availability: String = r.try_get("availability")?;
+            let category: Option<String> = r.try_get("category")?;
+            Ok(KeyedSignal {
+                key: r.try_get("signal_key")?,
+                origin: r.try_get("origin")?,
+                signal: PresenceSignal {
+                    user: user.to_string(),
+                    source: SignalSource::parse(&source)
+                        .ok_or_else(|| corrupt("signal source", &source))?,
+                    availability: Availability::parse(&availability)
+                        .ok_or_else(|| corrupt("availability", &availability))?,
+                    status_text: r.try_get("status_text")?,
+                    status_emoji: r.try_get("status_emoji")?,
+                    starts: r.try_get("starts_at")?,
+                    expires: r.try_get("expires_at")?,
+                    clears: false,
+                    category: category.as_deref().map(Category::from_storage),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Derives `user`'s presence at `now`; when it differs from the stored one,
+/// records the change and queues a status push per pushing connection.
+async fn recompute(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    user: &str,
+    now: Instant,
+    rules: &EngineRules,
+) -> Result<Option<Change>, StoreError> {
+    let signals = live_signals(conn, tenant, user, now).await?;
+    let derived = presence::derive(user, &signals, now);
+    let next_due = presence::next_change(&signals, now);
+    let json = presence_json(&derived);
+    let old: Option<String> =
+        sqlx::query_scalar("SELECT presence FROM presence_state WHERE tenant = ? AND user_id = ?")
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if old.as_deref() == Some(json.as_str()) {
+        sqlx::query("UPDATE presence_state SET next_due_at = ? WHERE tenant = ? AND user_id = ?")
+            .bind(next_due)
+            .bind(tenant)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(None);
+    }
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO presence_changes (tenant, user_id, presence, changed_at) VALUES (?, ?, ?, ?)
+         RETURNING seq",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(&json)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO presence_state (tenant, user_id, presence, revision, next_due_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant, user_id) DO UPDATE SET presence = excluded.presence,
+           revision = excluded.revision, next_due_at = excluded.next_due_at,
+           updated_at = excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(&json)
+    .bind(seq)
+    .bind(next_due)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let connections: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, plugin FROM connections WHERE tenant = ? AND user_id = ? ORDER BY name",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (name, plugin) in connections {
+        if !rules.pushers.contains(&plugin) {
+            continue;
+        }
+        // One entry per connection: the newest state replaces an unsent older
+        // one, and a later due time (the hourly budget, a backoff) is kept.
+        sqlx::query(
+            "INSERT INTO status_outbox (tenant, connection, plugin, user_id, presence, revision, due_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant, connection) DO UPDATE SET presence = excluded.presence,
+               revision = excluded.revision, due_at = MAX(status_outbox.due_at, excluded.due_at)",
+        )
+        .bind(tenant)
+        .bind(&name)
+        .bind(&plugin)
+        .bind(user)
+        .bind(&json)
+        .bind(seq)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Some(Change {
+        seq,
+        tenant: tenant.to_string(),
+        user: user.to_string(),
+        presence: derived,
+        at: now,
+    }))
+}
