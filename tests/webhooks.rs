@@ -6,8 +6,6 @@ mod support;
 use support::*;
 
 const SLACK_SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
-/// The Standard Webhooks specification's example secret.
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn start() -> Host {
     let plugins = PluginsDir::new()
@@ -196,20 +194,6 @@ async fn standard_webhooks_specification_test_vector() {
         )
         .await;
     assert!(text.contains("does not match"), "{text}");
-}
-
-fn calendar_delivery(
-    kind: &str,
-    user: &str,
-    title: &str,
-    location: &str,
-    start_ms: i64,
-    end_ms: i64,
-) -> String {
-    serde_json::json!({"type": kind, "user": user, "event": {
-        "id": "evt-42", "title": title, "location": location, "start": start_ms, "end": end_ms,
-        "time_zone": "Europe/London"}})
-    .to_string()
 }
 
 #[tokio::test]
@@ -555,20 +539,6 @@ async fn the_admin_api_is_off_without_a_token() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("admin_token"));
-}
-
-const ZOOM_SECRET: &[u8] = b"zoom-secret-token-for-tests";
-
-fn zoom_headers(body: &str) -> Vec<(&'static str, String)> {
-    let ts = now_s();
-    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(ZOOM_SECRET).unwrap();
-    hmac::Mac::update(&mut mac, format!("v0:{ts}:{body}").as_bytes());
-    let sig = hex::encode(hmac::Mac::finalize(mac).into_bytes());
-    vec![
-        ("x-zm-request-timestamp", ts.to_string()),
-        ("x-zm-signature", format!("v0={sig}")),
-        ("content-type", "application/json".to_string()),
-    ]
 }
 
 /// Zoom's URL validation, and a call over a calendar event: when the call ends,

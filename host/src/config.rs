@@ -66,6 +66,9 @@ pub struct PresenceConfig {
     pub max_call_minutes: u32,
     /// How long presence changes stay replayable to SSE subscribers (`Last-Event-ID`). Default 24.
     pub change_retention_hours: u32,
+    /// A status push waits this long (milliseconds) so that a burst of changes
+    /// goes out as one push of the latest state. Default 1000.
+    pub push_coalesce_ms: u32,
 }
 
 impl Default for PresenceConfig {
@@ -74,6 +77,7 @@ impl Default for PresenceConfig {
             max_pushes_per_hour: 100,
             max_call_minutes: 240,
             change_retention_hours: 24,
+            push_coalesce_ms: 1000,
         }
     }
 }
@@ -162,7 +166,10 @@ impl Config {
             }
         }
         if self.presence.max_pushes_per_hour == 0 || self.presence.max_call_minutes == 0 {
-            return Err("presence.max_pushes_per_hour and presence.max_call_minutes must be at least 1".into());
+            return Err(
+                "presence.max_pushes_per_hour and presence.max_call_minutes must be at least 1"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -128,7 +128,9 @@ pub async fn put_manual(
         }
         (Some(at), None) => Some(at),
         (None, Some(0)) => {
-            return Err(ApiError::BadRequest("duration_minutes must be at least 1".into()));
+            return Err(ApiError::BadRequest(
+                "duration_minutes must be at least 1".into(),
+            ));
         }
         (None, Some(minutes)) => Some(now + i64::from(minutes) * 60_000),
         (None, None) => None,
@@ -189,7 +191,9 @@ pub async fn put_user(
     let tenant = tenant_of(&headers, q.tenant.as_deref())?;
     valid_user(&user)?;
     let settings: UserSettings = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!("expected {{\"time_zone\": \"Europe/Lisbon\"}}: {e}"))
+        ApiError::BadRequest(format!(
+            "expected {{\"time_zone\": \"Europe/Lisbon\"}}: {e}"
+        ))
     })?;
     if let Some(zone) = &settings.time_zone
         && zone.parse::<chrono_tz::Tz>().is_err()

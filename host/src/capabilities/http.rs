@@ -281,10 +281,9 @@ async fn credential(
         }
         (None, Some(name)) => {
             refuse_clear_text(url, &format!("secret {name:?}"))?;
-            let value =
-                super::secrets::granted_value(store, grants, tenant, name, SecretUse::Sent)
-                    .await
-                    .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?;
+            let value = super::secrets::granted_value(store, grants, tenant, name, SecretUse::Sent)
+                .await
+                .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?;
             let header = match grants.basic_secrets.get(name) {
                 Some(user_key) => {
                     let user = grants.config.get(user_key).ok_or_else(|| {

@@ -115,6 +115,7 @@ pub async fn rules(app: &App) -> EngineRules {
     EngineRules {
         pushers,
         max_call_ms: i64::from(app.config.presence.max_call_minutes) * 60_000,
+        push_coalesce_ms: i64::from(app.config.presence.push_coalesce_ms),
     }
 }
 
@@ -127,7 +128,10 @@ pub async fn run_scheduler(app: Arc<App>) {
             Ok(changes) => {
                 let full_batch = changes.len() as u32 >= DUE_BATCH;
                 if !changes.is_empty() {
-                    tracing::debug!(count = changes.len(), "scheduled presence transitions applied");
+                    tracing::debug!(
+                        count = changes.len(),
+                        "scheduled presence transitions applied"
+                    );
                 }
                 app.engine.publish_quiet(changes);
                 if full_batch {
@@ -141,7 +145,9 @@ pub async fn run_scheduler(app: Arc<App>) {
             tracing::warn!(error = %e, "pruning the presence change log failed");
         }
         let sleep = match app.store.next_presence_due().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, MAX_IDLE.as_millis() as i64) as u64),
+            Ok(Some(due)) => {
+                Duration::from_millis((due - now_ms()).clamp(0, MAX_IDLE.as_millis() as i64) as u64)
+            }
             _ => MAX_IDLE,
         };
         tokio::select! {
@@ -182,7 +188,9 @@ pub async fn run_outbox(app: Arc<App>) {
             Err(e) => tracing::error!(error = %e, "claiming status pushes failed"),
         }
         let sleep = match app.store.next_push_due().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, MAX_IDLE.as_millis() as i64) as u64),
+            Ok(Some(due)) => {
+                Duration::from_millis((due - now_ms()).clamp(0, MAX_IDLE.as_millis() as i64) as u64)
+            }
             _ => MAX_IDLE,
         };
         tokio::select! {
@@ -193,7 +201,14 @@ pub async fn run_outbox(app: Arc<App>) {
 }
 
 /// What a push compares on: a provider shows these, nothing else.
-fn shown(p: &Presence) -> (crate::model::Availability, Option<&str>, Option<&str>, Option<i64>) {
+fn shown(
+    p: &Presence,
+) -> (
+    crate::model::Availability,
+    Option<&str>,
+    Option<&str>,
+    Option<i64>,
+) {
     (
         p.availability,
         p.status_text.as_deref(),
@@ -207,7 +222,12 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
     let Some(plugin) = app.registry.get(&push.plugin) else {
         return app
             .store
-            .defer_push(push, now + 60_000, push.attempts + 1, Some("plugin not loaded"))
+            .defer_push(
+                push,
+                now + 60_000,
+                push.attempts + 1,
+                Some("plugin not loaded"),
+            )
             .await;
     };
     let time_zone = app.store.user_time_zone(&push.tenant, &push.user).await?;
@@ -218,7 +238,10 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
         .map(|t| t.status_texts.clone())
         .unwrap_or_default();
     let desired = render::render(&push.presence, &texts, time_zone.as_deref(), now);
-    let last = app.store.last_pushed(&push.tenant, &push.connection).await?;
+    let last = app
+        .store
+        .last_pushed(&push.tenant, &push.connection)
+        .await?;
     if last.as_ref().map(shown) == Some(shown(&desired)) {
         return app.store.complete_push(push, None).await;
     }
@@ -237,19 +260,37 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
         .await?;
     if sent >= budget {
         let free_at = oldest.unwrap_or(now) + 3_600_000;
-        tracing::debug!(sent, budget, "hourly push budget spent; the latest state waits");
+        tracing::debug!(
+            sent,
+            budget,
+            "hourly push budget spent; the latest state waits"
+        );
         return app
             .store
-            .defer_push(push, free_at, push.attempts, Some("hourly push budget spent"))
+            .defer_push(
+                push,
+                free_at,
+                push.attempts,
+                Some("hourly push budget spent"),
+            )
             .await;
     }
     let outcome = app
         .runtime
-        .push_status(&plugin.pre, &plugin.grants, &push.tenant, &push.connection, &desired)
+        .push_status(
+            &plugin.pre,
+            &plugin.grants,
+            &push.tenant,
+            &push.connection,
+            &desired,
+        )
         .await;
     match outcome {
         Ok(Ok(())) => {
-            tracing::info!(availability = desired.availability.as_str(), "status pushed");
+            tracing::info!(
+                availability = desired.availability.as_str(),
+                "status pushed"
+            );
             app.store.complete_push(push, Some(&desired)).await
         }
         Ok(Err(PluginFault::Unsupported(m))) => {
@@ -259,7 +300,12 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
         Ok(Err(PluginFault::Unauthorized(m))) => {
             tracing::error!(message = %m, "the provider refused the connection's token; it needs re-consent");
             app.store
-                .defer_push(push, now + REFUSED_RETRY_MS, push.attempts + 1, Some(&format!("unauthorized: {m}")))
+                .defer_push(
+                    push,
+                    now + REFUSED_RETRY_MS,
+                    push.attempts + 1,
+                    Some(&format!("unauthorized: {m}")),
+                )
                 .await
         }
         Ok(Err(PluginFault::Upstream {
@@ -276,7 +322,12 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
             let delay = backoff(push.attempts);
             tracing::warn!(error = %fault, retry_in_ms = delay, "status push failed");
             app.store
-                .defer_push(push, now + delay, push.attempts + 1, Some(&fault.to_string()))
+                .defer_push(
+                    push,
+                    now + delay,
+                    push.attempts + 1,
+                    Some(&fault.to_string()),
+                )
                 .await
         }
         Err(e) => {

@@ -175,7 +175,10 @@ mod tests {
         let mut p = presence(Some(SignalSource::Calendar), Availability::Busy);
         p.status_text = Some("📸 Ceremony prep - Old Barn".into());
         let r = render(&p, &BTreeMap::new(), None, 0);
-        assert_eq!(r.status_text.as_deref(), Some("📸 Ceremony prep - Old Barn"));
+        assert_eq!(
+            r.status_text.as_deref(),
+            Some("📸 Ceremony prep - Old Barn")
+        );
         let texts = BTreeMap::from([(
             "away".to_string(),
             StatusText {

@@ -125,7 +125,10 @@ async fn feed(
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::debug!(missed, "SSE subscriber fell behind; catching up from the store");
+                tracing::debug!(
+                    missed,
+                    "SSE subscriber fell behind; catching up from the store"
+                );
                 if !backlog(&app, &filter, &mut sent, &tx).await {
                     return;
                 }

@@ -19,7 +19,6 @@ use zeroize::Zeroizing;
 
 pub use crypto::MasterKey;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]

@@ -34,6 +34,8 @@ pub struct EngineRules {
     pub pushers: HashSet<String>,
     /// A call signal stops holding after this long unless refreshed.
     pub max_call_ms: i64,
+    /// A new status push waits this long for later changes to coalesce into it.
+    pub push_coalesce_ms: i64,
 }
 
 /// A status push claimed by a worker.
@@ -301,14 +303,14 @@ impl Store {
         tenant: &str,
         user: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT time_zone FROM users WHERE tenant = ? AND user_id = ?",
+        Ok(
+            sqlx::query_scalar("SELECT time_zone FROM users WHERE tenant = ? AND user_id = ?")
+                .bind(tenant)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
         )
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten())
     }
 
     // --- the status outbox -----------------------------------------------------
@@ -354,11 +356,11 @@ impl Store {
 
     /// The earliest due push, claimed or not.
     pub async fn next_push_due(&self) -> Result<Option<Instant>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM status_outbox")
-                .fetch_one(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM status_outbox",
         )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Pushes sent through `connection` since `since`: how many, and the oldest.
@@ -431,12 +433,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("DELETE FROM status_outbox WHERE tenant = ? AND connection = ? AND revision = ?")
-            .bind(&push.tenant)
-            .bind(&push.connection)
-            .bind(push.revision)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM status_outbox WHERE tenant = ? AND connection = ? AND revision = ?",
+        )
+        .bind(&push.tenant)
+        .bind(&push.connection)
+        .bind(push.revision)
+        .execute(&mut *tx)
+        .await?;
         // A newer state arrived while this one was out: it goes next, unclaimed.
         sqlx::query(
             "UPDATE status_outbox SET claimed_until = NULL WHERE tenant = ? AND connection = ?",
@@ -677,12 +681,13 @@ async fn recompute(
             continue;
         }
         // One entry per connection: the newest state replaces an unsent older
-        // one, and a later due time (the hourly budget, a backoff) is kept.
+        // one and keeps its due time, so a burst of changes goes out as one
+        // push of the latest, and a deferral (the hourly budget, a backoff) holds.
         sqlx::query(
             "INSERT INTO status_outbox (tenant, connection, plugin, user_id, presence, revision, due_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (tenant, connection) DO UPDATE SET presence = excluded.presence,
-               revision = excluded.revision, due_at = MAX(status_outbox.due_at, excluded.due_at)",
+               revision = excluded.revision",
         )
         .bind(tenant)
         .bind(&name)
@@ -690,7 +695,7 @@ async fn recompute(
         .bind(user)
         .bind(&json)
         .bind(seq)
-        .bind(now)
+        .bind(now + rules.push_coalesce_ms)
         .execute(&mut *conn)
         .await?;
     }
