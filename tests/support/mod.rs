@@ -14,6 +14,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use presence_host::store::{MasterKey, Store};
 
+pub mod twilio;
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -88,6 +88,20 @@ pub fn verify_hex(
     verify_bytes(secret, algorithm, message, &signature)
 }
 
+/// Verifies a base64 HMAC of `message` under the named secret (Twilio's
+/// `X-Twilio-Signature`); the host compares in constant time.
+pub fn verify_base64(
+    secret: &str,
+    algorithm: HmacAlgorithm,
+    message: &[u8],
+    signature_base64: &str,
+) -> Result<(), SignatureError> {
+    let signature = decode_base64(signature_base64)
+        .filter(|s| !s.is_empty())
+        .ok_or(SignatureError::Malformed("signature"))?;
+    verify_bytes(secret, algorithm, message, &signature)
+}
+
 /// Verifies a raw HMAC of `message` under the named secret.
 pub fn verify_bytes(
     secret: &str,
@@ -140,5 +154,17 @@ mod tests {
         assert_eq!(decode_base64("aGVsbG8="), Some(b"hello".to_vec()));
         assert_eq!(decode_base64("aGVsbG8"), Some(b"hello".to_vec()));
         assert_eq!(decode_base64("a$"), None);
+    }
+
+    /// A signature that is not base64 is refused before the host is asked.
+    #[test]
+    fn malformed_base64_signatures_are_refused_without_a_host_call() {
+        for bad in ["", "not base64!", "===="] {
+            assert_eq!(
+                verify_base64("any.secret", HmacAlgorithm::Sha1, b"m", bad),
+                Err(SignatureError::Malformed("signature")),
+                "{bad:?}"
+            );
+        }
     }
 }
