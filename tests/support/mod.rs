@@ -1,6 +1,7 @@
 //! Shared test support: the real host binary on a free loopback port, with the
 //! real built plugins, and small loopback servers.
 #![allow(dead_code)]
+pub mod slack;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! Slack: the Events API, verified with Slack's signing secret.
+//! Slack: the Events API, verified with Slack's signing secret, and status push.
 //!
 //! Verification follows Slack's "Verifying requests from Slack": the signature
 //! `v0=` + hex HMAC-SHA256 of `v0:{X-Slack-Request-Timestamp}:{raw body}` under the
@@ -10,11 +10,22 @@
 //! provider-status signal), `user_huddle_changed` (in a huddle: a call signal).
 //! The Events API's `event_id` is the delivery id, so Slack's retries are
 //! acknowledged without being applied twice.
+//!
+//! Status push (`push-status`): the derived presence becomes the person's custom
+//! status (users.profile.set) and their active/away flag (users.setPresence),
+//! sent with the person's connection, whose user token the host adds. The API
+//! base is the `api_base` config key (default `https://slack.com`), so tests
+//! point it at an emulator. See [`status`] for what is sent and [`web_api`] for
+//! how Slack's answers become plugin errors.
+
+pub mod emoji;
+pub mod status;
+pub mod web_api;
 
 use presence_sdk::provider::secrets::HmacAlgorithm;
 use presence_sdk::provider::{
-    Availability, Feature, Guest, PluginError, PresenceSignal, ProviderInfo, SignalSource,
-    WebhookOutcome, WebhookRequest,
+    Availability, Feature, Guest, PluginError, Presence, PresenceSignal, ProviderInfo,
+    SignalSource, WebhookOutcome, WebhookRequest, config,
 };
 use presence_sdk::signature::{self, SignatureError};
 use presence_sdk::webhook::{answer_only, header, ok, respond};
@@ -23,6 +34,8 @@ use serde_json::Value;
 pub const SIGNING_SECRET: &str = "slack.signing-secret";
 /// Slack's replay window, in seconds.
 pub const WINDOW_S: i64 = 300;
+/// Where Slack's Web API is, unless the `api_base` config key says otherwise.
+pub const DEFAULT_API_BASE: &str = "https://slack.com";
 
 /// The signed message for a request: `v0:{timestamp}:{body}`.
 pub fn base_string(timestamp: &str, body: &[u8]) -> Vec<u8> {
@@ -162,13 +175,43 @@ pub fn handle(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
     }
 }
 
+/// `api_base` without a trailing slash, so method URLs join cleanly.
+pub fn normalized_api_base(configured: Option<String>) -> String {
+    configured
+        .map(|b| b.trim().trim_end_matches('/').to_string())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| DEFAULT_API_BASE.to_string())
+}
+
+/// Sets the person's custom status, then their presence. The status goes first:
+/// it is what people read, and if the presence call fails after it, pushing the
+/// same presence again repeats an idempotent status update.
+pub fn push(connection: &str, presence: &Presence) -> Result<(), PluginError> {
+    let api_base = normalized_api_base(config::get("api_base"));
+    let custom_status = status::status_of(presence);
+    web_api::call(
+        &api_base,
+        "users.profile.set",
+        status::JSON_CONTENT_TYPE,
+        status::profile_set_body(&custom_status),
+        connection,
+    )?;
+    web_api::call(
+        &api_base,
+        "users.setPresence",
+        status::FORM_CONTENT_TYPE,
+        status::set_presence_body(presence.availability),
+        connection,
+    )
+}
+
 struct Slack;
 
 impl Guest for Slack {
     fn describe() -> ProviderInfo {
         ProviderInfo {
             display_name: "Slack".into(),
-            features: vec![Feature::Webhooks],
+            features: vec![Feature::Webhooks, Feature::PushStatus],
         }
     }
 
@@ -176,7 +219,11 @@ impl Guest for Slack {
         handle(request)
     }
 
-    presence_sdk::unsupported!(push_status, sync_calendar, send_notification);
+    fn push_status(connection: String, presence: Presence) -> Result<(), PluginError> {
+        push(&connection, &presence)
+    }
+
+    presence_sdk::unsupported!(sync_calendar, send_notification);
 }
 
 presence_sdk::export_provider!(Slack);
@@ -185,6 +232,16 @@ presence_sdk::export_provider!(Slack);
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn api_base_defaults_to_slack_and_drops_a_trailing_slash() {
+        assert_eq!(normalized_api_base(None), "https://slack.com");
+        assert_eq!(normalized_api_base(Some(" ".into())), "https://slack.com");
+        assert_eq!(
+            normalized_api_base(Some("http://127.0.0.1:4000/".into())),
+            "http://127.0.0.1:4000"
+        );
+    }
 
     #[test]
     fn base_string_is_version_timestamp_body() {
