@@ -2,6 +2,7 @@
 //! real built plugins, and small loopback servers.
 #![allow(dead_code)]
 pub mod slack;
+pub mod sse;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -337,4 +338,48 @@ impl CountingServer {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// The Standard Webhooks specification's example secret.
+pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A calendar-webhook delivery of one event (id `evt-42`) for `user`.
+pub fn calendar_delivery(
+    kind: &str,
+    user: &str,
+    title: &str,
+    location: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> String {
+    serde_json::json!({"type": kind, "user": user, "event": {
+        "id": "evt-42", "title": title, "location": location, "start": start_ms, "end": end_ms,
+        "time_zone": "Europe/London"}})
+    .to_string()
+}
+
+/// Posts a signed calendar-webhook delivery; returns the status.
+pub async fn post_calendar(host: &Host, delivery_id: &str, body: &str) -> u16 {
+    let key = WHSEC.trim_start_matches("whsec_");
+    host.post(
+        "/api/webhooks/calendar-webhook",
+        &standard_webhook_headers(key, delivery_id, now_s(), body),
+        body.to_string(),
+    )
+    .await
+    .0
+}
+
+pub const ZOOM_SECRET: &[u8] = b"zoom-secret-token-for-tests";
+
+pub fn zoom_headers(body: &str) -> Vec<(&'static str, String)> {
+    let ts = now_s();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(ZOOM_SECRET).unwrap();
+    hmac::Mac::update(&mut mac, format!("v0:{ts}:{body}").as_bytes());
+    let sig = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+    vec![
+        ("x-zm-request-timestamp", ts.to_string()),
+        ("x-zm-signature", format!("v0={sig}")),
+        ("content-type", "application/json".to_string()),
+    ]
 }
