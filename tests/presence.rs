@@ -26,7 +26,12 @@ fn start() -> Host {
     )
 }
 
-async fn put_manual(host: &Host, user: &str, body: serde_json::Value, token: &str) -> (u16, String) {
+async fn put_manual(
+    host: &Host,
+    user: &str,
+    body: serde_json::Value,
+    token: &str,
+) -> (u16, String) {
     let resp = host
         .client
         .put(host.url(&format!("/api/presence/{user}")))
@@ -42,8 +47,18 @@ async fn put_manual(host: &Host, user: &str, body: serde_json::Value, token: &st
 async fn ceremony(host: &Host, user: &str) -> i64 {
     let now = now_s() * 1000;
     let end = now + 3_600_000;
-    let body = calendar_delivery("event.upserted", user, "Ceremony", "Old Barn", now - 1000, end);
-    assert_eq!(post_calendar(host, &format!("cal-{user}"), &body).await, 200);
+    let body = calendar_delivery(
+        "event.upserted",
+        user,
+        "Ceremony",
+        "Old Barn",
+        now - 1000,
+        end,
+    );
+    assert_eq!(
+        post_calendar(host, &format!("cal-{user}"), &body).await,
+        200
+    );
     end
 }
 
@@ -55,16 +70,27 @@ async fn manual_presence_wins_until_it_expires_and_the_scheduler_restores_the_ca
     let mut stream = SseClient::connect(&host.url("/api/presence/stream?users=alice"), None).await;
 
     let end = ceremony(&host, "alice").await;
-    let first = stream.next_of("presence", WAIT).await.expect("calendar change");
+    let first = stream
+        .next_of("presence", WAIT)
+        .await
+        .expect("calendar change");
     let change = first.json();
     assert_eq!(change["user"], "alice");
     assert_eq!(change["presence"]["source"], "calendar");
-    assert_eq!(change["presence"]["status_text"], "📸 Ceremony prep - Old Barn");
+    assert_eq!(
+        change["presence"]["status_text"],
+        "📸 Ceremony prep - Old Barn"
+    );
 
     // Writes need the admin token, and a refused write changes nothing.
     let before = host.digest().await;
     let dnd = |expires_at: i64| serde_json::json!({"availability": "do_not_disturb", "status_text": "Vows", "expires_at": expires_at});
-    assert_eq!(put_manual(&host, "alice", dnd(now_s() * 1000 + 60_000), "wrong").await.0, 401);
+    assert_eq!(
+        put_manual(&host, "alice", dnd(now_s() * 1000 + 60_000), "wrong")
+            .await
+            .0,
+        401
+    );
     let bad = serde_json::json!({"availability": "sleepy"});
     assert_eq!(put_manual(&host, "alice", bad, ADMIN).await.0, 400);
     assert_eq!(host.digest().await, before);
@@ -72,7 +98,10 @@ async fn manual_presence_wins_until_it_expires_and_the_scheduler_restores_the_ca
     let expires = now_s() * 1000 + 2500;
     let (status, text) = put_manual(&host, "alice", dnd(expires), ADMIN).await;
     assert_eq!(status, 200, "{text}");
-    let manual = stream.next_of("presence", WAIT).await.expect("manual change");
+    let manual = stream
+        .next_of("presence", WAIT)
+        .await
+        .expect("manual change");
     assert_eq!(manual.json()["presence"]["source"], "manual");
     assert_eq!(manual.json()["presence"]["availability"], "do_not_disturb");
     let (_, view) = host.get_json("/api/presence/alice").await;
@@ -80,7 +109,10 @@ async fn manual_presence_wins_until_it_expires_and_the_scheduler_restores_the_ca
     assert_eq!(view["next_change_at"], expires);
 
     // Nobody asks again: the scheduler applies the expiry on time by itself.
-    let restored = stream.next_of("presence", WAIT).await.expect("expiry applied");
+    let restored = stream
+        .next_of("presence", WAIT)
+        .await
+        .expect("expiry applied");
     assert_eq!(restored.json()["presence"]["source"], "calendar");
     assert_eq!(restored.json()["presence"]["until"], end);
     assert!(
@@ -88,8 +120,17 @@ async fn manual_presence_wins_until_it_expires_and_the_scheduler_restores_the_ca
     );
 
     // DELETE clears a manual override at once.
-    put_manual(&host, "alice", serde_json::json!({"availability": "away"}), ADMIN).await;
-    assert_eq!(stream.next_of("presence", WAIT).await.unwrap().json()["presence"]["availability"], "away");
+    put_manual(
+        &host,
+        "alice",
+        serde_json::json!({"availability": "away"}),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(
+        stream.next_of("presence", WAIT).await.unwrap().json()["presence"]["availability"],
+        "away"
+    );
     let resp = host
         .client
         .delete(host.url("/api/presence/alice"))
@@ -98,16 +139,21 @@ async fn manual_presence_wins_until_it_expires_and_the_scheduler_restores_the_ca
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(stream.next_of("presence", WAIT).await.unwrap().json()["presence"]["source"], "calendar");
+    assert_eq!(
+        stream.next_of("presence", WAIT).await.unwrap().json()["presence"]["source"],
+        "calendar"
+    );
 }
 
 #[tokio::test]
-async fn a_transition_due_while_the_host_was_down_is_applied_after_restart_and_resumed_streams_miss_nothing() {
+async fn a_transition_due_while_the_host_was_down_is_applied_after_restart_and_resumed_streams_miss_nothing()
+ {
     let mut host = start();
     ceremony(&host, "bob").await;
     let away = serde_json::json!({"availability": "away", "expires_at": now_s() * 1000 + 1500});
     assert_eq!(put_manual(&host, "bob", away, ADMIN).await.0, 200);
-    let mut stream = SseClient::connect(&host.url("/api/presence/stream?users=bob"), Some("0")).await;
+    let mut stream =
+        SseClient::connect(&host.url("/api/presence/stream?users=bob"), Some("0")).await;
     let calendar = stream.next_of("presence", WAIT).await.unwrap();
     let manual = stream.next_of("presence", WAIT).await.unwrap();
     assert_eq!(calendar.json()["presence"]["source"], "calendar");
@@ -122,14 +168,23 @@ async fn a_transition_due_while_the_host_was_down_is_applied_after_restart_and_r
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let next = resumed.next_of("presence", WAIT).await.expect("transition after restart");
+    let next = resumed
+        .next_of("presence", WAIT)
+        .await
+        .expect("transition after restart");
     assert_eq!(next.json()["presence"]["source"], "calendar");
     assert!(next.id.unwrap().parse::<i64>().unwrap() > manual.id.unwrap().parse::<i64>().unwrap());
     // Exactly once: nothing else follows.
-    assert!(resumed.next_of("presence", Duration::from_secs(2)).await.is_none());
+    assert!(
+        resumed
+            .next_of("presence", Duration::from_secs(2))
+            .await
+            .is_none()
+    );
 
     // A stream resumed from the beginning replays the same history, in order.
-    let mut replay = SseClient::connect(&host.url("/api/presence/stream?users=bob"), Some("0")).await;
+    let mut replay =
+        SseClient::connect(&host.url("/api/presence/stream?users=bob"), Some("0")).await;
     let mut sources = Vec::new();
     while let Some(e) = replay.next_of("presence", Duration::from_secs(2)).await {
         sources.push(e.json()["presence"]["source"].as_str().unwrap().to_string());
@@ -140,7 +195,8 @@ async fn a_transition_due_while_the_host_was_down_is_applied_after_restart_and_r
 #[tokio::test]
 async fn a_call_whose_end_never_arrives_is_bounded_and_streams_are_filtered_by_tenant_and_user() {
     let host = start();
-    let mut carol_only = SseClient::connect(&host.url("/api/presence/stream?users=carol"), None).await;
+    let mut carol_only =
+        SseClient::connect(&host.url("/api/presence/stream?users=carol"), None).await;
     let mut other_tenant =
         SseClient::connect(&host.url("/api/presence/stream?tenant=agency-b"), None).await;
     ceremony(&host, "dave").await;
@@ -148,14 +204,37 @@ async fn a_call_whose_end_never_arrives_is_bounded_and_streams_are_filtered_by_t
         r#"{{"event":"meeting.started","event_ts":{},"payload":{{"account_id":"A","object":{{"uuid":"m-9","id":"99","host_id":"carol","topic":"Tasting"}}}}}}"#,
         now_s() * 1000
     );
-    let (status, text) = host.post("/api/webhooks/zoom", &zoom_headers(&started), started.clone()).await;
+    let (status, text) = host
+        .post(
+            "/api/webhooks/zoom",
+            &zoom_headers(&started),
+            started.clone(),
+        )
+        .await;
     assert_eq!(status, 200, "{text}");
-    let call = carol_only.next_of("presence", WAIT).await.expect("carol's call");
-    assert_eq!(call.json()["user"], "carol", "dave's change is filtered out");
-    let until = call.json()["presence"]["until"].as_i64().expect("a call has an end");
+    let call = carol_only
+        .next_of("presence", WAIT)
+        .await
+        .expect("carol's call");
+    assert_eq!(
+        call.json()["user"],
+        "carol",
+        "dave's change is filtered out"
+    );
+    let until = call.json()["presence"]["until"]
+        .as_i64()
+        .expect("a call has an end");
     let bound = now_s() * 1000 + 30 * 60_000;
-    assert!(until <= bound + 1000, "call bounded by max_call_minutes: {until} vs {bound}");
-    assert!(other_tenant.next_of("presence", Duration::from_millis(500)).await.is_none());
+    assert!(
+        until <= bound + 1000,
+        "call bounded by max_call_minutes: {until} vs {bound}"
+    );
+    assert!(
+        other_tenant
+            .next_of("presence", Duration::from_millis(500))
+            .await
+            .is_none()
+    );
 
     // Bad stream requests are refused clearly.
     let resp = host
@@ -174,4 +253,217 @@ async fn a_call_whose_end_never_arrives_is_bounded_and_streams_are_filtered_by_t
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+}
+
+// --- status pushes to Slack, against the Slack emulator -------------------------
+
+mod slack_push {
+    use super::*;
+    use support::slack::{SIGNING_SECRET, SlackEmulator, SlackStatus};
+
+    const PROFILE_SET: &str = "users.profile.set";
+
+    async fn start_with_slack(presence: &str) -> (Host, SlackEmulator) {
+        let slack = SlackEmulator::start().await;
+        slack.add_user("U1", "xoxp-u1");
+        let plugins = PluginsDir::new()
+            .with_bundled("slack")
+            .with_bundled("calendar-webhook")
+            .with_bundled("wedding-keywords");
+        let config = format!(
+            "admin_token = \"{ADMIN}\"\n[presence]\n{presence}\n[plugins.slack]\nextra_allowed_hosts = [\"{}\"]\n[plugins.slack.config]\napi_base = \"{}\"\n",
+            slack.allowed_host(),
+            slack.base_url()
+        );
+        let host = Host::start(
+            plugins,
+            &config,
+            &[
+                ("slack.signing-secret", SIGNING_SECRET, false),
+                ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
+            ],
+        );
+        slack.send_events_to(&host.url("/api/webhooks/slack"), SIGNING_SECRET);
+        let resp = host
+            .client
+            .put(host.url("/api/tenants/default/connections/slack:U1"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"plugin": "slack", "user": "U1", "access_token": "xoxp-u1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        (host, slack)
+    }
+
+    /// Polls `done` until it holds, up to 15 s.
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..150 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn pushed_texts(slack: &SlackEmulator) -> Vec<String> {
+        slack
+            .accepted(PROFILE_SET)
+            .iter()
+            .map(|c| {
+                c.fields["profile"]["status_text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn slack_shows_the_wedding_status_without_echo_and_gets_the_persons_own_back_after() {
+        let (host, slack) = start_with_slack("").await;
+        let own = SlackStatus::new("Editing the Hendersons' album", ":frame_with_picture:", 0);
+        let deliveries = slack.person_sets_status("U1", own.clone()).await;
+        assert!(deliveries.iter().any(|d| d.delivered()));
+        let (_, view) = host.get_json("/api/presence/U1").await;
+        assert_eq!(view["source"], "provider_status");
+        // Their own status is already showing in Slack: nothing is pushed over it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(pushed_texts(&slack), Vec::<String>::new());
+
+        // A ceremony on the calendar: Slack shows it, with its end in the person's zone.
+        let resp = host
+            .client
+            .put(host.url("/api/users/U1"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"time_zone": "Europe/Lisbon"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+        let end = ceremony(&host, "U1").await;
+        eventually("the ceremony status push", || {
+            pushed_texts(&slack).len() == 1
+        })
+        .await;
+        let expected_until =
+            presence_host::presence::render::local_time(end, Some("Europe/Lisbon"), end);
+        assert_eq!(
+            pushed_texts(&slack),
+            [format!(
+                "📸 Ceremony prep - Old Barn until {expected_until}"
+            )]
+        );
+        let call = &slack.accepted(PROFILE_SET)[0];
+        assert_eq!(call.token.as_deref(), Some("xoxp-u1"));
+        assert_eq!(call.fields["profile"]["status_expiration"], end / 1000);
+
+        // Slack announces the change as user_change: our own echo, not a new status.
+        slack.flush().await;
+        assert!(slack.deliveries().iter().filter(|d| d.delivered()).count() >= 2);
+        let (_, view) = host.get_json("/api/presence/U1").await;
+        let own_signal = view["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["signal"]["source"] == "provider_status")
+            .expect("the person's own status is still known")
+            .clone();
+        assert_eq!(own_signal["signal"]["status_text"], own.text);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(pushed_texts(&slack).len(), 1, "the echo bounced back out");
+
+        // The ceremony is cancelled: what the person had before comes back.
+        let cancelled =
+            serde_json::json!({"type": "event.deleted", "user": "U1", "event": {"id": "evt-42"}})
+                .to_string();
+        assert_eq!(post_calendar(&host, "cal-U1-cancel", &cancelled).await, 200);
+        eventually("the restoring push", || pushed_texts(&slack).len() == 2).await;
+        assert_eq!(slack.status("U1").unwrap().text, own.text);
+        assert_eq!(slack.status("U1").unwrap().emoji, own.emoji);
+        slack.flush().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(pushed_texts(&slack).len(), 2);
+        assert_eq!(
+            host.get_json("/api/presence/U1").await.1["source"],
+            "provider_status"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_goes_out_coalesced_and_ends_on_the_current_state() {
+        let (host, slack) = start_with_slack("max_pushes_per_hour = 100").await;
+        for i in 0..150 {
+            let body = serde_json::json!({"availability": "busy", "status_text": format!("Timeline check {i}")});
+            assert_eq!(put_manual(&host, "U1", body, ADMIN).await.0, 200);
+        }
+        eventually("the last state to reach Slack", || {
+            slack
+                .status("U1")
+                .is_some_and(|s| s.text == "Timeline check 149")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let texts = pushed_texts(&slack);
+        assert!(texts.len() <= 100, "{} pushes for 150 changes", texts.len());
+        assert_eq!(texts.last().unwrap(), "Timeline check 149");
+        // Nothing stale after a newer state: pushes went out in order.
+        let numbers: Vec<u32> = texts
+            .iter()
+            .map(|t| t.trim_start_matches("Timeline check ").parse().unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    }
+
+    #[tokio::test]
+    async fn the_hourly_budget_holds_the_latest_state_back_and_says_why() {
+        let (host, slack) = start_with_slack("max_pushes_per_hour = 3\npush_coalesce_ms = 0").await;
+        for i in 0..5 {
+            let body =
+                serde_json::json!({"availability": "busy", "status_text": format!("Step {i}")});
+            assert_eq!(put_manual(&host, "U1", body, ADMIN).await.0, 200);
+            if i < 3 {
+                eventually("each push", || pushed_texts(&slack).len() == i + 1).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(pushed_texts(&slack), ["Step 0", "Step 1", "Step 2"]);
+        let (_, view) = host.get_json("/api/presence/U1").await;
+        let pending = &view["pending_pushes"][0];
+        assert_eq!(pending["connection"], "slack:U1");
+        assert_eq!(pending["last_error"], "hourly push budget spent");
+        assert!(pending["due_at"].as_i64().unwrap() > now_s() * 1000 + 3_000_000);
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_push_is_retried_when_slack_says() {
+        let (host, slack) = start_with_slack("push_coalesce_ms = 0").await;
+        slack.rate_limit(PROFILE_SET, 0, Duration::from_secs(1));
+        let body = serde_json::json!({"availability": "away", "status_text": "Venue walk-through"});
+        assert_eq!(put_manual(&host, "U1", body, ADMIN).await.0, 200);
+        eventually("a refused attempt", || !slack.calls().is_empty()).await;
+        // The refusal is recorded on the pending push, with Slack's own words.
+        let mut last_error = serde_json::Value::Null;
+        for _ in 0..50 {
+            let (_, view) = host.get_json("/api/presence/U1").await;
+            last_error = view["pending_pushes"][0]["last_error"].clone();
+            if !last_error.is_null() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            last_error.as_str().unwrap_or("").contains("429"),
+            "{last_error}"
+        );
+        assert!(slack.accepted(PROFILE_SET).is_empty());
+        slack.clear_rate_limit(PROFILE_SET);
+        eventually("the retried push", || {
+            slack
+                .status("U1")
+                .is_some_and(|s| s.text == "Venue walk-through")
+        })
+        .await;
+    }
 }

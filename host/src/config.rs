@@ -52,6 +52,28 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The presence engine's limits.
     pub presence: PresenceConfig,
+    /// Webhook rate limits.
+    pub webhooks: WebhookLimits,
+}
+
+/// Webhook rate limits (`[webhooks]`); see `webhooks::limits`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookLimits {
+    /// Deliveries per second per endpoint (plugin and tenant), with bursts of
+    /// twice that; a plugin's `rate_limit_per_second` raises or lowers it. Default 1000.
+    pub per_endpoint_per_second: u32,
+    /// Calendar events per person per hour (the seed's limit). Default 100.
+    pub calendar_events_per_user_per_hour: u32,
+}
+
+impl Default for WebhookLimits {
+    fn default() -> Self {
+        Self {
+            per_endpoint_per_second: 1000,
+            calendar_events_per_user_per_hour: 100,
+        }
+    }
 }
 
 /// The presence engine's limits (`[presence]`).
@@ -98,6 +120,7 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             tenants: BTreeMap::new(),
             presence: PresenceConfig::default(),
+            webhooks: WebhookLimits::default(),
         }
     }
 }
@@ -110,6 +133,9 @@ pub struct PluginOverrides {
     pub extra_allowed_hosts: Vec<String>,
     /// Settings that replace the manifest's `[config]` values.
     pub config: BTreeMap<String, String>,
+    /// This plugin's webhook ceiling per tenant, in deliveries per second
+    /// (default: `webhooks.per_endpoint_per_second`).
+    pub rate_limit_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -164,6 +190,15 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.webhooks.per_endpoint_per_second == 0
+            || self.webhooks.calendar_events_per_user_per_hour == 0
+            || self
+                .plugins
+                .values()
+                .any(|o| o.rate_limit_per_second == Some(0))
+        {
+            return Err("webhook rate limits must be at least 1".into());
         }
         if self.presence.max_pushes_per_hour == 0 || self.presence.max_call_minutes == 0 {
             return Err(

@@ -33,6 +33,7 @@ pub struct App {
     pub runtime: Arc<Runtime>,
     pub registry: Arc<PluginRegistry>,
     pub engine: presence::engine::Engine,
+    pub limits: webhooks::limits::Limits,
 }
 
 /// A started app; dropping it stops hot reload and the background workers.
@@ -95,12 +96,14 @@ impl App {
         } else {
             None
         };
+        let config_limits = config.webhooks.clone();
         let app = Arc::new(App {
             config,
             store,
             runtime,
             registry,
             engine: presence::engine::Engine::default(),
+            limits: webhooks::limits::Limits::new(config_limits),
         });
         // The scheduler and the outbox pick up where the store says things
         // stand: transitions that came due and pushes left over from before a
@@ -108,12 +111,22 @@ impl App {
         let workers = vec![
             tokio::spawn(presence::engine::run_scheduler(app.clone())),
             tokio::spawn(presence::engine::run_outbox(app.clone())),
+            tokio::spawn(shrink_rate_limits(app.clone())),
         ];
         Ok(Running {
             app,
             _watcher: watcher,
             workers,
         })
+    }
+}
+
+/// Forgets refilled rate-limit buckets once a minute, so idle senders cost nothing.
+async fn shrink_rate_limits(app: Arc<App>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        app.limits.shrink();
     }
 }
 

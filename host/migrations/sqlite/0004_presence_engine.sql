@@ -37,6 +37,9 @@ CREATE TABLE status_outbox (
     attempts       INTEGER NOT NULL DEFAULT 0,
     last_error     TEXT,
     claimed_until  INTEGER,
+    -- The status text being sent right now: the provider may announce it
+    -- before its API call even returns, and that announcement is our echo.
+    sending_text   TEXT,
     PRIMARY KEY (tenant, connection)
 );
 CREATE INDEX status_outbox_due ON status_outbox (due_at);

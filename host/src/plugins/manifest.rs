@@ -128,6 +128,49 @@ pub struct Manifest {
     /// Non-secret settings the plugin reads through the `config` import.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// How the plugin's webhook route is served.
+    #[serde(default)]
+    pub webhook: WebhookSettings,
+}
+
+/// `[webhook]`: what the host checks before a delivery reaches the plugin.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Media types a delivery with a body may have (parameters such as
+    /// `charset` are ignored); anything else is refused with 415 before the
+    /// plugin runs. An empty body (Google's channel pings, Graph's validation
+    /// request) is always let through. Default: JSON and form bodies.
+    pub content_types: Vec<String>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            content_types: vec![
+                "application/json".into(),
+                "application/x-www-form-urlencoded".into(),
+            ],
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// Whether a delivery with this `Content-Type` header and body may go to the plugin.
+    pub fn accepts(&self, content_type: Option<&str>, body_len: usize) -> bool {
+        if body_len == 0 {
+            return true;
+        }
+        let Some(media) = content_type
+            .and_then(|c| c.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+        else {
+            return false;
+        };
+        self.content_types
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(&media))
+    }
 }
 
 fn default_component() -> String {
@@ -373,6 +416,16 @@ memory_mib = 16
             assert!(err.contains("plugins/x/plugin.toml"), "{err}");
             assert!(err.contains(expected), "expected {expected:?} in {err}");
         }
+    }
+
+    #[test]
+    fn webhook_content_types_ignore_parameters_and_case_and_let_empty_bodies_through() {
+        let w = WebhookSettings::default();
+        assert!(w.accepts(Some("application/json; charset=utf-8"), 10));
+        assert!(w.accepts(Some("Application/X-WWW-Form-Urlencoded"), 10));
+        assert!(!w.accepts(Some("text/plain"), 10));
+        assert!(!w.accepts(None, 10));
+        assert!(w.accepts(None, 0));
     }
 
     #[test]

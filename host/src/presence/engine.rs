@@ -275,6 +275,9 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
             )
             .await;
     }
+    app.store
+        .mark_sending(push, desired.status_text.as_deref())
+        .await?;
     let outcome = app
         .runtime
         .push_status(

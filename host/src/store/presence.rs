@@ -398,6 +398,25 @@ impl Store {
         json.as_deref().map(presence_from).transpose()
     }
 
+    /// Notes the status about to be sent through a claimed push, so that the
+    /// provider's announcement of it is recognised as our echo even when it
+    /// arrives before the provider's API call returns.
+    pub async fn mark_sending(
+        &self,
+        push: &PendingPush,
+        text: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE status_outbox SET sending_text = ? WHERE tenant = ? AND connection = ?",
+        )
+        .bind(text.unwrap_or(""))
+        .bind(&push.tenant)
+        .bind(&push.connection)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Finishes a claimed push: `sent` is what went out (none when nothing needed
     /// sending). The entry goes away unless a newer state replaced it meanwhile.
     pub async fn complete_push(
@@ -443,7 +462,8 @@ impl Store {
         .await?;
         // A newer state arrived while this one was out: it goes next, unclaimed.
         sqlx::query(
-            "UPDATE status_outbox SET claimed_until = NULL WHERE tenant = ? AND connection = ?",
+            "UPDATE status_outbox SET claimed_until = NULL, sending_text = NULL
+             WHERE tenant = ? AND connection = ?",
         )
         .bind(&push.tenant)
         .bind(&push.connection)
@@ -463,7 +483,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE status_outbox SET due_at = MAX(due_at, ?), attempts = ?, last_error = ?,
-               claimed_until = NULL
+               claimed_until = NULL, sending_text = NULL
              WHERE tenant = ? AND connection = ?",
         )
         .bind(due_at)
@@ -515,8 +535,15 @@ async fn is_echo(
     let pushed: Vec<Option<String>> = sqlx::query_scalar(
         "SELECT p.status_text FROM status_pushed p
          JOIN connections c ON c.tenant = p.tenant AND c.name = p.connection
-         WHERE c.tenant = ? AND c.user_id = ? AND c.plugin = ?",
+         WHERE c.tenant = ? AND c.user_id = ? AND c.plugin = ?
+         UNION ALL
+         SELECT o.sending_text FROM status_outbox o
+         JOIN connections c ON c.tenant = o.tenant AND c.name = o.connection
+         WHERE c.tenant = ? AND c.user_id = ? AND c.plugin = ? AND o.claimed_until IS NOT NULL",
     )
+    .bind(tenant)
+    .bind(&signal.user)
+    .bind(plugin)
     .bind(tenant)
     .bind(&signal.user)
     .bind(plugin)

@@ -23,6 +23,8 @@ use crate::plugins::{LoadedPlugin, World};
 use crate::store::{KeyedSignal, WebhookCommit};
 use tracing::Instrument;
 
+pub mod limits;
+
 /// The tenant of routes that name none.
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -91,6 +93,25 @@ async fn receive(
             ))
         })?;
 
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !plugin.manifest.webhook.accepts(content_type, body.len()) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{plugin_name} accepts {} bodies, not {}",
+            plugin.manifest.webhook.content_types.join(" or "),
+            content_type.unwrap_or("a body without a Content-Type")
+        )));
+    }
+    let ceiling = app
+        .config
+        .plugins
+        .get(&plugin_name)
+        .and_then(|o| o.rate_limit_per_second);
+    app.limits
+        .check_endpoint(&plugin_name, &tenant, ceiling)
+        .map_err(too_many)?;
+
     let request = WebhookRequest {
         method: method.to_string(),
         url: absolute_url(&app, &headers, &uri),
@@ -129,6 +150,16 @@ async fn process(
     })?;
     if let Some(id) = &outcome.delivery_id {
         tracing::Span::current().record("delivery", id.as_str());
+    }
+
+    let mut per_user: std::collections::BTreeMap<&str, u32> = Default::default();
+    for e in &outcome.events {
+        *per_user.entry(e.user.as_str()).or_default() += 1;
+    }
+    for (user, count) in per_user {
+        app.limits
+            .check_calendar_events(&tenant, user, count)
+            .map_err(too_many)?;
     }
 
     let mut signals: Vec<KeyedSignal> = outcome
@@ -215,6 +246,14 @@ async fn process(
     }
     app.engine.publish(changes);
     Ok(plugin_response(outcome.response))
+}
+
+fn too_many(limited: limits::Limited) -> ApiError {
+    tracing::warn!(what = %limited.what, retry_after_ms = limited.retry_after.as_millis() as u64, "webhook rate limited");
+    ApiError::TooManyRequests {
+        message: format!("rate limit reached for {}; retry later", limited.what),
+        retry_after: limited.retry_after,
+    }
 }
 
 /// The seed's route names, kept so that providers configured with them keep working:
