@@ -640,3 +640,152 @@ async fn zoom_calls_override_the_calendar_and_restore_it_when_they_end() {
     assert_eq!(presence["source"], "calendar");
     assert_eq!(presence["status_text"], "📸 Ceremony prep - Old Barn");
 }
+
+/// Content types the plugin does not take get 415; a flood gets 429 with
+/// `Retry-After` and is served again once the bucket refills; a person's calendar
+/// events are limited per hour. Every refusal leaves the store as it was.
+#[tokio::test]
+async fn wrong_content_types_and_floods_are_refused_and_change_nothing() {
+    let plugins = PluginsDir::new()
+        .with_bundled("slack")
+        .with_bundled("calendar-webhook")
+        .with_bundled("wedding-keywords");
+    let host = Host::start(
+        plugins,
+        "[webhooks]\nper_endpoint_per_second = 2\ncalendar_events_per_user_per_hour = 3\n[plugins.calendar-webhook]\nrate_limit_per_second = 100\n",
+        &[
+            ("slack.signing-secret", SLACK_SECRET, false),
+            ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
+        ],
+    );
+    let key = WHSEC.trim_start_matches("whsec_");
+    let before = host.digest().await;
+
+    // calendar-webhook takes JSON only; the plugin is never asked.
+    let now_ms = now_s() * 1000;
+    let body = calendar_delivery(
+        "event.upserted",
+        "alice",
+        "Menu tasting",
+        "Mill",
+        now_ms,
+        now_ms + 60_000,
+    );
+    let mut headers = standard_webhook_headers(key, "ct-1", now_s(), &body);
+    headers[3].1 = "text/plain".into();
+    let (status, text) = host
+        .post("/api/webhooks/calendar-webhook", &headers, body.clone())
+        .await;
+    assert_eq!(status, 415, "{text}");
+    assert!(text.contains("application/json"), "{text}");
+    headers.truncate(3);
+    assert_eq!(
+        host.post("/api/webhooks/calendar-webhook", &headers, body.clone())
+            .await
+            .0,
+        415
+    );
+    assert_eq!(host.digest().await, before);
+
+    // Slack's endpoint: a burst of twice the rate passes, then 429 until it refills.
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..8 {
+        let event = status_event("U9", &format!("EvFlood{i}"), "At the venue", ":camera:");
+        let (status, _) = host
+            .post(
+                "/api/webhooks/slack",
+                &slack_headers(SLACK_SECRET, now_s(), &event),
+                event.clone(),
+            )
+            .await;
+        match status {
+            200 => accepted += 1,
+            429 => {
+                refused = Some(event);
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        (3..=5).contains(&accepted),
+        "{accepted} accepted before the limit"
+    );
+    let refused = refused.expect("the flood was limited");
+    let resp = host
+        .client
+        .post(host.url("/api/webhooks/slack"))
+        .headers(header_map(&slack_headers(SLACK_SECRET, now_s(), &refused)))
+        .body(refused.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let after_flood = host.digest().await;
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    let (status, _) = host
+        .post(
+            "/api/webhooks/slack",
+            &slack_headers(SLACK_SECRET, now_s(), &refused),
+            refused.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "served again once the bucket refilled");
+    assert_ne!(host.digest().await, after_flood);
+
+    // Calendar events: 3 per person per hour, then 429 for a long while.
+    for i in 0..3 {
+        let body = calendar_delivery(
+            "event.upserted",
+            "alice",
+            "Menu tasting",
+            "Mill",
+            now_ms,
+            now_ms + 60_000,
+        );
+        assert_eq!(post_calendar(&host, &format!("cal-{i}"), &body).await, 200);
+    }
+    let before = host.digest().await;
+    let resp = host
+        .client
+        .post(host.url("/api/webhooks/calendar-webhook"))
+        .headers(header_map(&standard_webhook_headers(
+            key,
+            "cal-3",
+            now_s(),
+            &body,
+        )))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 60, "{retry_after}");
+    assert_eq!(
+        host.digest().await,
+        before,
+        "a limited delivery is not recorded, so its retry counts"
+    );
+    // Someone else's calendar is not affected.
+    let bob = calendar_delivery(
+        "event.upserted",
+        "bob",
+        "Menu tasting",
+        "Mill",
+        now_ms,
+        now_ms + 60_000,
+    );
+    assert_eq!(post_calendar(&host, "cal-bob", &bob).await, 200);
+}

@@ -383,3 +383,16 @@ pub fn zoom_headers(body: &str) -> Vec<(&'static str, String)> {
         ("content-type", "application/json".to_string()),
     ]
 }
+
+/// Header pairs as a reqwest header map.
+pub fn header_map(headers: &[(&str, String)]) -> reqwest::header::HeaderMap {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                reqwest::header::HeaderValue::from_str(v).unwrap(),
+            )
+        })
+        .collect()
+}
