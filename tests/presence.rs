@@ -12,13 +12,17 @@ use support::*;
 const ADMIN: &str = "presence-admin-token-for-tests";
 
 fn start() -> Host {
+    start_with("[presence]\nmax_call_minutes = 30\n")
+}
+
+fn start_with(config: &str) -> Host {
     let plugins = PluginsDir::new()
         .with_bundled("calendar-webhook")
         .with_bundled("zoom")
         .with_bundled("wedding-keywords");
     Host::start(
         plugins,
-        &format!("admin_token = \"{ADMIN}\"\n[presence]\nmax_call_minutes = 30\n"),
+        &format!("admin_token = \"{ADMIN}\"\n{config}"),
         &[
             ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
             ("zoom.secret-token", ZOOM_SECRET, false),
@@ -465,5 +469,184 @@ mod slack_push {
                 .is_some_and(|s| s.text == "Venue walk-through")
         })
         .await;
+    }
+}
+
+// --- presence webhooks to tenants' own systems ------------------------------------
+
+mod presence_webhooks {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A tenant's endpoint: records what it receives; answers 500 to the first
+    /// `fail_first` deliveries, then 200.
+    #[derive(Clone, Default)]
+    struct Receiver {
+        received: Arc<Mutex<Vec<(reqwest::header::HeaderMap, String)>>>,
+        fail_first: Arc<Mutex<usize>>,
+    }
+
+    async fn receiver(fail_first: usize) -> (String, Receiver) {
+        let r = Receiver::default();
+        *r.fail_first.lock().unwrap() = fail_first;
+        let state = r.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let state = state.clone();
+                async move {
+                    let mut headers_out = reqwest::header::HeaderMap::new();
+                    for (k, v) in headers.iter() {
+                        headers_out.insert(
+                            reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
+                            reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+                        );
+                    }
+                    state.received.lock().unwrap().push((headers_out, body));
+                    let mut fail = state.fail_first.lock().unwrap();
+                    if *fail > 0 {
+                        *fail -= 1;
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, r)
+    }
+
+    async fn register(host: &Host, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = host
+            .client
+            .post(host.url("/api/tenants/default/presence-webhooks"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    /// Verifies a delivery as a receiver following the Standard Webhooks spec would.
+    fn verify(secret: &str, headers: &reqwest::header::HeaderMap, body: &str) -> bool {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.trim_start_matches("whsec_"))
+            .unwrap();
+        let id = headers["webhook-id"].to_str().unwrap();
+        let ts = headers["webhook-timestamp"].to_str().unwrap();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).unwrap();
+        hmac::Mac::update(&mut mac, format!("{id}.{ts}.{body}").as_bytes());
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(hmac::Mac::finalize(mac).into_bytes())
+        );
+        let fresh = (now_s() - ts.parse::<i64>().unwrap()).abs() < 300;
+        fresh
+            && headers["webhook-signature"]
+                .to_str()
+                .unwrap()
+                .split(' ')
+                .any(|s| s == expected)
+    }
+
+    #[tokio::test]
+    async fn changes_reach_tenants_endpoints_signed_retried_and_failing_ones_are_disabled() {
+        let host = start_with(
+            "[presence]\nwebhook_retry_schedule_ms = [200, 200]\nwebhook_disable_after_s = 0\n",
+        );
+        let (good_url, good) = receiver(1).await;
+        let (bad_url, bad) = receiver(usize::MAX).await;
+
+        assert_eq!(
+            register(&host, serde_json::json!({"url": "ftp://x"}))
+                .await
+                .0,
+            400
+        );
+        let resp = host
+            .client
+            .post(host.url("/api/tenants/default/presence-webhooks"))
+            .json(&serde_json::json!({"url": good_url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        let (status, good_ep) = register(
+            &host,
+            serde_json::json!({"url": good_url, "users": ["erin"]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{good_ep}");
+        let (_, bad_ep) = register(&host, serde_json::json!({"url": bad_url})).await;
+        let secret = good_ep["secret"].as_str().unwrap();
+        assert!(secret.starts_with("whsec_"));
+
+        let body = serde_json::json!({"availability": "busy", "status_text": "Cake tasting"});
+        assert_eq!(put_manual(&host, "erin", body, ADMIN).await.0, 200);
+        let other = serde_json::json!({"availability": "away"});
+        assert_eq!(put_manual(&host, "frank", other, ADMIN).await.0, 200);
+
+        // The good endpoint: first attempt answered 500, the retry delivered, with the same id.
+        for _ in 0..100 {
+            if good.received.lock().unwrap().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let received = good.received.lock().unwrap().clone();
+        assert_eq!(
+            received.len(),
+            2,
+            "one failure, one retry; frank's change filtered out"
+        );
+        let (headers, body) = &received[1];
+        assert!(verify(secret, headers, body), "signature does not verify");
+        assert_eq!(received[0].0["webhook-id"], headers["webhook-id"]);
+        let message: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(message["type"], "presence.changed");
+        assert_eq!(message["data"]["user"], "erin");
+        assert_eq!(message["data"]["presence"]["status_text"], "Cake tasting");
+
+        // The failing endpoint: tried once plus the two retries for each change, then disabled.
+        let mut listed = serde_json::Value::Null;
+        for _ in 0..100 {
+            let resp = host
+                .client
+                .get(host.url("/api/tenants/default/presence-webhooks"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            listed = resp.json().await.unwrap();
+            if listed["endpoints"][1]["enabled"] == false {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let failing = &listed["endpoints"][1];
+        assert_eq!(failing["id"], bad_ep["id"]);
+        assert_eq!(failing["enabled"], false, "{listed}");
+        assert!(
+            failing["disabled_reason"]
+                .as_str()
+                .unwrap()
+                .contains("HTTP 500")
+        );
+        assert_eq!(listed["endpoints"][0]["enabled"], true);
+        assert!(listed["endpoints"][0]["last_success_at"].is_i64());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let attempts = bad.received.lock().unwrap().len();
+        assert!((3..=6).contains(&attempts), "{attempts} attempts");
+        // Disabled means no more traffic.
+        let body = serde_json::json!({"availability": "busy"});
+        assert_eq!(put_manual(&host, "erin", body, ADMIN).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(bad.received.lock().unwrap().len(), attempts);
+        assert!(host.log().contains("presence webhook endpoint disabled"));
     }
 }

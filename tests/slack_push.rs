@@ -328,6 +328,7 @@ impl PushingHost {
             PluginOverrides {
                 extra_allowed_hosts: vec![slack.allowed_host()],
                 config: BTreeMap::from([("api_base".to_string(), slack.base_url())]),
+                ..Default::default()
             },
         );
         let running = App::start(config).await.unwrap();

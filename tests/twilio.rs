@@ -324,6 +324,7 @@ impl Channel {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+            ..Default::default()
         };
         let rt = runtime.clone();
         let plugin = tokio::task::spawn_blocking(move || {

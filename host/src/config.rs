@@ -91,6 +91,13 @@ pub struct PresenceConfig {
     /// A status push waits this long (milliseconds) so that a burst of changes
     /// goes out as one push of the latest state. Default 1000.
     pub push_coalesce_ms: u32,
+    /// Delays before each retry of a presence webhook message, in milliseconds;
+    /// after the last one the message is given up. Default: Svix's published
+    /// schedule, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    pub webhook_retry_schedule_ms: Vec<u64>,
+    /// An endpoint that has failed every delivery for this many seconds is
+    /// disabled (its messages wait until it is enabled again). Default 432000 (5 days).
+    pub webhook_disable_after_s: u64,
 }
 
 impl Default for PresenceConfig {
@@ -100,6 +107,10 @@ impl Default for PresenceConfig {
             max_call_minutes: 240,
             change_retention_hours: 24,
             push_coalesce_ms: 1000,
+            webhook_retry_schedule_ms: vec![
+                5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
+            ],
+            webhook_disable_after_s: 432_000,
         }
     }
 }

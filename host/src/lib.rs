@@ -111,6 +111,7 @@ impl App {
         let workers = vec![
             tokio::spawn(presence::engine::run_scheduler(app.clone())),
             tokio::spawn(presence::engine::run_outbox(app.clone())),
+            tokio::spawn(presence::webhooks_out::run(app.clone())),
             tokio::spawn(shrink_rate_limits(app.clone())),
         ];
         Ok(Running {

@@ -3,6 +3,7 @@
 pub mod connections;
 pub mod error;
 pub mod presence;
+pub mod presence_webhooks;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -42,6 +43,18 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(tenants::delete_chain),
         )
         .route("/api/tenants/{tenant}/connections", get(connections::list))
+        .route(
+            "/api/tenants/{tenant}/presence-webhooks",
+            get(presence_webhooks::list).post(presence_webhooks::create),
+        )
+        .route(
+            "/api/tenants/{tenant}/presence-webhooks/{id}",
+            axum::routing::delete(presence_webhooks::delete),
+        )
+        .route(
+            "/api/tenants/{tenant}/presence-webhooks/{id}/enable",
+            post(presence_webhooks::enable),
+        )
         .route(
             "/api/tenants/{tenant}/connections/{name}",
             axum::routing::put(connections::put).delete(connections::delete),

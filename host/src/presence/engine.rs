@@ -42,6 +42,7 @@ pub struct Engine {
     changes: broadcast::Sender<Arc<Change>>,
     scheduler_wake: Notify,
     outbox_wake: Notify,
+    pub(crate) webhooks_wake: Notify,
     /// Provider features by component hash: `describe` is asked once per component.
     features: Mutex<HashMap<String, Vec<Feature>>>,
 }
@@ -52,6 +53,7 @@ impl Default for Engine {
             changes: broadcast::channel(BROADCAST_CAPACITY).0,
             scheduler_wake: Notify::new(),
             outbox_wake: Notify::new(),
+            webhooks_wake: Notify::new(),
             features: Mutex::new(HashMap::new()),
         }
     }
@@ -72,6 +74,7 @@ impl Engine {
                 let _ = self.changes.send(Arc::new(change));
             }
             self.outbox_wake.notify_one();
+            self.webhooks_wake.notify_one();
         }
         self.scheduler_wake.notify_one();
     }
@@ -167,6 +170,7 @@ impl Engine {
             let _ = self.changes.send(Arc::new(change));
         }
         self.outbox_wake.notify_one();
+        self.webhooks_wake.notify_one();
     }
 }
 

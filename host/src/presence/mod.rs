@@ -22,6 +22,7 @@
 pub mod engine;
 pub mod render;
 pub mod stream;
+pub mod webhooks_out;
 
 use crate::model::{Availability, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource};
 

@@ -7,6 +7,7 @@
 pub mod connections;
 pub mod crypto;
 pub mod presence;
+pub mod presence_webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -390,6 +391,8 @@ impl Store {
             ("status_pushed", "tenant, connection"),
             ("status_push_log", "tenant, connection, pushed_at"),
             ("users", "tenant, user_id"),
+            ("presence_webhooks", "tenant, id"),
+            ("presence_webhook_outbox", "msg_id"),
         ] {
             let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
                 .fetch_all(&self.pool)

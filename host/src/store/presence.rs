@@ -726,11 +726,13 @@ async fn recompute(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(Some(Change {
+    let change = Change {
         seq,
         tenant: tenant.to_string(),
         user: user.to_string(),
         presence: derived,
         at: now,
-    }))
+    };
+    super::presence_webhooks::enqueue(conn, &change).await?;
+    Ok(Some(change))
 }

@@ -1,0 +1,321 @@
+//! Tenants' presence webhooks: their endpoints, and the durable queue of
+//! messages to them. A message is queued in the same transaction as the
+//! presence change it announces (see `presence::recompute`), so a change that
+//! happened is always announced, even across a crash.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+
+use super::presence::Change;
+use super::{SecretValue, Store, StoreError, now_ms};
+use crate::model::Instant;
+
+/// An endpoint as the API shows it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PresenceWebhook {
+    pub id: String,
+    pub url: String,
+    pub users: Option<Vec<String>>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<Instant>,
+    pub last_success_at: Option<Instant>,
+    pub pending: i64,
+}
+
+/// A message claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub msg_id: String,
+    pub tenant: String,
+    pub endpoint: String,
+    pub url: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub secret: SecretValue,
+    pub failing_since: Option<Instant>,
+}
+
+fn aad(tenant: &str, id: &str) -> Vec<u8> {
+    format!("presence-webhook:{tenant}/{id}").into_bytes()
+}
+
+impl Store {
+    pub async fn create_presence_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        url: &str,
+        users: Option<&[String]>,
+        secret: &[u8],
+    ) -> Result<(), StoreError> {
+        let (nonce, ciphertext) = self.key.seal(secret, &aad(tenant, id));
+        sqlx::query(
+            "INSERT INTO presence_webhooks (tenant, id, url, users, key_id, nonce, ciphertext, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(url)
+        .bind(users.map(|u| serde_json::to_string(u).expect("a list of strings serializes")))
+        .bind(self.key.id())
+        .bind(nonce)
+        .bind(ciphertext)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn presence_webhooks(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<PresenceWebhook>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT w.id, w.url, w.users, w.enabled, w.disabled_reason, w.failing_since,
+               w.last_success_at,
+               (SELECT COUNT(*) FROM presence_webhook_outbox o
+                WHERE o.tenant = w.tenant AND o.endpoint = w.id AND o.due_at IS NOT NULL) AS pending
+             FROM presence_webhooks w WHERE w.tenant = ? ORDER BY w.created_at, w.id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let users: Option<String> = r.try_get("users")?;
+                Ok(PresenceWebhook {
+                    id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    users: users
+                        .map(|u| serde_json::from_str(&u))
+                        .transpose()
+                        .map_err(|e| {
+                            StoreError::Corrupt(format!("presence_webhooks.users: {e}"))
+                        })?,
+                    enabled: r.try_get::<i64, _>("enabled")? != 0,
+                    disabled_reason: r.try_get("disabled_reason")?,
+                    failing_since: r.try_get("failing_since")?,
+                    last_success_at: r.try_get("last_success_at")?,
+                    pending: r.try_get("pending")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes an endpoint and its queued messages; true when there was one.
+    pub async fn delete_presence_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM presence_webhook_outbox WHERE tenant = ? AND endpoint = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM presence_webhooks WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Turns a disabled endpoint back on; its given-up messages are not resent.
+    pub async fn enable_presence_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE presence_webhooks SET enabled = 1, disabled_reason = NULL, failing_since = NULL
+             WHERE tenant = ? AND id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Claims due messages of enabled endpoints for `lease_ms`.
+    pub async fn claim_webhook_messages(
+        &self,
+        now: Instant,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutgoingMessage>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE presence_webhook_outbox SET claimed_until = ?
+             WHERE msg_id IN (
+               SELECT o.msg_id FROM presence_webhook_outbox o
+               JOIN presence_webhooks w ON w.tenant = o.tenant AND w.id = o.endpoint
+               WHERE w.enabled = 1 AND o.due_at <= ? AND (o.claimed_until IS NULL OR o.claimed_until <= ?)
+               ORDER BY o.due_at, o.msg_id LIMIT ?)
+             RETURNING msg_id, tenant, endpoint, payload, attempts",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let tenant: String = r.try_get("tenant")?;
+            let endpoint: String = r.try_get("endpoint")?;
+            let w = sqlx::query(
+                "SELECT url, key_id, nonce, ciphertext, failing_since FROM presence_webhooks
+                 WHERE tenant = ? AND id = ?",
+            )
+            .bind(&tenant)
+            .bind(&endpoint)
+            .fetch_one(&mut *tx)
+            .await?;
+            let key_id: String = w.try_get("key_id")?;
+            let nonce: Vec<u8> = w.try_get("nonce")?;
+            let ciphertext: Vec<u8> = w.try_get("ciphertext")?;
+            let secret = self
+                .key
+                .open(&key_id, &nonce, &ciphertext, &aad(&tenant, &endpoint))
+                .map_err(|source| StoreError::Secret {
+                    name: format!("presence webhook {endpoint}"),
+                    source,
+                })?;
+            let attempts: i64 = r.try_get("attempts")?;
+            out.push(OutgoingMessage {
+                msg_id: r.try_get("msg_id")?,
+                url: w.try_get("url")?,
+                failing_since: w.try_get("failing_since")?,
+                tenant,
+                endpoint,
+                payload: r.try_get("payload")?,
+                attempts: attempts.max(0) as u32,
+                secret: SecretValue(std::sync::Arc::new(secret)),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The earliest due message of an enabled endpoint.
+    pub async fn next_webhook_message_due(&self) -> Result<Option<Instant>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(o.due_at, COALESCE(o.claimed_until, 0))) FROM presence_webhook_outbox o
+             JOIN presence_webhooks w ON w.tenant = o.tenant AND w.id = o.endpoint
+             WHERE w.enabled = 1 AND o.due_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// A 2xx: the message is done and the endpoint is healthy again.
+    pub async fn webhook_delivered(&self, msg: &OutgoingMessage) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM presence_webhook_outbox WHERE msg_id = ?")
+            .bind(&msg.msg_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE presence_webhooks SET failing_since = NULL, last_success_at = ?
+             WHERE tenant = ? AND id = ?",
+        )
+        .bind(now_ms())
+        .bind(&msg.tenant)
+        .bind(&msg.endpoint)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A failed attempt: retried at `retry_at`, or given up (kept, with its
+    /// error, for the operator) when none; the endpoint is disabled with
+    /// `disable` as the reason when its failure run has lasted too long.
+    pub async fn webhook_failed(
+        &self,
+        msg: &OutgoingMessage,
+        retry_at: Option<Instant>,
+        error: &str,
+        disable: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE presence_webhook_outbox SET attempts = attempts + 1, due_at = ?,
+               claimed_until = NULL, last_error = ? WHERE msg_id = ?",
+        )
+        .bind(retry_at)
+        .bind(error)
+        .bind(&msg.msg_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE presence_webhooks SET failing_since = COALESCE(failing_since, ?),
+               enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END,
+               disabled_reason = COALESCE(?, disabled_reason)
+             WHERE tenant = ? AND id = ?",
+        )
+        .bind(now)
+        .bind(disable)
+        .bind(disable)
+        .bind(&msg.tenant)
+        .bind(&msg.endpoint)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Queues a message for each enabled endpoint of the change's tenant that
+/// wants this user. Runs inside the change's transaction.
+pub(crate) async fn enqueue(
+    conn: &mut SqliteConnection,
+    change: &Change,
+) -> Result<(), StoreError> {
+    let endpoints: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT id, users FROM presence_webhooks WHERE tenant = ? AND enabled = 1")
+            .bind(&change.tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+    if endpoints.is_empty() {
+        return Ok(());
+    }
+    let payload = serde_json::json!({
+        "type": "presence.changed",
+        "timestamp": chrono::DateTime::from_timestamp_millis(change.at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "data": change,
+    })
+    .to_string();
+    for (id, users) in endpoints {
+        if let Some(users) = users {
+            let users: Vec<String> = serde_json::from_str(&users)
+                .map_err(|e| StoreError::Corrupt(format!("presence_webhooks.users: {e}")))?;
+            if !users.contains(&change.user) {
+                continue;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO presence_webhook_outbox (msg_id, tenant, endpoint, payload, due_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(format!("msg_{}_{id}", change.seq))
+        .bind(&change.tenant)
+        .bind(&id)
+        .bind(&payload)
+        .bind(change.at)
+        .bind(change.at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
