@@ -45,12 +45,22 @@ pub fn native(e: &CalendarEvent) -> presence_sdk::classifier::CalendarEvent {
 /// Starts `presence-host serve` on a free loopback port and waits until it is
 /// ready; returns the process and its base URL.
 pub fn serve(data_dir: &Path, plugins_dir: &Path) -> (Child, String) {
+    serve_with_env(data_dir, plugins_dir, &[])
+}
+
+/// [`serve`] with extra environment variables (`PRESENCE_ADMIN_TOKEN`, ...).
+pub fn serve_with_env(
+    data_dir: &Path,
+    plugins_dir: &Path,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_presence-host"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .arg("--plugins-dir")
         .arg(plugins_dir)
         .env("PRESENCE_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
