@@ -71,7 +71,7 @@ async fn bad_plugins_are_refused_by_name_and_the_rest_load() {
             "{dir}: the error names no file: {error}"
         );
     }
-    assert_eq!(host.post("/api/webhooks/echo", &[], "{}").await.0, 200);
+    assert_eq!(host.post_json("/api/webhooks/echo", "{}").await.0, 200);
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn plugin_check_explains_what_is_wrong() {
 async fn a_corrupt_compile_cache_entry_is_recompiled_not_trusted() {
     let plugins = PluginsDir::new().with_fixture("echo", "echo", "");
     let mut host = Host::start(plugins, "", &[]);
-    assert_eq!(host.post("/api/webhooks/echo", &[], "{}").await.0, 200);
+    assert_eq!(host.post_json("/api/webhooks/echo", "{}").await.0, 200);
     let cache = host.data_dir.path().join("cache");
     let entries: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
@@ -122,7 +122,7 @@ async fn a_corrupt_compile_cache_entry_is_recompiled_not_trusted() {
     std::fs::write(&entries[0], &bytes).unwrap();
 
     host.restart();
-    assert_eq!(host.post("/api/webhooks/echo", &[], "{}").await.0, 200);
+    assert_eq!(host.post_json("/api/webhooks/echo", "{}").await.0, 200);
     let log = host.log();
     assert!(
         log.contains("cached component is corrupt; recompiling"),
@@ -139,7 +139,7 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
         PluginsDir::new().with_fixture("swap", "echo", "[config]\nreply = \"v1\"\nattack = \"ok\"");
     let host = std::sync::Arc::new(Host::start(plugins, "", &[]));
     assert_eq!(
-        host.post("/api/webhooks/swap", &[], "{}").await.1,
+        host.post_json("/api/webhooks/swap", "{}").await.1,
         "echo:v1"
     );
 
@@ -151,7 +151,7 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
         workers.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                answers.push(host.post("/api/webhooks/swap", &[], "{}").await);
+                answers.push(host.post_json("/api/webhooks/swap", "{}").await);
             }
             answers
         }));
@@ -177,7 +177,7 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        host.post("/api/webhooks/swap", &[], "{}").await.1,
+        host.post_json("/api/webhooks/swap", "{}").await.1,
         "echo:v1"
     );
 
@@ -199,7 +199,7 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        host.post("/api/webhooks/swap", &[], "{}").await.1,
+        host.post_json("/api/webhooks/swap", "{}").await.1,
         "echo:v1"
     );
     std::fs::remove_dir_all(host.plugins.path().join("aaa-impostor")).unwrap();
@@ -209,7 +209,7 @@ async fn hot_reload_swaps_plugins_without_failing_a_request() {
     std::fs::write(&tmp, &hostile).unwrap();
     std::fs::rename(&tmp, &wasm_path).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while host.post("/api/webhooks/swap", &[], "{}").await.1 != "hostile:ok" {
+    while host.post_json("/api/webhooks/swap", "{}").await.1 != "hostile:ok" {
         assert!(Instant::now() < deadline, "the new version never served");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

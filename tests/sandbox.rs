@@ -15,7 +15,7 @@ async fn start(attacks: &[(&str, &str)], config: &str) -> Host {
 }
 
 async fn assert_still_serving(host: &Host) {
-    let (status, body) = host.post("/api/webhooks/echo", &[], "{}").await;
+    let (status, body) = host.post_json("/api/webhooks/echo", "{}").await;
     assert_eq!(
         (status, body.as_str()),
         (200, "echo:"),
@@ -27,7 +27,7 @@ async fn assert_still_serving(host: &Host) {
 async fn assert_refused(host: &Host, plugin: &str, status: u16, expected: &[&str]) {
     let before = host.digest().await;
     let (got, body) = host
-        .post(&format!("/api/webhooks/{plugin}"), &[], "{}")
+        .post_json(&format!("/api/webhooks/{plugin}"), "{}")
         .await;
     assert_eq!(got, status, "{plugin}: {body}");
     for e in expected {
@@ -150,7 +150,7 @@ async fn outbound_http_goes_only_to_allowed_hosts() {
     );
 
     // The positive control: an allowed request goes through.
-    let (status, body) = host.post("/api/webhooks/allowed", &[], "{}").await;
+    let (status, body) = host.post_json("/api/webhooks/allowed", "{}").await;
     assert_eq!((status, body.as_str()), (200, "reached: 200"));
     assert_eq!(allowed.hits(), 2);
 }
@@ -186,7 +186,7 @@ async fn a_signing_secret_is_never_sent_as_a_bearer_token() {
     .await;
     assert_eq!(server.hits(), 0, "the signing secret left the host");
     // The positive control: a bearer secret goes to an allowed (loopback) host.
-    let (status, body) = host.post("/api/webhooks/api-client", &[], "{}").await;
+    let (status, body) = host.post_json("/api/webhooks/api-client", "{}").await;
     assert_eq!((status, body.as_str()), (200, "reached: 200"));
     assert_eq!(server.hits(), 1);
 }
@@ -225,7 +225,7 @@ async fn secrets_files_and_sockets_are_out_of_reach() {
 
     // The kv quota stops the writes; what was written within quota stays (kv is
     // the plugin's own state), and nothing else changes.
-    let (status, body) = host.post("/api/webhooks/kv-quota", &[], "{}").await;
+    let (status, body) = host.post_json("/api/webhooks/kv-quota", "{}").await;
     assert_eq!(status, 502);
     assert!(body.contains("QuotaExceeded"), "{body}");
     let store = host.store().await;

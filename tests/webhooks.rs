@@ -136,6 +136,11 @@ async fn slack_documentation_test_vector() {
             "x-slack-signature",
             "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503".to_string(),
         ),
+        // A slash command, as Slack sends it: a form body.
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_string(),
+        ),
     ];
     let (status, text) = host.post("/api/webhooks/slack", &headers, body).await;
     assert_eq!(status, 401);
@@ -161,6 +166,7 @@ async fn standard_webhooks_specification_test_vector() {
             ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek".to_string()),
             ("webhook-timestamp", "1614265330".to_string()),
             ("webhook-signature", sig.to_string()),
+            ("content-type", "application/json".to_string()),
         ]
     };
     let (status, text) = host

@@ -193,6 +193,16 @@ impl Host {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
+    /// Posts a JSON body with nothing else: for plugins that verify nothing.
+    pub async fn post_json(&self, path: &str, body: &str) -> (u16, String) {
+        self.post(
+            path,
+            &[("content-type", "application/json".to_string())],
+            body.to_string(),
+        )
+        .await
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = self.client.get(self.url(path)).send().await.unwrap();
         let status = resp.status().as_u16();

@@ -23,6 +23,7 @@ CREATE TABLE presence_changes (
     changed_at  INTEGER NOT NULL
 );
 CREATE INDEX presence_changes_tenant ON presence_changes (tenant, seq);
+CREATE INDEX presence_changes_age ON presence_changes (changed_at);
 
 -- Status pushes waiting to go out: one row per connection, so the latest desired
 -- state replaces an unsent older one (coalescing) and nothing stale follows a newer one.

@@ -25,6 +25,8 @@ use crate::store::presence::{Change, EngineRules, PendingPush};
 const BROADCAST_CAPACITY: usize = 4096;
 /// The longest the scheduler sleeps without looking at the index again.
 const MAX_IDLE: Duration = Duration::from_secs(30);
+/// How often old changes and push-log entries are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// People re-derived per scheduler pass.
 const DUE_BATCH: u32 = 500;
 /// A claimed push not finished within this long is claimed again.
@@ -124,6 +126,7 @@ pub async fn rules(app: &App) -> EngineRules {
 
 /// Applies due transitions until the app shuts down.
 pub async fn run_scheduler(app: Arc<App>) {
+    let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;
     loop {
         let now = now_ms();
         let rules = rules(&app).await;
@@ -143,9 +146,13 @@ pub async fn run_scheduler(app: Arc<App>) {
             }
             Err(e) => tracing::error!(error = %e, "applying due presence transitions failed"),
         }
-        let retention = i64::from(app.config.presence.change_retention_hours) * 3_600_000;
-        if let Err(e) = app.store.prune_presence(now - retention).await {
-            tracing::warn!(error = %e, "pruning the presence change log failed");
+        // Pruning is housekeeping: once a minute, not on every wake.
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            let retention = i64::from(app.config.presence.change_retention_hours) * 3_600_000;
+            if let Err(e) = app.store.prune_presence(now - retention).await {
+                tracing::warn!(error = %e, "pruning the presence change log failed");
+            }
         }
         let sleep = match app.store.next_presence_due().await {
             Ok(Some(due)) => {
