@@ -351,8 +351,12 @@ mod slack_push {
             pushed_texts(&slack).len() == 1
         })
         .await;
-        let expected_until =
-            presence_host::presence::render::local_time(end, Some("Europe/Lisbon"), end);
+        // Rendered against the moment of the push: "16:00" today, "Thu 00:07" past midnight.
+        let expected_until = presence_host::presence::render::local_time(
+            end,
+            Some("Europe/Lisbon"),
+            now_s() * 1000,
+        );
         assert_eq!(
             pushed_texts(&slack),
             [format!(

@@ -318,7 +318,7 @@ async fn engine_run(
             .map(|i| signals.calendar(&user(i)))
             .collect();
         let started = Instant::now();
-        let (commit, changes) = store
+        let (commit, effects) = store
             .commit_webhook(
                 "calendar-webhook",
                 TENANT,
@@ -332,6 +332,7 @@ async fn engine_run(
         seed_total += took;
         batches.push(took);
         assert_eq!(commit, WebhookCommit::Recorded);
+        let changes = effects.changes;
         assert_eq!(changes.len(), batch.len(), "one change per seeded person");
         assert!(
             changes
@@ -346,7 +347,7 @@ async fn engine_run(
     for (n, u) in changed.iter().enumerate() {
         let call = [signals.call(u, true)];
         let t = Instant::now();
-        let (_, changes) = store
+        let (_, effects) = store
             .commit_webhook(
                 "zoom",
                 TENANT,
@@ -357,6 +358,7 @@ async fn engine_run(
             .await
             .unwrap();
         each.push(t.elapsed());
+        let changes = effects.changes;
         assert_eq!(changes.len(), 1, "{u}: one change per call start");
         assert_eq!(changes[0].presence.availability, Availability::InCall);
     }
@@ -378,7 +380,7 @@ async fn engine_run(
                 let mut each = Vec::with_capacity(mine.len());
                 for (n, ended) in mine {
                     let t = Instant::now();
-                    let (_, changes) = store
+                    let (_, effects) = store
                         .commit_webhook(
                             "zoom",
                             TENANT,
@@ -389,6 +391,7 @@ async fn engine_run(
                         .await
                         .unwrap();
                     each.push(t.elapsed());
+                    let changes = effects.changes;
                     assert_eq!(changes.len(), 1, "one change per call end");
                     // The calendar shows through again.
                     assert_eq!(changes[0].presence.availability, Availability::Busy);

@@ -151,7 +151,7 @@ pub async fn put_manual(
         .store
         .set_manual(&tenant, &user, Some(signal), &rules)
         .await?;
-    app.engine.publish(change.into_iter().collect());
+    app.engine.publish(change);
     let signals = app.store.signals(&tenant, &user, now_ms()).await?;
     Ok(Json(presence::derive(&user, &signals, now_ms())))
 }
@@ -167,7 +167,7 @@ pub async fn delete_manual(
     valid_user(&user)?;
     let rules = engine::rules(&app).await;
     let change = app.store.set_manual(&tenant, &user, None, &rules).await?;
-    app.engine.publish(change.into_iter().collect());
+    app.engine.publish(change);
     let signals = app.store.signals(&tenant, &user, now_ms()).await?;
     Ok(Json(presence::derive(&user, &signals, now_ms())))
 }

@@ -106,7 +106,7 @@ pub async fn enable(
     authorize(&app, &headers)?;
     tenant_name(&tenant)?;
     if app.store.enable_presence_webhook(&tenant, &id).await? {
-        app.engine.publish(Vec::new());
+        app.engine.wake_webhooks();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(

@@ -7,6 +7,7 @@
 //! again and applies whatever came due while the host was down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use crate::model::{Feature, PluginFault, Presence};
 use crate::plugins::World;
 use crate::presence::render;
 use crate::store::now_ms;
-use crate::store::presence::{Change, EngineRules, PendingPush};
+use crate::store::presence::{Change, Effects, EngineRules, PendingPush};
 
 /// Live changes buffered per subscriber before it must catch up from the store.
 const BROADCAST_CAPACITY: usize = 4096;
@@ -45,6 +46,9 @@ pub struct Engine {
     scheduler_wake: Notify,
     outbox_wake: Notify,
     pub(crate) webhooks_wake: Notify,
+    /// When the scheduler means to wake next; `i64::MAX` while it is awake, so
+    /// that anything committed meanwhile wakes it again.
+    scheduler_planned: AtomicI64,
     /// Provider features by component hash: `describe` is asked once per component.
     features: Mutex<HashMap<String, Vec<Feature>>>,
 }
@@ -56,6 +60,7 @@ impl Default for Engine {
             scheduler_wake: Notify::new(),
             outbox_wake: Notify::new(),
             webhooks_wake: Notify::new(),
+            scheduler_planned: AtomicI64::new(i64::MAX),
             features: Mutex::new(HashMap::new()),
         }
     }
@@ -67,18 +72,32 @@ impl Engine {
         self.changes.subscribe()
     }
 
-    /// Announces committed changes to subscribers and the outbox worker, and
-    /// tells the scheduler its next due time may have moved.
-    pub fn publish(&self, changes: Vec<Change>) {
-        if !changes.is_empty() {
-            for change in changes {
-                // No subscriber is not an error: the change is in the store.
-                let _ = self.changes.send(Arc::new(change));
-            }
+    /// Wakes the webhook sender (an endpoint was enabled again).
+    pub fn wake_webhooks(&self) {
+        self.webhooks_wake.notify_one();
+    }
+
+    /// Announces a commit's changes to subscribers, and wakes the workers that
+    /// have something new to do: the outbox when pushes were queued, the webhook
+    /// sender when messages were, the scheduler when a due time came earlier
+    /// than it planned to wake.
+    pub fn publish(&self, effects: Effects) {
+        for change in effects.changes {
+            // No subscriber is not an error: the change is in the store.
+            let _ = self.changes.send(Arc::new(change));
+        }
+        if effects.pushes_queued {
             self.outbox_wake.notify_one();
+        }
+        if effects.webhooks_queued {
             self.webhooks_wake.notify_one();
         }
-        self.scheduler_wake.notify_one();
+        if effects
+            .next_due
+            .is_some_and(|due| due < self.scheduler_planned.load(Ordering::Acquire))
+        {
+            self.scheduler_wake.notify_one();
+        }
     }
 }
 
@@ -128,18 +147,23 @@ pub async fn rules(app: &App) -> EngineRules {
 pub async fn run_scheduler(app: Arc<App>) {
     let mut last_prune = std::time::Instant::now() - PRUNE_EVERY;
     loop {
+        app.engine
+            .scheduler_planned
+            .store(i64::MAX, Ordering::Release);
         let now = now_ms();
         let rules = rules(&app).await;
         match app.store.apply_due(now, DUE_BATCH, &rules).await {
-            Ok(changes) => {
-                let full_batch = changes.len() as u32 >= DUE_BATCH;
-                if !changes.is_empty() {
+            Ok(mut effects) => {
+                let full_batch = effects.changes.len() as u32 >= DUE_BATCH;
+                if !effects.changes.is_empty() {
                     tracing::debug!(
-                        count = changes.len(),
+                        count = effects.changes.len(),
                         "scheduled presence transitions applied"
                     );
                 }
-                app.engine.publish_quiet(changes);
+                // This is the scheduler: it reads its next due time below.
+                effects.next_due = None;
+                app.engine.publish(effects);
                 if full_batch {
                     continue;
                 }
@@ -160,24 +184,13 @@ pub async fn run_scheduler(app: Arc<App>) {
             }
             _ => MAX_IDLE,
         };
+        app.engine
+            .scheduler_planned
+            .store(now_ms() + sleep.as_millis() as i64, Ordering::Release);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = app.engine.scheduler_wake.notified() => {}
         }
-    }
-}
-
-impl Engine {
-    /// Like [`Engine::publish`], without waking the scheduler (which is the caller).
-    fn publish_quiet(&self, changes: Vec<Change>) {
-        if changes.is_empty() {
-            return;
-        }
-        for change in changes {
-            let _ = self.changes.send(Arc::new(change));
-        }
-        self.outbox_wake.notify_one();
-        self.webhooks_wake.notify_one();
     }
 }
 

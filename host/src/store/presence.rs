@@ -27,6 +27,29 @@ pub struct Change {
     pub at: Instant,
 }
 
+/// What a transaction did to presence: the changes, and what the engine's
+/// workers need to hear about (so they are woken only when there is work).
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub changes: Vec<Change>,
+    /// The earliest next due time among the people re-derived.
+    pub next_due: Option<Instant>,
+    pub pushes_queued: bool,
+    pub webhooks_queued: bool,
+}
+
+impl Effects {
+    fn absorb(&mut self, other: Effects) {
+        self.changes.extend(other.changes);
+        self.next_due = match (self.next_due, other.next_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.pushes_queued |= other.pushes_queued;
+        self.webhooks_queued |= other.webhooks_queued;
+    }
+}
+
 /// What the derivation needs from outside the store.
 #[derive(Debug, Clone, Default)]
 pub struct EngineRules {
@@ -82,7 +105,7 @@ impl Store {
         delivery_id: Option<&str>,
         signals: &[KeyedSignal],
         rules: &EngineRules,
-    ) -> Result<(WebhookCommit, Vec<Change>), StoreError> {
+    ) -> Result<(WebhookCommit, Effects), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         if let Some(id) = delivery_id {
@@ -98,7 +121,7 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 0 {
-                return Ok((WebhookCommit::Duplicate, Vec::new()));
+                return Ok((WebhookCommit::Duplicate, Effects::default()));
             }
         }
         let mut users = BTreeSet::new();
@@ -112,12 +135,12 @@ impl Store {
             upsert_signal(&mut tx, tenant, keyed, now, rules).await?;
             users.insert(keyed.signal.user.clone());
         }
-        let mut changes = Vec::new();
+        let mut effects = Effects::default();
         for user in users {
-            changes.extend(recompute(&mut tx, tenant, &user, now, rules).await?);
+            effects.absorb(recompute(&mut tx, tenant, &user, now, rules).await?);
         }
         tx.commit().await?;
-        Ok((WebhookCommit::Recorded, changes))
+        Ok((WebhookCommit::Recorded, effects))
     }
 
     /// Sets (`Some`) or removes (`None`) a person's manual presence.
@@ -127,7 +150,7 @@ impl Store {
         user: &str,
         manual: Option<PresenceSignal>,
         rules: &EngineRules,
-    ) -> Result<Option<Change>, StoreError> {
+    ) -> Result<Effects, StoreError> {
         let now = now_ms();
         let signal = manual.unwrap_or(PresenceSignal {
             user: user.to_string(),
@@ -147,9 +170,9 @@ impl Store {
         };
         let mut tx = self.pool.begin().await?;
         upsert_signal(&mut tx, tenant, &keyed, now, rules).await?;
-        let change = recompute(&mut tx, tenant, user, now, rules).await?;
+        let effects = recompute(&mut tx, tenant, user, now, rules).await?;
         tx.commit().await?;
-        Ok(change)
+        Ok(effects)
     }
 
     /// Re-derives everyone whose presence was due to change by `now` (a signal
@@ -159,7 +182,7 @@ impl Store {
         now: Instant,
         limit: u32,
         rules: &EngineRules,
-    ) -> Result<Vec<Change>, StoreError> {
+    ) -> Result<Effects, StoreError> {
         let mut tx = self.pool.begin().await?;
         let due: Vec<(String, String)> = sqlx::query_as(
             "SELECT tenant, user_id FROM presence_state WHERE next_due_at <= ?
@@ -169,12 +192,12 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let mut changes = Vec::new();
+        let mut effects = Effects::default();
         for (tenant, user) in due {
-            changes.extend(recompute(&mut tx, &tenant, &user, now, rules).await?);
+            effects.absorb(recompute(&mut tx, &tenant, &user, now, rules).await?);
         }
         tx.commit().await?;
-        Ok(changes)
+        Ok(effects)
     }
 
     /// The earliest moment someone's presence changes on its own.
@@ -651,7 +674,7 @@ async fn recompute(
     user: &str,
     now: Instant,
     rules: &EngineRules,
-) -> Result<Option<Change>, StoreError> {
+) -> Result<Effects, StoreError> {
     let signals = live_signals(conn, tenant, user, now).await?;
     let derived = presence::derive(user, &signals, now);
     let next_due = presence::next_change(&signals, now);
@@ -669,7 +692,10 @@ async fn recompute(
             .bind(user)
             .execute(&mut *conn)
             .await?;
-        return Ok(None);
+        return Ok(Effects {
+            next_due,
+            ..Effects::default()
+        });
     }
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO presence_changes (tenant, user_id, presence, changed_at) VALUES (?, ?, ?, ?)
@@ -703,10 +729,12 @@ async fn recompute(
     .bind(user)
     .fetch_all(&mut *conn)
     .await?;
+    let mut pushes_queued = false;
     for (name, plugin) in connections {
         if !rules.pushers.contains(&plugin) {
             continue;
         }
+        pushes_queued = true;
         // One entry per connection: the newest state replaces an unsent older
         // one and keeps its due time, so a burst of changes goes out as one
         // push of the latest, and a deferral (the hourly budget, a backoff) holds.
@@ -733,6 +761,11 @@ async fn recompute(
         presence: derived,
         at: now,
     };
-    super::presence_webhooks::enqueue(conn, &change).await?;
-    Ok(Some(change))
+    let webhooks_queued = super::presence_webhooks::enqueue(conn, &change).await?;
+    Ok(Effects {
+        changes: vec![change],
+        next_due,
+        pushes_queued,
+        webhooks_queued,
+    })
 }

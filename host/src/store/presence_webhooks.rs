@@ -276,19 +276,20 @@ impl Store {
 }
 
 /// Queues a message for each enabled endpoint of the change's tenant that
-/// wants this user. Runs inside the change's transaction.
+/// wants this user; true when any was queued. Runs inside the change's transaction.
 pub(crate) async fn enqueue(
     conn: &mut SqliteConnection,
     change: &Change,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let endpoints: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT id, users FROM presence_webhooks WHERE tenant = ? AND enabled = 1")
             .bind(&change.tenant)
             .fetch_all(&mut *conn)
             .await?;
     if endpoints.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
+    let mut queued = false;
     let payload = serde_json::json!({
         "type": "presence.changed",
         "timestamp": chrono::DateTime::from_timestamp_millis(change.at)
@@ -316,6 +317,7 @@ pub(crate) async fn enqueue(
         .bind(change.at)
         .execute(&mut *conn)
         .await?;
+        queued = true;
     }
-    Ok(())
+    Ok(queued)
 }

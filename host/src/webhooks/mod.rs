@@ -231,7 +231,7 @@ async fn process(
     }
 
     let rules = crate::presence::engine::rules(&app).await;
-    let (commit, changes) = app
+    let (commit, effects) = app
         .store
         .commit_webhook(
             &plugin_name,
@@ -244,7 +244,7 @@ async fn process(
     if commit == WebhookCommit::Duplicate {
         tracing::info!("redelivery acknowledged; already processed");
     }
-    app.engine.publish(changes);
+    app.engine.publish(effects);
     Ok(plugin_response(outcome.response))
 }
 
