@@ -61,7 +61,7 @@ impl Store {
         .bind(connection.expires_at)
         .bind(now)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -71,7 +71,7 @@ impl Store {
         let n = sqlx::query("DELETE FROM connections WHERE tenant = ? AND name = ?")
             .bind(tenant)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(n > 0)

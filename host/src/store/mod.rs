@@ -102,7 +102,12 @@ pub enum WebhookCommit {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Readers: several connections, reading alongside the writer (WAL).
     pool: SqlitePool,
+    /// The one writing connection. SQLite takes one writer at a time anyway;
+    /// queueing writers here, in order, replaces SQLite's busy-wait retries
+    /// (sleeps of up to 100 ms) with a fair wait for the connection.
+    writer: SqlitePool,
     key: std::sync::Arc<MasterKey>,
     secrets: std::sync::Arc<std::sync::Mutex<SecretCache>>,
 }
@@ -142,11 +147,16 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         Ok(Self {
             pool,
+            writer,
             key: std::sync::Arc::new(key),
             secrets: Default::default(),
         })
@@ -174,7 +184,7 @@ impl Store {
         .bind(nonce)
         .bind(ciphertext)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.secrets
             .lock()
@@ -257,7 +267,7 @@ impl Store {
     ) -> Result<KvWrite, StoreError> {
         // IMMEDIATE: this transaction reads then writes, and a deferred one would
         // fail with SQLITE_BUSY_SNAPSHOT if another write committed in between.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let used: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv
              WHERE plugin = ? AND tenant = ? AND key <> ?",
@@ -290,7 +300,7 @@ impl Store {
             .bind(plugin)
             .bind(tenant)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -361,13 +371,13 @@ impl Store {
                 .bind(tenant)
                 .bind(serde_json::to_string(chain).expect("a list of strings serializes"))
                 .bind(now_ms())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
             }
             None => {
                 sqlx::query("DELETE FROM tenant_classifiers WHERE tenant = ?")
                     .bind(tenant)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
             }
         }
@@ -410,6 +420,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

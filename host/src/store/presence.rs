@@ -107,7 +107,7 @@ impl Store {
         rules: &EngineRules,
     ) -> Result<(WebhookCommit, Effects), StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         if let Some(id) = delivery_id {
             let inserted = sqlx::query(
                 "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES (?, ?, ?, ?)
@@ -168,7 +168,7 @@ impl Store {
             origin: "api".into(),
             signal,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         upsert_signal(&mut tx, tenant, &keyed, now, rules).await?;
         let effects = recompute(&mut tx, tenant, user, now, rules).await?;
         tx.commit().await?;
@@ -183,7 +183,7 @@ impl Store {
         limit: u32,
         rules: &EngineRules,
     ) -> Result<Effects, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let due: Vec<(String, String)> = sqlx::query_as(
             "SELECT tenant, user_id FROM presence_state WHERE next_due_at <= ?
              ORDER BY next_due_at LIMIT ?",
@@ -290,11 +290,11 @@ impl Store {
     pub async fn prune_presence(&self, before: Instant) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM presence_changes WHERE changed_at < ?")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         sqlx::query("DELETE FROM status_push_log WHERE pushed_at < ?")
             .bind(now_ms() - 3_600_000)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -316,7 +316,7 @@ impl Store {
         .bind(user)
         .bind(time_zone)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -358,7 +358,7 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter()
             .map(|r| {
@@ -435,7 +435,7 @@ impl Store {
         .bind(text.unwrap_or(""))
         .bind(&push.tenant)
         .bind(&push.connection)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -448,7 +448,7 @@ impl Store {
         sent: Option<&Presence>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         if let Some(sent) = sent {
             sqlx::query(
                 "INSERT INTO status_push_log (tenant, connection, pushed_at) VALUES (?, ?, ?)",
@@ -514,7 +514,7 @@ impl Store {
         .bind(error)
         .bind(&push.tenant)
         .bind(&push.connection)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

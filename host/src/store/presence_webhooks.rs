@@ -63,7 +63,7 @@ impl Store {
         .bind(nonce)
         .bind(ciphertext)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -110,7 +110,7 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM presence_webhook_outbox WHERE tenant = ? AND endpoint = ?")
             .bind(tenant)
             .bind(id)
@@ -138,7 +138,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n > 0)
@@ -151,7 +151,7 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<OutgoingMessage>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let rows = sqlx::query(
             "UPDATE presence_webhook_outbox SET claimed_until = ?
              WHERE msg_id IN (
@@ -218,7 +218,7 @@ impl Store {
 
     /// A 2xx: the message is done and the endpoint is healthy again.
     pub async fn webhook_delivered(&self, msg: &OutgoingMessage) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM presence_webhook_outbox WHERE msg_id = ?")
             .bind(&msg.msg_id)
             .execute(&mut *tx)
@@ -247,7 +247,7 @@ impl Store {
         disable: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "UPDATE presence_webhook_outbox SET attempts = attempts + 1, due_at = ?,
                claimed_until = NULL, last_error = ? WHERE msg_id = ?",
