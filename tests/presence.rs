@@ -345,18 +345,15 @@ mod slack_push {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 204);
+        assert_eq!(resp.status(), 200);
         let end = ceremony(&host, "U1").await;
         eventually("the ceremony status push", || {
             pushed_texts(&slack).len() == 1
         })
         .await;
         // Rendered against the moment of the push: "16:00" today, "Thu 00:07" past midnight.
-        let expected_until = presence_host::presence::render::local_time(
-            end,
-            Some("Europe/Lisbon"),
-            now_s() * 1000,
-        );
+        let expected_until =
+            presence_host::presence::render::local_time(end, Some("Europe/Lisbon"), now_s() * 1000);
         assert_eq!(
             pushed_texts(&slack),
             [format!(
@@ -653,4 +650,57 @@ mod presence_webhooks {
         assert_eq!(bad.received.lock().unwrap().len(), attempts);
         assert!(host.log().contains("presence webhook endpoint disabled"));
     }
+}
+
+#[tokio::test]
+async fn working_hours_are_the_lowest_source_in_the_persons_own_zone() {
+    let host = start();
+    let put_user = |body: serde_json::Value| {
+        let req = host
+            .client
+            .put(host.url("/api/users/gina"))
+            .bearer_auth(ADMIN)
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let bad = serde_json::json!({"time_zone": "Europe/Lisbon", "working_hours": {"mon": ["18:00", "09:00"]}});
+    let (status, text) = put_user(bad).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("not before"), "{text}");
+    assert_eq!(
+        put_user(serde_json::json!({"time_zone": "Mars/Olympus"}))
+            .await
+            .0,
+        400
+    );
+
+    // Hours that start two hours from now (UTC), every day: now is outside them.
+    let hour = (now_s() / 3600 % 24 + 2) % 24;
+    let (start, end) = (format!("{hour:02}:00"), format!("{hour:02}:59"));
+    let days: serde_json::Map<String, serde_json::Value> =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|d| (d.to_string(), serde_json::json!([start, end])))
+            .collect();
+    let (status, text) =
+        put_user(serde_json::json!({"time_zone": "UTC", "working_hours": days})).await;
+    assert_eq!(status, 200, "{text}");
+    let (_, view) = host.get_json("/api/presence/gina").await;
+    assert_eq!(view["source"], "working_hours");
+    assert_eq!(view["availability"], "away");
+    assert_eq!(view["status_text"], "Outside working hours");
+    let until = view["until"].as_i64().unwrap();
+    let expected = (now_s() / 3600 + 2) * 3_600_000;
+    assert_eq!(until, expected, "away until the hours start");
+    assert_eq!(view["next_change_at"], until);
+
+    // Anything else outranks them.
+    ceremony(&host, "gina").await;
+    assert_eq!(
+        host.get_json("/api/presence/gina").await.1["source"],
+        "calendar"
+    );
 }

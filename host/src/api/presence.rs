@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::tenants::authorize;
 use crate::App;
 use crate::model::{Availability, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource};
+use crate::presence::working_hours::{Schedule, WorkingHours};
 use crate::presence::{self, engine};
 use crate::store::now_ms;
 use crate::webhooks::{DEFAULT_TENANT, valid_tenant};
@@ -176,8 +177,12 @@ pub async fn delete_manual(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserSettings {
-    /// IANA time zone ("Europe/Lisbon") statuses are rendered in; none for UTC.
+    /// IANA time zone ("Europe/Lisbon") statuses and working hours are in; none for UTC.
+    #[serde(default)]
     pub time_zone: Option<String>,
+    /// `{"mon": ["09:00", "18:00"], ...}`; days not listed are days off.
+    #[serde(default)]
+    pub working_hours: Option<WorkingHours>,
 }
 
 pub async fn put_user(
@@ -186,13 +191,13 @@ pub async fn put_user(
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
     body: axum::body::Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Presence>, ApiError> {
     authorize(&app, &headers)?;
     let tenant = tenant_of(&headers, q.tenant.as_deref())?;
     valid_user(&user)?;
     let settings: UserSettings = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "expected {{\"time_zone\": \"Europe/Lisbon\"}}: {e}"
+            "expected {{\"time_zone\": \"Europe/Lisbon\", \"working_hours\": {{\"mon\": [\"09:00\", \"18:00\"]}}}}: {e}"
         ))
     })?;
     if let Some(zone) = &settings.time_zone
@@ -202,10 +207,24 @@ pub async fn put_user(
             "time_zone {zone:?} is not an IANA time zone name"
         )));
     }
-    app.store
-        .set_user_time_zone(&tenant, &user, settings.time_zone.as_deref())
+    if let Some(hours) = &settings.working_hours {
+        Schedule::parse(hours).map_err(|e| ApiError::BadRequest(format!("working_hours: {e}")))?;
+    }
+    let rules = engine::rules(&app).await;
+    let effects = app
+        .store
+        .set_user_settings(
+            &tenant,
+            &user,
+            settings.time_zone.as_deref(),
+            settings.working_hours.as_ref(),
+            &rules,
+        )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    app.engine.publish(effects);
+    let now = now_ms();
+    let signals = app.store.signals(&tenant, &user, now).await?;
+    Ok(Json(presence::derive(&user, &signals, now)))
 }
 
 fn valid_user(user: &str) -> Result<(), ApiError> {

@@ -23,6 +23,7 @@ pub mod engine;
 pub mod render;
 pub mod stream;
 pub mod webhooks_out;
+pub mod working_hours;
 
 use crate::model::{Availability, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource};
 

@@ -16,6 +16,7 @@ use crate::model::{
     Availability, Category, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource,
 };
 use crate::presence;
+use crate::presence::working_hours::{self, Schedule, WorkingHours};
 
 /// One change of a person's effective presence; `seq` orders all changes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -301,24 +302,33 @@ impl Store {
 
     // --- per-person settings ---------------------------------------------------
 
-    pub async fn set_user_time_zone(
+    /// Sets a person's time zone and working hours (none: no working-hours
+    /// signal), and re-derives their presence, which both shape.
+    pub async fn set_user_settings(
         &self,
         tenant: &str,
         user: &str,
         time_zone: Option<&str>,
-    ) -> Result<(), StoreError> {
+        working_hours: Option<&WorkingHours>,
+        rules: &EngineRules,
+    ) -> Result<Effects, StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO users (tenant, user_id, time_zone, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO users (tenant, user_id, time_zone, working_hours, updated_at) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (tenant, user_id) DO UPDATE SET time_zone = excluded.time_zone,
-               updated_at = excluded.updated_at",
+               working_hours = excluded.working_hours, updated_at = excluded.updated_at",
         )
         .bind(tenant)
         .bind(user)
         .bind(time_zone)
-        .bind(now_ms())
-        .execute(&self.writer)
+        .bind(working_hours.map(|h| serde_json::to_string(h).expect("hours serialize")))
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let effects = recompute(&mut tx, tenant, user, now, rules).await?;
+        tx.commit().await?;
+        Ok(effects)
     }
 
     pub async fn user_time_zone(
@@ -640,7 +650,8 @@ async fn live_signals(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
+    let mut signals = rows
+        .iter()
         .map(|r| {
             let source: String = r.try_get("source")?;
             let availability: String = r.try_get("availability")?;
@@ -663,7 +674,28 @@ async fn live_signals(
                 },
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // Working hours are not stored as a signal: they are derived from the
+    // person's settings for the moment asked about.
+    let settings: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT time_zone, working_hours FROM users WHERE tenant = ? AND user_id = ?",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((time_zone, Some(hours))) = settings {
+        let hours: WorkingHours =
+            serde_json::from_str(&hours).map_err(|e| corrupt("users.working_hours", e))?;
+        let schedule = Schedule::parse(&hours).map_err(|e| corrupt("users.working_hours", e))?;
+        signals.extend(working_hours::signal(
+            user,
+            &schedule,
+            time_zone.as_deref(),
+            now,
+        ));
+    }
+    Ok(signals)
 }
 
 /// Derives `user`'s presence at `now`; when it differs from the stored one,

@@ -1,0 +1,3 @@
+-- A person's working hours, per weekday, as JSON ({"mon": ["09:00", "18:00"], ...}),
+-- wall-clock times in their time zone. NULL: no working-hours signal.
+ALTER TABLE users ADD COLUMN working_hours TEXT;
