@@ -109,7 +109,12 @@ async fn feed(
         return;
     }
     loop {
-        match live.recv().await {
+        // A client that went away while nothing changed must not leave this task behind.
+        let received = tokio::select! {
+            r = live.recv() => r,
+            _ = tx.closed() => return,
+        };
+        match received {
             Ok(change) => {
                 // Changes commit in seq order but may be announced out of it: a
                 // gap means one is committed and not yet heard of, so read it.

@@ -1,8 +1,12 @@
 //! Webhook ingress: `POST /api/webhooks/{plugin}[/{tenant}]`.
 //!
-//! The raw request goes to the provider plugin, which verifies it (through the
-//! `secrets` import) and says what it means; calendar events run through the
-//! tenant's classifier chain; the resulting signals and the delivery id are
+//! Before the plugin runs, the host checks the body's size (413), its content
+//! type against the plugin's manifest (415) and the endpoint's rate limit (429
+//! with `Retry-After`). The raw request then goes to the provider plugin, which
+//! verifies it (through the `secrets` import) and says what it means; calendar
+//! events are counted against the person's hourly limit and run through the
+//! tenant's classifier chain; the resulting signals, the delivery id and the
+//! presence they derive (with its status pushes and webhook messages) are
 //! committed in one transaction, and only then is the provider answered. A
 //! refused request changes nothing.
 
