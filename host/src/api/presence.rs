@@ -109,9 +109,7 @@ pub async fn put_manual(
     Query(q): Query<TenantQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Presence>, ApiError> {
-    authorize(&app, &headers)?;
-    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
-    valid_user(&user)?;
+    let tenant = writable(&app, &headers, q.tenant.as_deref(), &user)?;
     let m: ManualPresence = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"availability\": \"do_not_disturb\", \"status_text\": \"...\", \"duration_minutes\": 60}}: {e}"
@@ -148,13 +146,11 @@ pub async fn put_manual(
         category: None,
     };
     let rules = engine::rules(&app).await;
-    let change = app
+    let effects = app
         .store
         .set_manual(&tenant, &user, Some(signal), &rules)
         .await?;
-    app.engine.publish(change);
-    let signals = app.store.signals(&tenant, &user, now_ms()).await?;
-    Ok(Json(presence::derive(&user, &signals, now_ms())))
+    announce_and_read(&app, &tenant, &user, effects).await
 }
 
 pub async fn delete_manual(
@@ -163,14 +159,10 @@ pub async fn delete_manual(
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
 ) -> Result<Json<Presence>, ApiError> {
-    authorize(&app, &headers)?;
-    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
-    valid_user(&user)?;
+    let tenant = writable(&app, &headers, q.tenant.as_deref(), &user)?;
     let rules = engine::rules(&app).await;
-    let change = app.store.set_manual(&tenant, &user, None, &rules).await?;
-    app.engine.publish(change);
-    let signals = app.store.signals(&tenant, &user, now_ms()).await?;
-    Ok(Json(presence::derive(&user, &signals, now_ms())))
+    let effects = app.store.set_manual(&tenant, &user, None, &rules).await?;
+    announce_and_read(&app, &tenant, &user, effects).await
 }
 
 /// `PUT /api/users/{user}`: per-person settings.
@@ -192,9 +184,7 @@ pub async fn put_user(
     Query(q): Query<TenantQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Presence>, ApiError> {
-    authorize(&app, &headers)?;
-    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
-    valid_user(&user)?;
+    let tenant = writable(&app, &headers, q.tenant.as_deref(), &user)?;
     let settings: UserSettings = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"time_zone\": \"Europe/Lisbon\", \"working_hours\": {{\"mon\": [\"09:00\", \"18:00\"]}}}}: {e}"
@@ -221,10 +211,33 @@ pub async fn put_user(
             &rules,
         )
         .await?;
+    announce_and_read(&app, &tenant, &user, effects).await
+}
+
+/// A presence write's checks: the admin token, the tenant, the user id.
+fn writable(
+    app: &App,
+    headers: &HeaderMap,
+    query_tenant: Option<&str>,
+    user: &str,
+) -> Result<String, ApiError> {
+    authorize(app, headers)?;
+    let tenant = tenant_of(headers, query_tenant)?;
+    valid_user(user)?;
+    Ok(tenant)
+}
+
+/// Announces what a write changed, and answers with the person's presence now.
+async fn announce_and_read(
+    app: &App,
+    tenant: &str,
+    user: &str,
+    effects: crate::store::presence::Effects,
+) -> Result<Json<Presence>, ApiError> {
     app.engine.publish(effects);
     let now = now_ms();
-    let signals = app.store.signals(&tenant, &user, now).await?;
-    Ok(Json(presence::derive(&user, &signals, now)))
+    let signals = app.store.signals(tenant, user, now).await?;
+    Ok(Json(presence::derive(user, &signals, now)))
 }
 
 fn valid_user(user: &str) -> Result<(), ApiError> {

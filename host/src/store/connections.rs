@@ -123,16 +123,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let key_id: String = row.try_get("key_id")?;
-        let nonce: Vec<u8> = row.try_get("nonce")?;
-        let ciphertext: Vec<u8> = row.try_get("ciphertext")?;
-        let plain = self
-            .key
-            .open(&key_id, &nonce, &ciphertext, &aad(tenant, name))
-            .map_err(|source| StoreError::Secret {
-                name: format!("connection {name}"),
-                source,
-            })?;
-        Ok(Some(SecretValue(std::sync::Arc::new(plain))))
+        Ok(Some(self.unseal(
+            &row,
+            &aad(tenant, name),
+            &format!("connection {name}"),
+        )?))
     }
 }

@@ -217,17 +217,32 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
+        Ok(Some(self.unseal(
+            &row,
+            &Self::secret_aad(name),
+            name.as_str(),
+        )?))
+    }
+
+    /// Opens a row's `key_id`, `nonce` and `ciphertext` columns, sealed with
+    /// `aad` (the row's identity); `what` names it in errors.
+    fn unseal(
+        &self,
+        row: &sqlx::sqlite::SqliteRow,
+        aad: &[u8],
+        what: &str,
+    ) -> Result<SecretValue, StoreError> {
         let key_id: String = row.try_get("key_id")?;
         let nonce: Vec<u8> = row.try_get("nonce")?;
         let ciphertext: Vec<u8> = row.try_get("ciphertext")?;
         let plain = self
             .key
-            .open(&key_id, &nonce, &ciphertext, &Self::secret_aad(name))
+            .open(&key_id, &nonce, &ciphertext, aad)
             .map_err(|source| StoreError::Secret {
-                name: name.to_string(),
+                name: what.to_string(),
                 source,
             })?;
-        Ok(Some(SecretValue(std::sync::Arc::new(plain))))
+        Ok(SecretValue(std::sync::Arc::new(plain)))
     }
 
     pub async fn secret_names(&self) -> Result<Vec<(String, i64)>, StoreError> {

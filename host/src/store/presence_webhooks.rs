@@ -179,16 +179,11 @@ impl Store {
             .bind(&endpoint)
             .fetch_one(&mut *tx)
             .await?;
-            let key_id: String = w.try_get("key_id")?;
-            let nonce: Vec<u8> = w.try_get("nonce")?;
-            let ciphertext: Vec<u8> = w.try_get("ciphertext")?;
-            let secret = self
-                .key
-                .open(&key_id, &nonce, &ciphertext, &aad(&tenant, &endpoint))
-                .map_err(|source| StoreError::Secret {
-                    name: format!("presence webhook {endpoint}"),
-                    source,
-                })?;
+            let secret = self.unseal(
+                &w,
+                &aad(&tenant, &endpoint),
+                &format!("presence webhook {endpoint}"),
+            )?;
             let attempts: i64 = r.try_get("attempts")?;
             out.push(OutgoingMessage {
                 msg_id: r.try_get("msg_id")?,
@@ -198,7 +193,7 @@ impl Store {
                 endpoint,
                 payload: r.try_get("payload")?,
                 attempts: attempts.max(0) as u32,
-                secret: SecretValue(std::sync::Arc::new(secret)),
+                secret,
             });
         }
         tx.commit().await?;
