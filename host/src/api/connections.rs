@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::error::ApiError;
-use super::tenants::{authorize, tenant_name};
+use super::error::{ApiError, no_content_or_not_found};
+use super::tenants::admin_for;
 use crate::App;
 use crate::plugins::World;
 use crate::store::connections::{Connection, valid_connection_name};
@@ -36,8 +36,7 @@ pub async fn list(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
+    admin_for(&app, &headers, &tenant)?;
     let connections = app.store.connections(&tenant, None).await?;
     Ok(Json(serde_json::json!({ "connections": connections })))
 }
@@ -48,8 +47,7 @@ pub async fn put(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Connection>, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
+    admin_for(&app, &headers, &tenant)?;
     if !valid_connection_name(&name) {
         return Err(ApiError::BadRequest(format!(
             "connection name {name:?} must be 1-200 of A-Z a-z 0-9 - _ . : @ +"
@@ -94,13 +92,9 @@ pub async fn delete(
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
-    if app.store.delete_connection(&tenant, &name).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!(
-            "no connection {name:?} in tenant {tenant:?}"
-        )))
-    }
+    admin_for(&app, &headers, &tenant)?;
+    let found = app.store.delete_connection(&tenant, &name).await?;
+    no_content_or_not_found(found, || {
+        format!("no connection {name:?} in tenant {tenant:?}")
+    })
 }

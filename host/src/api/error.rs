@@ -29,6 +29,18 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// 204 when the thing named was there to act on, else 404 with `missing`'s words.
+pub fn no_content_or_not_found(
+    found: bool,
+    missing: impl FnOnce() -> String,
+) -> Result<axum::http::StatusCode, ApiError> {
+    if found {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(missing()))
+    }
+}
+
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {

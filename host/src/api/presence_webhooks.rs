@@ -12,8 +12,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::error::ApiError;
-use super::tenants::{authorize, tenant_name};
+use super::error::{ApiError, no_content_or_not_found};
+use super::tenants::admin_for;
 use crate::App;
 use crate::presence::webhooks_out::new_secret;
 
@@ -32,8 +32,7 @@ pub async fn create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
+    admin_for(&app, &headers, &tenant)?;
     let new: NewEndpoint = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"url\": \"https://...\", \"users\": [\"...\"]}}: {e}"
@@ -76,8 +75,7 @@ pub async fn list(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
+    admin_for(&app, &headers, &tenant)?;
     let endpoints = app.store.presence_webhooks(&tenant).await?;
     Ok(Json(serde_json::json!({ "endpoints": endpoints })))
 }
@@ -87,15 +85,9 @@ pub async fn delete(
     Path((tenant, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
-    if app.store.delete_presence_webhook(&tenant, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!(
-            "no presence webhook {id:?} in tenant {tenant:?}"
-        )))
-    }
+    admin_for(&app, &headers, &tenant)?;
+    let found = app.store.delete_presence_webhook(&tenant, &id).await?;
+    no_content_or_not_found(found, || missing(&tenant, &id))
 }
 
 pub async fn enable(
@@ -103,14 +95,14 @@ pub async fn enable(
     Path((tenant, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
-    if app.store.enable_presence_webhook(&tenant, &id).await? {
+    admin_for(&app, &headers, &tenant)?;
+    let found = app.store.enable_presence_webhook(&tenant, &id).await?;
+    if found {
         app.engine.wake_webhooks();
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!(
-            "no presence webhook {id:?} in tenant {tenant:?}"
-        )))
     }
+    no_content_or_not_found(found, || missing(&tenant, &id))
+}
+
+fn missing(tenant: &str, id: &str) -> String {
+    format!("no presence webhook {id:?} in tenant {tenant:?}")
 }

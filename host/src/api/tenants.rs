@@ -78,6 +78,12 @@ pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
+/// The admin token, and a valid tenant name in the route: every admin route's checks.
+pub(crate) fn admin_for(app: &App, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
+    authorize(app, headers)?;
+    tenant_name(tenant)
+}
+
 pub(crate) fn tenant_name(tenant: &str) -> Result<(), ApiError> {
     if crate::webhooks::valid_tenant(tenant) {
         Ok(())
@@ -93,8 +99,7 @@ pub async fn get_chain(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<TenantChain>, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
+    admin_for(&app, &headers, &tenant)?;
     Ok(Json(chain_for(&app, &tenant).await?))
 }
 
@@ -104,8 +109,7 @@ pub async fn put_chain(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<TenantChain>, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
+    admin_for(&app, &headers, &tenant)?;
     let SetChain { classifiers } = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"classifiers\": [\"plugin\", ...]}}: {e}"
@@ -143,8 +147,7 @@ pub async fn delete_chain(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<TenantChain>, ApiError> {
-    authorize(&app, &headers)?;
-    tenant_name(&tenant)?;
+    admin_for(&app, &headers, &tenant)?;
     app.store.set_tenant_classifiers(&tenant, None).await?;
     Ok(Json(chain_for(&app, &tenant).await?))
 }
