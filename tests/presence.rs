@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::sse::SseClient;
 use support::*;
 
-const ADMIN: &str = "presence-admin-token-for-tests";
+const ADMIN: &str = OPERATOR_TOKEN;
 
 fn start() -> Host {
     start_with("[presence]\nmax_call_minutes = 30\n")
@@ -198,7 +198,7 @@ async fn a_transition_due_while_the_host_was_down_is_applied_after_restart_and_r
 
 #[tokio::test]
 async fn a_call_whose_end_never_arrives_is_bounded_and_streams_are_filtered_by_tenant_and_user() {
-    let host = start();
+    let host = start_with("[presence]\nmax_call_minutes = 30\n[tenants.agency-b]\n");
     let mut carol_only =
         SseClient::connect(&host.url("/api/presence/stream?users=carol"), None).await;
     let mut other_tenant =
@@ -244,6 +244,7 @@ async fn a_call_whose_end_never_arrives_is_bounded_and_streams_are_filtered_by_t
     let resp = host
         .client
         .get(host.url("/api/presence/stream"))
+        .bearer_auth(ADMIN)
         .header("last-event-id", "yesterday")
         .send()
         .await
@@ -252,6 +253,7 @@ async fn a_call_whose_end_never_arrives_is_bounded_and_streams_are_filtered_by_t
     let resp = host
         .client
         .get(host.url("/api/presence/stream"))
+        .bearer_auth(ADMIN)
         .header("x-presence-tenant", "not a tenant")
         .send()
         .await

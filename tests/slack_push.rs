@@ -337,13 +337,7 @@ impl PushingHost {
             "slack did not load: {:?}",
             running.app.registry.failures()
         );
-        let connection = Connection {
-            name: "slack:U1".into(),
-            plugin: "slack".into(),
-            user: "U1".into(),
-            expires_at: None,
-            updated_at: 0,
-        };
+        let connection = Connection::seeded("slack:U1", "slack", "U1", None);
         running
             .app
             .store

@@ -8,13 +8,17 @@ use support::*;
 const SLACK_SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
 
 fn start() -> Host {
+    start_with("")
+}
+
+fn start_with(config: &str) -> Host {
     let plugins = PluginsDir::new()
         .with_bundled("slack")
         .with_bundled("calendar-webhook")
         .with_bundled("wedding-keywords");
     Host::start(
         plugins,
-        "",
+        config,
         &[
             ("slack.signing-secret", SLACK_SECRET, false),
             ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
@@ -320,7 +324,7 @@ async fn unknown_plugins_tenants_and_oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn tenants_are_kept_apart() {
-    let host = start();
+    let host = start_with("[tenants.agency-a]\n[tenants.agency-b]\n");
     let body = status_event("U9", "Ev9", "In a meeting", "");
     let (status, _) = host
         .post(
@@ -351,7 +355,7 @@ async fn a_tenant_secret_replaces_the_shared_one_on_its_route() {
         .with_bundled("wedding-keywords");
     let host = Host::start(
         plugins,
-        "",
+        "[tenants.agency-a]\n[tenants.agency-b]\n",
         &[
             ("calendar-webhook.signing-secret", WHSEC.as_bytes(), true),
             (
@@ -432,7 +436,7 @@ async fn tenant_chains_are_set_through_the_admin_api() {
     );
     let host = Host::start(
         plugins,
-        "admin_token = \"s3cret-admin\"\n",
+        "admin_token = \"s3cret-admin\"\n[tenants.acme]\n[tenants.other]\n",
         &[("calendar-webhook.signing-secret", WHSEC.as_bytes(), true)],
     );
     let url = host.url("/api/tenants/acme/classifiers");
@@ -535,16 +539,44 @@ async fn tenant_chains_are_set_through_the_admin_api() {
 }
 
 #[tokio::test]
-async fn the_admin_api_is_off_without_a_token() {
+async fn every_api_route_but_webhooks_and_probes_needs_a_key() {
     let host = Host::start(PluginsDir::new().with_bundled("wedding-keywords"), "", &[]);
-    let resp = host
-        .client
-        .get(host.url("/api/tenants/acme/classifiers"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    assert!(resp.text().await.unwrap().contains("admin_token"));
+    for path in [
+        "/api/plugins",
+        "/api/tenants",
+        "/api/tenants/default/classifiers",
+        "/api/presence/U1",
+        "/api/presence/stream",
+        "/api/oauth/slack/start?user=U1",
+    ] {
+        let resp = host.client.get(host.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        assert!(resp.text().await.unwrap().contains("API key"), "{path}");
+        let resp = host
+            .client
+            .get(host.url(path))
+            .bearer_auth("not-the-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+    }
+    let resp = host.client.get(host.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, plugins) = host.get_json("/api/plugins").await;
+    assert_eq!(status, 200);
+    assert!(
+        plugins["plugins"][0]["dir"].is_string(),
+        "the operator sees folders"
+    );
+    let key = host.tenant_with_key("acme").await;
+    let (_, plugins) = host.api("GET", "/api/plugins", &key, None).await;
+    assert_eq!(plugins["plugins"][0]["name"], "wedding-keywords");
+    assert!(
+        plugins["plugins"][0].get("dir").is_none(),
+        "tenants do not see folders"
+    );
+    assert!(plugins.get("failures").is_none());
 }
 
 /// Zoom's URL validation, and a call over a calendar event: when the call ends,

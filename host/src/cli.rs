@@ -1,4 +1,5 @@
-//! The command line: `serve`, `secret set|list`, `plugin list|check`.
+//! The command line: `serve`, `secret set|list`, `plugin list|check|new`,
+//! `tenant create|list`, `api-key create|list|revoke|rotate`, `classify`.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use crate::plugins::manifest::MANIFEST_FILE;
 use crate::plugins::registry::{load_plugin, plugin_dirs};
 use crate::runtime::Runtime;
 use crate::store::SecretName;
+use crate::store::audit::Actor;
 use crate::{App, Config};
 
 #[derive(Debug, Parser)]
@@ -61,6 +63,12 @@ pub enum Command {
     /// Inspect and check plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage tenants (agencies).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage tenants' API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
     /// Dry run: classify every event occurrence of a calendar file (.ics, Google or Graph JSON).
     Classify {
         file: PathBuf,
@@ -93,6 +101,51 @@ pub enum SecretCommand {
     },
     /// List the names of stored secrets (never their values).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Register a tenant.
+    Create {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Issue a key for a tenant; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "api key")]
+        label: String,
+        /// The key stops working after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List a tenant's keys (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+    /// Issue a replacement; the old key keeps working for the grace period.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +264,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::List) => plugin_list(&config).await,
+        Command::Tenant(command) => tenant_command(&config, command).await,
+        Command::ApiKey(command) => api_key_command(&config, command).await,
         Command::Classify {
             file,
             tenant,
@@ -245,6 +300,130 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn tenant_command(config: &Config, command: TenantCommand) -> anyhow::Result<()> {
+    let store = crate::open_store(config).await?;
+    match command {
+        TenantCommand::Create { name, display_name } => {
+            if !crate::webhooks::valid_tenant(&name) {
+                bail!("tenant {name:?}: a tenant name is 1-64 letters, digits, '-' and '_'");
+            }
+            if !store.create_tenant(&name, display_name.as_deref()).await? {
+                bail!("tenant {name:?} already exists");
+            }
+            store
+                .audit(&name, &Actor::Operator, "tenant.created", Some(&name), None)
+                .await?;
+            println!("tenant {name} created");
+        }
+        TenantCommand::List => {
+            for t in store.tenants().await? {
+                println!("{}\t{}", t.name, t.display_name.unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn api_key_command(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let store = crate::open_store(config).await?;
+    let tenant_must_exist = |tenant: &str| {
+        let store = store.clone();
+        let tenant = tenant.to_string();
+        async move {
+            if store.tenant(&tenant).await?.is_none() {
+                bail!(
+                    "no tenant {tenant:?}: create it with `presence-host tenant create {tenant}`"
+                );
+            }
+            Ok(())
+        }
+    };
+    match command {
+        ApiKeyCommand::Create {
+            tenant,
+            label,
+            expires_in_days,
+        } => {
+            tenant_must_exist(&tenant).await?;
+            let expires_at =
+                expires_in_days.map(|d| crate::store::now_ms() + i64::from(d) * 86_400_000);
+            let issued = store.issue_api_key(&tenant, &label, expires_at).await?;
+            store
+                .audit(
+                    &tenant,
+                    &Actor::Operator,
+                    "api_key.created",
+                    Some(&issued.meta.id),
+                    Some(serde_json::json!({ "label": label, "expires_at": expires_at })),
+                )
+                .await?;
+            eprintln!(
+                "key {} for tenant {tenant}; it is shown this once, keep it safe:",
+                issued.meta.id
+            );
+            println!("{}", issued.key);
+        }
+        ApiKeyCommand::List { tenant } => {
+            tenant_must_exist(&tenant).await?;
+            for k in store.api_keys(&tenant).await? {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|at| at <= crate::store::now_ms()) {
+                    "expired"
+                } else if k.replaced_by.is_some() {
+                    "rotating"
+                } else {
+                    "live"
+                };
+                println!("{}\t{state}\t{}", k.id, k.label);
+            }
+        }
+        ApiKeyCommand::Revoke { tenant, id } => {
+            if !store.revoke_api_key(&tenant, &id).await? {
+                bail!("no live API key {id:?} in tenant {tenant:?}");
+            }
+            store
+                .audit(
+                    &tenant,
+                    &Actor::Operator,
+                    "api_key.revoked",
+                    Some(&id),
+                    None,
+                )
+                .await?;
+            println!("key {id} revoked");
+        }
+        ApiKeyCommand::Rotate {
+            tenant,
+            id,
+            grace_seconds,
+        } => {
+            let grace_ms = i64::from(grace_seconds) * 1000;
+            let Some(issued) = store.rotate_api_key(&tenant, &id, grace_ms).await? else {
+                bail!("no live API key {id:?} in tenant {tenant:?}");
+            };
+            store
+                .audit(
+                    &tenant,
+                    &Actor::Operator,
+                    "api_key.rotated",
+                    Some(&id),
+                    Some(
+                        serde_json::json!({ "replaced_by": issued.meta.id, "grace_ms": grace_ms }),
+                    ),
+                )
+                .await?;
+            eprintln!(
+                "key {id} replaced by {}; the old key works for {grace_seconds} more seconds. The new key, shown this once:",
+                issued.meta.id
+            );
+            println!("{}", issued.key);
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -54,6 +54,59 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// Webhook rate limits.
     pub webhooks: WebhookLimits,
+    /// OAuth providers through which people connect their accounts.
+    pub oauth: OAuthConfig,
+}
+
+/// `[oauth]`: the providers people connect through, configured by data. A
+/// provider named `google`, `microsoft`, `slack` or `zoom` starts from that
+/// provider's published endpoints; every field can be overridden (tests point
+/// the URLs at emulators). A provider is offered once it has a `client_id`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// How long a started authorization may take before its callback, in seconds. Default 600.
+    pub state_ttl_s: u64,
+    /// How long the refresh lock of a connection is held at most, in seconds;
+    /// longer than any token request may take. Default 60.
+    pub refresh_lock_s: u64,
+    pub providers: BTreeMap<String, OAuthProviderConfig>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            state_ttl_s: 600,
+            refresh_lock_s: 60,
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[oauth.providers.<name>]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthProviderConfig {
+    /// Which built-in provider's endpoints and conventions to start from
+    /// (`google`, `microsoft`, `slack`, `zoom`); default: the provider's own name.
+    pub template: Option<String>,
+    pub client_id: Option<String>,
+    /// The name of the secret holding the client secret
+    /// (default `oauth.<provider>.client-secret`, set with `presence-host secret set`).
+    pub client_secret: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub revoke_url: Option<String>,
+    /// Where the provider publishes the keys its ID tokens are signed with.
+    pub jwks_url: Option<String>,
+    /// The `iss` of its ID tokens (`{tenantid}` stands for Microsoft's `tid`).
+    pub issuer: Option<String>,
+    /// Scopes always requested, besides those the plugins declare.
+    pub scopes: Option<Vec<String>>,
+    /// Extra query parameters of the authorization request.
+    pub authorize_params: Option<BTreeMap<String, String>>,
+    /// How the client authenticates at the token endpoint: `body` or `basic`.
+    pub token_auth: Option<String>,
 }
 
 /// Webhook rate limits (`[webhooks]`); see `webhooks::limits`.
@@ -132,6 +185,7 @@ impl Default for Config {
             tenants: BTreeMap::new(),
             presence: PresenceConfig::default(),
             webhooks: WebhookLimits::default(),
+            oauth: OAuthConfig::default(),
         }
     }
 }
@@ -210,6 +264,10 @@ impl Config {
                 .any(|o| o.rate_limit_per_second == Some(0))
         {
             return Err("webhook rate limits must be at least 1".into());
+        }
+        for (name, p) in &self.oauth.providers {
+            crate::oauth::Provider::resolve(name, p)
+                .map_err(|e| format!("oauth.providers.{name}: {e}"))?;
         }
         if self.presence.max_pushes_per_hour == 0 || self.presence.max_call_minutes == 0 {
             return Err(

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod dry_run;
 pub mod model;
+pub mod oauth;
 pub mod plugins;
 pub mod presence;
 pub mod runtime;
@@ -34,6 +35,51 @@ pub struct App {
     pub registry: Arc<PluginRegistry>,
     pub engine: presence::engine::Engine,
     pub limits: webhooks::limits::Limits,
+    pub oauth: Arc<oauth::OAuth>,
+    /// Tenants known to exist. Tenants are never deleted, so a name seen once
+    /// stays valid; unknown names are looked up in the store.
+    known_tenants: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// When each API key's `last_used_at` was last written, to write it at most once a minute.
+    key_uses: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl App {
+    /// Whether `tenant` is registered.
+    pub async fn tenant_exists(&self, tenant: &str) -> Result<bool, store::StoreError> {
+        if self
+            .known_tenants
+            .read()
+            .expect("tenant cache lock")
+            .contains(tenant)
+        {
+            return Ok(true);
+        }
+        let exists = self.store.tenant(tenant).await?.is_some();
+        if exists {
+            self.known_tenants
+                .write()
+                .expect("tenant cache lock")
+                .insert(tenant.to_string());
+        }
+        Ok(exists)
+    }
+
+    /// Records an API key's use, at most once a minute per key.
+    pub async fn note_key_use(&self, key_id: &str) {
+        let now = store::now_ms();
+        {
+            let mut uses = self.key_uses.lock().expect("key use lock");
+            match uses.get(key_id) {
+                Some(at) if now - at < 60_000 => return,
+                _ => {
+                    uses.insert(key_id.to_string(), now);
+                }
+            }
+        }
+        if let Err(e) = self.store.touch_api_key(key_id, now).await {
+            tracing::warn!(error = %e, "could not record an API key's use");
+        }
+    }
 }
 
 /// A started app; dropping it stops hot reload and the background workers.
@@ -67,6 +113,16 @@ impl App {
     /// Opens the store, starts the runtime and loads every plugin.
     pub async fn start(config: Config) -> anyhow::Result<Running> {
         let store = open_store(&config).await?;
+        // `default` and the configuration's tenants exist without being created.
+        store.create_tenant(webhooks::DEFAULT_TENANT, None).await?;
+        for tenant in config.tenants.keys() {
+            store.create_tenant(tenant, None).await?;
+        }
+        let engine = presence::engine::Engine::default();
+        let oauth = Arc::new(
+            oauth::OAuth::new(&config.oauth, engine.webhooks_wake.clone())
+                .map_err(|e| anyhow::anyhow!("oauth: {e}"))?,
+        );
         let runtime = Arc::new(Runtime::new(
             &RuntimeConfig {
                 max_concurrent_calls: config.max_concurrent_calls,
@@ -75,6 +131,7 @@ impl App {
             HostServices {
                 store: store.clone(),
                 http: capabilities::http::client(),
+                oauth: oauth.clone(),
             },
         )?);
         let plugins_dir = config.plugins_dir();
@@ -102,8 +159,11 @@ impl App {
             store,
             runtime,
             registry,
-            engine: presence::engine::Engine::default(),
+            engine,
             limits: webhooks::limits::Limits::new(config_limits),
+            oauth,
+            known_tenants: Default::default(),
+            key_uses: Default::default(),
         });
         // The scheduler and the outbox pick up where the store says things
         // stand: transitions that came due and pushes left over from before a
@@ -113,6 +173,7 @@ impl App {
             tokio::spawn(presence::engine::run_outbox(app.clone())),
             tokio::spawn(presence::webhooks_out::run(app.clone())),
             tokio::spawn(shrink_rate_limits(app.clone())),
+            tokio::spawn(oauth::refresh::run(app.clone())),
         ];
         Ok(Running {
             app,

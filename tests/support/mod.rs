@@ -100,9 +100,14 @@ pub fn fixture_manifest(name: &str, extra: &str) -> String {
     )
 }
 
+/// The operator token tests' hosts get when their configuration sets none.
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+
 /// The real `presence-host` binary, serving on a free loopback port.
 pub struct Host {
     child: Child,
+    /// The admin token of its configuration: what `get_json` and `api` present.
+    pub admin: String,
     pub addr: SocketAddr,
     pub data_dir: tempfile::TempDir,
     pub plugins: PluginsDir,
@@ -149,11 +154,20 @@ impl Host {
             let (ok, _, err) = cli(&args, Some(value));
             assert!(ok, "secret set {name} failed: {err}");
         }
+        let parsed: toml::Table = toml::from_str(config).expect("test configuration is TOML");
+        let (admin, config) = match parsed.get("admin_token").and_then(|t| t.as_str()) {
+            Some(token) => (token.to_string(), config.to_string()),
+            None => (
+                OPERATOR_TOKEN.to_string(),
+                format!("admin_token = \"{OPERATOR_TOKEN}\"\n{config}"),
+            ),
+        };
         std::fs::write(data_dir.path().join("config.toml"), config).unwrap();
         let log = data_dir.path().join("host.log");
         let (child, addr) = spawn(data_dir.path(), plugins.path(), &log);
         Self {
             child,
+            admin,
             addr,
             data_dir,
             plugins,
@@ -203,10 +217,53 @@ impl Host {
         .await
     }
 
+    /// GET as the operator.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        self.api("GET", path, &self.admin.clone(), None).await
+    }
+
+    /// An API call with `key` as the bearer credential and an optional JSON body.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Creates tenant `name` and a key for it (as the operator); returns the key.
+    pub async fn tenant_with_key(&self, name: &str) -> String {
+        let admin = self.admin.clone();
+        let (status, body) = self
+            .api(
+                "POST",
+                "/api/tenants",
+                &admin,
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert!(status == 201 || status == 409, "{status} {body}");
+        let (status, body) = self
+            .api(
+                "POST",
+                &format!("/api/tenants/{name}/api-keys"),
+                &admin,
+                Some(serde_json::json!({ "label": "tests" })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["key"].as_str().unwrap().to_string()
     }
 
     /// The store opened beside the running host (SQLite in WAL mode allows it).

@@ -152,9 +152,14 @@ struct EventsTarget {
     signing_secret: Vec<u8>,
 }
 
+/// Decides whether a token not added with `add_user` belongs to someone: the
+/// user it authenticates, or none (tokens issued by an OAuth emulator).
+pub type TokenAuthority = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct Workspace {
     /// Token -> user id.
     tokens: HashMap<String, String>,
+    authority: Option<TokenAuthority>,
     /// Token -> the error Slack answers for it (`token_revoked`, `missing_scope`, ...).
     token_errors: HashMap<String, String>,
     statuses: HashMap<String, SlackStatus>,
@@ -191,6 +196,7 @@ impl SlackEmulator {
         let shared = Arc::new(Shared {
             state: Mutex::new(Workspace {
                 tokens: HashMap::new(),
+                authority: None,
                 token_errors: HashMap::new(),
                 statuses: HashMap::new(),
                 presences: HashMap::new(),
@@ -243,6 +249,12 @@ impl SlackEmulator {
         s.presences
             .entry(user.into())
             .or_insert_with(|| "auto".into());
+    }
+
+    /// Accepts, besides the added users' tokens, whatever `authority` vouches
+    /// for (for instance the tokens an OAuth emulator issued and still honours).
+    pub fn accept_tokens(&self, authority: TokenAuthority) {
+        self.state().authority = Some(authority);
     }
 
     /// Makes every call with `token` answer `token_revoked`.
@@ -598,9 +610,18 @@ fn answer_call(
     if let Some(error) = s.token_errors.get(token) {
         return (Answer::error(error), None);
     }
-    let Some(user) = s.tokens.get(token).cloned() else {
+    let user = s
+        .tokens
+        .get(token)
+        .cloned()
+        .or_else(|| s.authority.as_ref().and_then(|a| a(token)));
+    let Some(user) = user else {
         return (Answer::error("invalid_auth"), None);
     };
+    s.statuses.entry(user.clone()).or_default();
+    s.presences
+        .entry(user.clone())
+        .or_insert_with(|| "auto".into());
     if let Some(retry_after_s) = rate_limited(s, method) {
         return (
             Answer {

@@ -21,10 +21,17 @@ pub struct SseClient {
 }
 
 impl SseClient {
-    /// Connects to `url`, resuming after `last_event_id` when given.
+    /// Connects to `url` with the tests' operator token, resuming after
+    /// `last_event_id` when given.
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
+        Self::connect_as(url, super::OPERATOR_TOKEN, last_event_id).await
+    }
+
+    /// Connects with `key` as the bearer credential.
+    pub async fn connect_as(url: &str, key: &str, last_event_id: Option<&str>) -> Self {
         let mut request = reqwest::Client::new()
             .get(url)
+            .bearer_auth(key)
             .header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);

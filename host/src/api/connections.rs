@@ -1,21 +1,25 @@
 //! The admin API for connections: a person's account at a provider.
 //!
-//! `GET /api/tenants/{tenant}/connections`, `PUT|DELETE
-//! /api/tenants/{tenant}/connections/{name}`. Until the OAuth flows land, this
-//! is how an operator seeds an access token; the token goes in and never comes
-//! back out, and only the plugin named on the connection can use it.
+//! `GET /api/tenants/{tenant}/connections`, `GET|PUT|DELETE
+//! /api/tenants/{tenant}/connections/{name}`, `POST .../{name}/refresh`.
+//! Connections are made by the OAuth flow (`/api/oauth/{provider}/start`); `PUT`
+//! seeds one with a bare access token instead (no refresh). A token goes in
+//! and never comes back out, and only the plugin named on the connection can
+//! use it. `DELETE` revokes the token at the provider (best effort) and
+//! forgets it.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::auth::Caller;
 use super::error::{ApiError, no_content_or_not_found};
-use super::tenants::admin_for;
 use crate::App;
+use crate::oauth::refresh::{Reason, RefreshError};
 use crate::plugins::World;
 use crate::store::connections::{Connection, valid_connection_name};
 
@@ -34,20 +38,32 @@ pub struct PutConnection {
 pub async fn list(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    admin_for(&app, &headers, &tenant)?;
     let connections = app.store.connections(&tenant, None).await?;
     Ok(Json(serde_json::json!({ "connections": connections })))
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Json<Connection>, ApiError> {
+    app.store
+        .connection(&tenant, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| missing(&tenant, &name))
+}
+
+fn missing(tenant: &str, name: &str) -> ApiError {
+    ApiError::NotFound(format!("no connection {name:?} in tenant {tenant:?}"))
 }
 
 pub async fn put(
     State(app): State<Arc<App>>,
     Path((tenant, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<Json<Connection>, ApiError> {
-    admin_for(&app, &headers, &tenant)?;
     if !valid_connection_name(&name) {
         return Err(ApiError::BadRequest(format!(
             "connection name {name:?} must be 1-200 of A-Z a-z 0-9 - _ . : @ +"
@@ -73,27 +89,103 @@ pub async fn put(
             request.plugin
         )));
     }
-    let connection = Connection {
-        name,
-        plugin: request.plugin,
-        user: request.user,
-        expires_at: request.expires_at,
-        updated_at: crate::store::now_ms(),
-    };
+    let connection = Connection::seeded(&name, &request.plugin, &request.user, request.expires_at);
     app.store
         .put_connection(&tenant, &connection, request.access_token.as_bytes())
         .await?;
+    app.store
+        .audit(
+            &tenant,
+            &caller.actor(),
+            "connection.seeded",
+            Some(&connection.name),
+            Some(serde_json::json!({ "plugin": connection.plugin, "user": connection.user })),
+        )
+        .await?;
     tracing::info!(%tenant, connection = %connection.name, plugin = %connection.plugin, user = %connection.user, "connection stored");
-    Ok(Json(connection))
+    let stored = app.store.connection(&tenant, &connection.name).await?;
+    Ok(Json(stored.unwrap_or(connection)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// Refresh only if the token is still this version (what a caller that saw
+    /// it refused passes, so that concurrent callers make one refresh).
+    #[serde(default)]
+    pub if_version: Option<i64>,
+}
+
+/// `POST .../connections/{name}/refresh`: refreshes the token now (or makes
+/// sure it is newer than `if_version`), and answers with the connection.
+pub async fn refresh(
+    State(app): State<Arc<App>>,
+    Path((tenant, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Connection>, ApiError> {
+    let request: RefreshRequest = if body.is_empty() {
+        RefreshRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("expected {{\"if_version\": 3}}: {e}")))?
+    };
+    let result = match request.if_version {
+        Some(version) => {
+            app.oauth
+                .refresh(&app.store, &tenant, &name, version, Reason::Requested)
+                .await
+        }
+        None => {
+            app.oauth
+                .refresh_current(&app.store, &tenant, &name, Reason::Requested)
+                .await
+        }
+    };
+    match result {
+        Ok(_) => {}
+        Err(RefreshError::Gone(_)) => return Err(missing(&tenant, &name)),
+        Err(e @ (RefreshError::NotRefreshable(_) | RefreshError::NeedsReconsent { .. })) => {
+            return Err(ApiError::Conflict(e.to_string()));
+        }
+        Err(RefreshError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(ApiError::PluginFailed(e.to_string())),
+    }
+    get(State(app), Path((tenant, name))).await
 }
 
 pub async fn delete(
     State(app): State<Arc<App>>,
     Path((tenant, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
 ) -> Result<StatusCode, ApiError> {
-    admin_for(&app, &headers, &tenant)?;
+    let Some(connection) = app.store.connection(&tenant, &name).await? else {
+        return Err(missing(&tenant, &name));
+    };
+    // Tell the provider first, while the token is still here; the connection
+    // goes whatever it answers.
+    let mut revoked = None;
+    if let Some(provider) = connection
+        .provider
+        .as_deref()
+        .and_then(|p| app.oauth.provider(p))
+        && let Some(token) = app.store.connection_access_token(&tenant, &name).await?
+    {
+        let token = String::from_utf8_lossy(token.expose()).into_owned();
+        revoked = Some(match app.oauth.revoke(&app.store, provider, &token).await {
+            Ok(()) => "revoked at the provider".to_string(),
+            Err(e) => format!("revocation failed: {e}"),
+        });
+    }
     let found = app.store.delete_connection(&tenant, &name).await?;
+    app.store
+        .audit(
+            &tenant,
+            &caller.actor(),
+            "connection.revoked",
+            Some(&name),
+            Some(serde_json::json!({ "provider": connection.provider, "provider_revocation": revoked })),
+        )
+        .await?;
     no_content_or_not_found(found, || {
         format!("no connection {name:?} in tenant {tenant:?}")
     })

@@ -1,44 +1,52 @@
 //! Presence over HTTP: read a person's effective state and why, set or clear a
 //! manual override, and set the time zone their statuses are rendered in.
 //!
-//! The tenant is named by the `X-Presence-Tenant` header (or `?tenant=`),
-//! `default` when absent; tenant API keys (a later issue) will replace this.
-//! Writes need the operator's admin token until then.
+//! A tenant API key acts for its own tenant. The operator's admin token names
+//! the tenant with the `X-Presence-Tenant` header (or `?tenant=`), `default`
+//! when absent; a key naming another tenant is refused.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
+use super::auth::Caller;
 use super::error::ApiError;
-use super::tenants::authorize;
 use crate::App;
 use crate::model::{Availability, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource};
 use crate::presence::working_hours::{Schedule, WorkingHours};
 use crate::presence::{self, engine};
 use crate::store::now_ms;
-use crate::webhooks::{DEFAULT_TENANT, valid_tenant};
 
 pub const TENANT_HEADER: &str = "x-presence-tenant";
 
-/// The tenant a request names, checked.
-pub fn tenant_of(headers: &HeaderMap, query: Option<&str>) -> Result<String, ApiError> {
-    let named = match headers.get(TENANT_HEADER) {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::BadRequest("X-Presence-Tenant is not text".into()))?,
-        ),
-        None => query,
-    };
-    let tenant = named.unwrap_or(DEFAULT_TENANT);
-    if !valid_tenant(tenant) {
-        return Err(ApiError::BadRequest(format!(
-            "tenant {tenant:?} is not a valid tenant name"
-        )));
+/// The tenant a request names (`X-Presence-Tenant`, else `?tenant=`), if any.
+pub fn named_tenant<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(TENANT_HEADER) {
+        Some(v) => Ok(Some(v.to_str().map_err(|_| {
+            ApiError::BadRequest("X-Presence-Tenant is not text".into())
+        })?)),
+        None => Ok(query),
     }
-    Ok(tenant.to_string())
+}
+
+/// The tenant a request acts for: the caller's to decide, and it must exist.
+pub async fn tenant_of(
+    app: &App,
+    caller: &Caller,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<String, ApiError> {
+    let tenant = caller.tenant_for(named_tenant(headers, query)?)?;
+    if !app.tenant_exists(&tenant).await? {
+        return Err(ApiError::NotFound(format!("no tenant {tenant:?}")));
+    }
+    Ok(tenant)
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,10 +69,11 @@ pub struct PresenceView {
 pub async fn get_presence(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
 ) -> Result<Json<PresenceView>, ApiError> {
-    let tenant = tenant_of(&headers, q.tenant.as_deref())?;
+    let tenant = tenant_of(&app, &caller, &headers, q.tenant.as_deref()).await?;
     let now = now_ms();
     let signals = app.store.signals(&tenant, &user, now).await?;
     if signals.is_empty() && !app.store.knows_user(&tenant, &user).await? {
@@ -105,11 +114,12 @@ pub struct ManualPresence {
 pub async fn put_manual(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Presence>, ApiError> {
-    let tenant = writable(&app, &headers, q.tenant.as_deref(), &user)?;
+    let tenant = writable(&app, &caller, &headers, q.tenant.as_deref(), &user).await?;
     let m: ManualPresence = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"availability\": \"do_not_disturb\", \"status_text\": \"...\", \"duration_minutes\": 60}}: {e}"
@@ -156,10 +166,11 @@ pub async fn put_manual(
 pub async fn delete_manual(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
 ) -> Result<Json<Presence>, ApiError> {
-    let tenant = writable(&app, &headers, q.tenant.as_deref(), &user)?;
+    let tenant = writable(&app, &caller, &headers, q.tenant.as_deref(), &user).await?;
     let rules = engine::rules(&app).await;
     let effects = app.store.set_manual(&tenant, &user, None, &rules).await?;
     announce_and_read(&app, &tenant, &user, effects).await
@@ -180,11 +191,12 @@ pub struct UserSettings {
 pub async fn put_user(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Presence>, ApiError> {
-    let tenant = writable(&app, &headers, q.tenant.as_deref(), &user)?;
+    let tenant = writable(&app, &caller, &headers, q.tenant.as_deref(), &user).await?;
     let settings: UserSettings = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"time_zone\": \"Europe/Lisbon\", \"working_hours\": {{\"mon\": [\"09:00\", \"18:00\"]}}}}: {e}"
@@ -214,17 +226,16 @@ pub async fn put_user(
     announce_and_read(&app, &tenant, &user, effects).await
 }
 
-/// A presence write's checks: the admin token, the tenant, the user id.
-fn writable(
+/// A presence write's checks: the tenant and the user id.
+async fn writable(
     app: &App,
+    caller: &Caller,
     headers: &HeaderMap,
     query_tenant: Option<&str>,
     user: &str,
 ) -> Result<String, ApiError> {
-    authorize(app, headers)?;
-    let tenant = tenant_of(headers, query_tenant)?;
     valid_user(user)?;
-    Ok(tenant)
+    tenant_of(app, caller, headers, query_tenant).await
 }
 
 /// Announces what a write changed, and answers with the person's presence now.

@@ -1,20 +1,33 @@
-//! The admin API for tenants' classifier chains, behind the operator's admin token.
+//! The admin API of tenants: the tenants themselves, their API keys, their
+//! audit trail and their classifier chains.
 //!
-//! `GET|PUT|DELETE /api/tenants/{tenant}/classifiers`. A chain set here takes
-//! precedence over the configuration file; deleting it falls back to the file,
-//! then to the default chain.
+//! - `POST /api/tenants`, `GET /api/tenants`: create (operator) and list
+//!   (the operator sees all, a key its own).
+//! - `POST /api/tenants/{tenant}/api-keys` (operator): a new key, shown once;
+//!   `GET` lists keys without secrets; `DELETE .../{id}` revokes;
+//!   `POST .../{id}/rotate` issues a replacement and lets the old key live for
+//!   `grace_seconds` (default 3600) so clients can switch without downtime.
+//! - `GET /api/tenants/{tenant}/audit?after=&limit=&action=`: the audit trail, oldest first.
+//! - `GET|PUT|DELETE /api/tenants/{tenant}/classifiers`. A chain set here takes
+//!   precedence over the configuration file; deleting it falls back to the
+//!   file, then to the default chain.
+//!
+//! Routes under `/api/tenants/{tenant}/` are checked by `auth::tenant_route`
+//! before these handlers run.
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::auth::Caller;
+use super::error::{ApiError, no_content_or_not_found};
 use crate::App;
 use crate::plugins::World;
+use crate::store::audit::AuditEvent;
+use crate::store::tenants::{ApiKey, IssuedKey, Tenant};
 
 /// Where a tenant's chain comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,58 +71,18 @@ pub async fn chain_for(app: &App, tenant: &str) -> Result<TenantChain, ApiError>
     })
 }
 
-pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = app.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
-        return Err(ApiError::Forbidden(
-            "the admin API is off: set admin_token (or PRESENCE_ADMIN_TOKEN) to enable it".into(),
-        ));
-    };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(
-            "a valid admin token is required (Authorization: Bearer <token>)".into(),
-        ))
-    }
-}
-
-/// The admin token, and a valid tenant name in the route: every admin route's checks.
-pub(crate) fn admin_for(app: &App, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
-    authorize(app, headers)?;
-    tenant_name(tenant)
-}
-
-pub(crate) fn tenant_name(tenant: &str) -> Result<(), ApiError> {
-    if crate::webhooks::valid_tenant(tenant) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "tenant {tenant:?} is not a valid tenant name"
-        )))
-    }
-}
-
 pub async fn get_chain(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<TenantChain>, ApiError> {
-    admin_for(&app, &headers, &tenant)?;
     Ok(Json(chain_for(&app, &tenant).await?))
 }
 
 pub async fn put_chain(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<TenantChain>, ApiError> {
-    admin_for(&app, &headers, &tenant)?;
     let SetChain { classifiers } = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"classifiers\": [\"plugin\", ...]}}: {e}"
@@ -145,9 +118,228 @@ pub async fn put_chain(
 pub async fn delete_chain(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<TenantChain>, ApiError> {
-    admin_for(&app, &headers, &tenant)?;
     app.store.set_tenant_classifiers(&tenant, None).await?;
     Ok(Json(chain_for(&app, &tenant).await?))
+}
+
+pub(crate) fn tenant_name(tenant: &str) -> Result<(), ApiError> {
+    if crate::webhooks::valid_tenant(tenant) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "tenant {tenant:?} is not a valid tenant name (letters, digits, '-' and '_', at most 64)"
+        )))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// `POST /api/tenants` (operator): 201 with the tenant, 409 if it exists.
+pub async fn create_tenant(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    caller.require_operator()?;
+    let new: NewTenant = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"name\": \"acme\", \"display_name\": \"Acme Weddings\"}}: {e}"
+        ))
+    })?;
+    tenant_name(&new.name)?;
+    if !app
+        .store
+        .create_tenant(&new.name, new.display_name.as_deref())
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "tenant {:?} already exists",
+            new.name
+        )));
+    }
+    app.store
+        .audit(
+            &new.name,
+            &caller.actor(),
+            "tenant.created",
+            Some(&new.name),
+            None,
+        )
+        .await?;
+    tracing::info!(tenant = %new.name, "tenant created");
+    let tenant = app
+        .store
+        .tenant(&new.name)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the tenant just created is missing".into()))?;
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+pub async fn list_tenants(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenants = match &caller {
+        Caller::Operator => app.store.tenants().await?,
+        Caller::Tenant { tenant, .. } => app.store.tenant(tenant).await?.into_iter().collect(),
+    };
+    Ok(Json(serde_json::json!({ "tenants": tenants })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The key stops working by itself after this many days.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+fn parse_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    example: &str,
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {example}: {e}")))
+}
+
+/// `POST /api/tenants/{tenant}/api-keys` (operator): 201 with the key, shown this once.
+pub async fn issue_key(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    caller.require_operator()?;
+    let new: NewKey =
+        parse_or_default(&body, r#"{"label": "planner app", "expires_in_days": 90}"#)?;
+    let label = new.label.unwrap_or_else(|| "api key".into());
+    if label.len() > 200 || label.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "label must be at most 200 printable characters".into(),
+        ));
+    }
+    let expires_at = new
+        .expires_in_days
+        .map(|d| crate::store::now_ms() + i64::from(d) * 86_400_000);
+    let issued = app.store.issue_api_key(&tenant, &label, expires_at).await?;
+    app.store
+        .audit(
+            &tenant,
+            &caller.actor(),
+            "api_key.created",
+            Some(&issued.meta.id),
+            Some(serde_json::json!({ "label": label, "expires_at": expires_at })),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+pub async fn list_keys(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys: Vec<ApiKey> = app.store.api_keys(&tenant).await?;
+    Ok(Json(serde_json::json!({ "api_keys": keys })))
+}
+
+pub async fn revoke_key(
+    State(app): State<Arc<App>>,
+    Path((tenant, id)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_operator()?;
+    let revoked = app.store.revoke_api_key(&tenant, &id).await?;
+    if revoked {
+        app.store
+            .audit(&tenant, &caller.actor(), "api_key.revoked", Some(&id), None)
+            .await?;
+    }
+    no_content_or_not_found(revoked, || {
+        format!("no live API key {id:?} in tenant {tenant:?}")
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    /// How long the old key keeps working, in seconds. Default 3600.
+    #[serde(default)]
+    pub grace_seconds: Option<u32>,
+}
+
+pub async fn rotate_key(
+    State(app): State<Arc<App>>,
+    Path((tenant, id)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    caller.require_operator()?;
+    let rotate: Rotate = parse_or_default(&body, r#"{"grace_seconds": 3600}"#)?;
+    let grace_ms = i64::from(rotate.grace_seconds.unwrap_or(3600)) * 1000;
+    let issued = app
+        .store
+        .rotate_api_key(&tenant, &id, grace_ms)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no live API key {id:?} in tenant {tenant:?} (revoked and replaced keys are not rotated)"
+            ))
+        })?;
+    app.store
+        .audit(
+            &tenant,
+            &caller.actor(),
+            "api_key.rotated",
+            Some(&id),
+            Some(serde_json::json!({ "replaced_by": issued.meta.id, "grace_ms": grace_ms })),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Events after this `seq` (0: from the start).
+    #[serde(default)]
+    pub after: i64,
+    /// At most this many (default 100, at most 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only actions starting with this (`connection.`, `api_key.rotated`).
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `after` for the next page.
+    pub next_after: i64,
+}
+
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = app
+        .store
+        .audit_events(&tenant, q.after, q.action.as_deref(), limit)
+        .await?;
+    let next_after = events.last().map_or(q.after, |e| e.seq);
+    Ok(Json(AuditPage { events, next_after }))
 }

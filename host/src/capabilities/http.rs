@@ -5,6 +5,10 @@
 //! request) cannot arise: the `Host` header is the host's to set. URLs with
 //! userinfo are refused, IP literals match only a pattern naming that IP, and
 //! redirects are followed here, hop by hop, each hop checked like the first.
+//!
+//! Credentials are injected by reference: a connection's access token (refreshed
+//! first when it is about to expire, and once more when the provider answers
+//! 401) or a granted secret. The plugin never sees either.
 
 use std::time::Duration;
 
@@ -13,7 +17,10 @@ use url::{Host, Url};
 
 use super::Grants;
 use super::secrets::SecretUse;
-use crate::store::{SecretValue, Store};
+use crate::oauth::OAuth;
+use crate::oauth::refresh::Reason;
+use crate::store::connections::{ACTIVE, Credential, NEEDS_RECONSENT};
+use crate::store::{SecretValue, Store, now_ms};
 
 /// Redirect hops followed before giving up.
 pub const MAX_REDIRECTS: usize = 5;
@@ -189,22 +196,67 @@ fn build_headers(requested: &[(String, String)]) -> Result<HeaderMap, HttpError>
 }
 
 /// Sends `req` for the plugin whose grants are given, following allowed redirects.
+///
+/// A request made with a connection whose provider answers 401 is retried once
+/// after the connection's token was refreshed (by this call or a concurrent one).
 pub async fn send(
     client: &reqwest::Client,
     store: &Store,
+    oauth: &OAuth,
     grants: &Grants,
     tenant: &str,
     req: OutboundRequest,
 ) -> Result<OutboundResponse, HttpError> {
-    let mut method = reqwest::Method::from_bytes(req.method.as_bytes())
+    let method = reqwest::Method::from_bytes(req.method.as_bytes())
         .map_err(|_| HttpError::InvalidRequest(format!("method {:?}", req.method)))?;
-    let mut url = check_url(grants, &req.url)?;
+    let url = check_url(grants, &req.url)?;
     let headers = build_headers(&req.headers)?;
-    let mut authorization = credential(store, grants, tenant, &url, &req).await?;
-    let mut body = Some(req.body);
+    let mut retried = false;
+    loop {
+        let (authorization, connection) =
+            credential(store, oauth, grants, tenant, &url, &req).await?;
+        let response = follow(
+            client,
+            grants,
+            method.clone(),
+            url.clone(),
+            &headers,
+            authorization,
+            &req.body,
+        )
+        .await?;
+        if response.status == 401
+            && !retried
+            && let Some(used) = connection.filter(|c| c.refreshable)
+        {
+            retried = true;
+            match oauth
+                .refresh(store, tenant, &used.name, used.version, Reason::Refused)
+                .await
+            {
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(plugin = %grants.plugin, %tenant, connection = %used.name, error = %e, "the provider refused the token and refreshing it failed");
+                }
+            }
+        }
+        return Ok(response);
+    }
+}
+
+/// One request and the redirects it leads to.
+async fn follow(
+    client: &reqwest::Client,
+    grants: &Grants,
+    mut method: reqwest::Method,
+    mut url: Url,
+    headers: &HeaderMap,
+    mut authorization: Option<HeaderValue>,
+    body: &[u8],
+) -> Result<OutboundResponse, HttpError> {
+    let mut body = Some(body);
     let timeout = Duration::from_millis(grants.limits.http_timeout_ms);
     let cap = grants.limits.max_http_response_kib as usize * 1024;
-
     for _hop in 0..=MAX_REDIRECTS {
         let mut builder = client
             .request(method.clone(), url.clone())
@@ -213,10 +265,10 @@ pub async fn send(
         if let Some(auth) = &authorization {
             builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
-        if let Some(b) = &body
+        if let Some(b) = body
             && !b.is_empty()
         {
-            builder = builder.body(b.clone());
+            builder = builder.body(b.to_vec());
         }
         let response = builder.send().await.map_err(transport_error)?;
         let status = response.status();
@@ -251,15 +303,80 @@ pub async fn send(
     )))
 }
 
+/// The connection a request was authenticated with, and the token version used.
+struct ConnectionUse {
+    name: String,
+    version: i64,
+    refreshable: bool,
+}
+
+/// A token this close to its expiry is refreshed before it is used.
+const EXPIRY_SKEW_MS: i64 = 60_000;
+
+/// The connection's access token, refreshed first when it is about to expire.
+async fn connection_token(
+    store: &Store,
+    oauth: &OAuth,
+    grants: &Grants,
+    tenant: &str,
+    name: &str,
+) -> Result<Credential, HttpError> {
+    let mut credential = read_credential(store, grants, tenant, name).await?;
+    let now = now_ms();
+    if credential.refreshable
+        && credential.status == ACTIVE
+        && credential
+            .expires_at
+            .is_some_and(|at| at <= now + EXPIRY_SKEW_MS)
+    {
+        match oauth
+            .refresh(store, tenant, name, credential.version, Reason::Expiring)
+            .await
+        {
+            Ok(_) => credential = read_credential(store, grants, tenant, name).await?,
+            // A token that has not expired yet is still worth a try.
+            Err(e) if credential.expires_at.is_some_and(|at| at > now) => {
+                tracing::warn!(plugin = %grants.plugin, %tenant, connection = %name, error = %e, "refresh ahead of expiry failed; using the current token");
+            }
+            Err(e) => return Err(HttpError::CredentialUnavailable(e.to_string())),
+        }
+    }
+    if credential.status == NEEDS_RECONSENT {
+        return Err(HttpError::CredentialUnavailable(format!(
+            "connection {name:?} needs re-consent: the provider refused its refresh token, and the person must connect again"
+        )));
+    }
+    Ok(credential)
+}
+
+async fn read_credential(
+    store: &Store,
+    grants: &Grants,
+    tenant: &str,
+    name: &str,
+) -> Result<Credential, HttpError> {
+    store
+        .connection_credential(tenant, name, grants.plugin.as_str())
+        .await
+        .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?
+        .ok_or_else(|| {
+            HttpError::CredentialUnavailable(format!(
+                "no connection {name:?} for plugin {} in tenant {tenant:?}",
+                grants.plugin
+            ))
+        })
+}
+
 async fn credential(
     store: &Store,
+    oauth: &OAuth,
     grants: &Grants,
     tenant: &str,
     url: &Url,
     req: &OutboundRequest,
-) -> Result<Option<HeaderValue>, HttpError> {
-    let (what, value) = match (&req.connection, &req.bearer_secret) {
-        (None, None) => return Ok(None),
+) -> Result<(Option<HeaderValue>, Option<ConnectionUse>), HttpError> {
+    let (what, value, used) = match (&req.connection, &req.bearer_secret) {
+        (None, None) => return Ok((None, None)),
         (Some(_), Some(_)) => {
             return Err(HttpError::InvalidRequest(
                 "name a connection or a bearer secret, not both".into(),
@@ -267,17 +384,16 @@ async fn credential(
         }
         (Some(connection), None) => {
             refuse_clear_text(url, &format!("connection {connection:?}"))?;
-            let token = store
-                .connection_token(tenant, connection, grants.plugin.as_str())
-                .await
-                .map_err(|e| HttpError::CredentialUnavailable(e.to_string()))?
-                .ok_or_else(|| {
-                    HttpError::CredentialUnavailable(format!(
-                        "no connection {connection:?} for plugin {} in tenant {tenant:?}",
-                        grants.plugin
-                    ))
-                })?;
-            (format!("connection {connection:?}"), bearer(&token)?)
+            let credential = connection_token(store, oauth, grants, tenant, connection).await?;
+            (
+                format!("connection {connection:?}"),
+                bearer(&credential.token)?,
+                Some(ConnectionUse {
+                    name: connection.clone(),
+                    version: credential.version,
+                    refreshable: credential.refreshable,
+                }),
+            )
         }
         (None, Some(name)) => {
             refuse_clear_text(url, &format!("secret {name:?}"))?;
@@ -295,14 +411,14 @@ async fn credential(
                 }
                 None => bearer(&value)?,
             };
-            (format!("secret {name:?}"), header)
+            (format!("secret {name:?}"), header, None)
         }
     };
     let mut header = HeaderValue::from_str(&value).map_err(|_| {
         HttpError::CredentialUnavailable(format!("{what} is not a valid credential"))
     })?;
     header.set_sensitive(true);
-    Ok(Some(header))
+    Ok((Some(header), used))
 }
 
 fn refuse_clear_text(url: &Url, what: &str) -> Result<(), HttpError> {

@@ -22,6 +22,10 @@
 //!
 //! [config]
 //! api_base = "https://slack.com/api"
+//!
+//! [oauth]                  # connections are made through this provider
+//! provider = "slack"
+//! scopes = ["users.profile:write", "users:write"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -131,6 +135,20 @@ pub struct Manifest {
     /// How the plugin's webhook route is served.
     #[serde(default)]
     pub webhook: WebhookSettings,
+    /// The OAuth provider people connect through for this plugin, and the
+    /// scopes its calls need: a connection whose grant lacks one is refused.
+    #[serde(default)]
+    pub oauth: Option<OAuthNeeds>,
+}
+
+/// `[oauth]`: which `[oauth.providers.<name>]` of the host's configuration
+/// this plugin's connections are made with.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthNeeds {
+    pub provider: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// `[webhook]`: what the host checks before a delivery reaches the plugin.

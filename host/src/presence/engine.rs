@@ -39,13 +39,15 @@ const BACKOFF_BASE_MS: i64 = 1_000;
 const BACKOFF_CAP_MS: i64 = 10 * 60_000;
 /// A connection whose token the provider refused is retried this rarely.
 const REFUSED_RETRY_MS: i64 = 3_600_000;
+/// A refused push waits this long once the connection's token was refreshed.
+const REFRESHED_RETRY_MS: i64 = 1_000;
 
 /// The engine's shared handles, owned by [`App`].
 pub struct Engine {
     changes: broadcast::Sender<Arc<Change>>,
     scheduler_wake: Notify,
     outbox_wake: Notify,
-    pub(crate) webhooks_wake: Notify,
+    pub(crate) webhooks_wake: Arc<Notify>,
     /// When the scheduler means to wake next; `i64::MAX` while it is awake, so
     /// that anything committed meanwhile wakes it again.
     scheduler_planned: AtomicI64,
@@ -59,7 +61,7 @@ impl Default for Engine {
             changes: broadcast::channel(BROADCAST_CAPACITY).0,
             scheduler_wake: Notify::new(),
             outbox_wake: Notify::new(),
-            webhooks_wake: Notify::new(),
+            webhooks_wake: Arc::new(Notify::new()),
             scheduler_planned: AtomicI64::new(i64::MAX),
             features: Mutex::new(HashMap::new()),
         }
@@ -302,6 +304,11 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
     app.store
         .mark_sending(push, desired.status_text.as_deref())
         .await?;
+    let token_version = app
+        .store
+        .connection_version(&push.tenant, &push.connection)
+        .await?
+        .map(|(v, _)| v);
     let outcome = app
         .runtime
         .push_status(
@@ -325,14 +332,34 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
             app.store.complete_push(push, None).await
         }
         Ok(Err(PluginFault::Unauthorized(m))) => {
-            tracing::error!(message = %m, "the provider refused the connection's token; it needs re-consent");
+            // The provider refused the token: a refresh may cure it (Slack
+            // answers an expired token with `token_expired`, not HTTP 401).
+            let refreshed = match token_version {
+                Some(version) => app
+                    .oauth
+                    .refresh(
+                        &app.store,
+                        &push.tenant,
+                        &push.connection,
+                        version,
+                        crate::oauth::refresh::Reason::Refused,
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("the connection is gone".to_string()),
+            };
+            let (retry_in, why) = match refreshed {
+                Ok(_) => (
+                    REFRESHED_RETRY_MS,
+                    format!("unauthorized: {m}; token refreshed, retrying"),
+                ),
+                Err(e) => {
+                    tracing::error!(message = %m, refresh = %e, "the provider refused the connection's token");
+                    (REFUSED_RETRY_MS, format!("unauthorized: {m}; {e}"))
+                }
+            };
             app.store
-                .defer_push(
-                    push,
-                    now + REFUSED_RETRY_MS,
-                    push.attempts + 1,
-                    Some(&format!("unauthorized: {m}")),
-                )
+                .defer_push(push, now + retry_in, push.attempts + 1, Some(&why))
                 .await
         }
         Ok(Err(PluginFault::Upstream {

@@ -55,10 +55,12 @@ fn event_of(change: &Change) -> Event {
 
 pub async fn stream(
     State(app): State<Arc<App>>,
+    axum::Extension(caller): axum::Extension<crate::api::auth::Caller>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let tenant = crate::api::presence::tenant_of(&headers, q.tenant.as_deref())?;
+    let tenant =
+        crate::api::presence::tenant_of(&app, &caller, &headers, q.tenant.as_deref()).await?;
     let last_id = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()

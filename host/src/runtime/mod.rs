@@ -213,6 +213,10 @@ impl Runtime {
             HostServices {
                 store,
                 http: crate::capabilities::http::client(),
+                oauth: std::sync::Arc::new(
+                    crate::oauth::OAuth::new(&Default::default(), Default::default())
+                        .map_err(anyhow::Error::msg)?,
+                ),
             },
         )
     }

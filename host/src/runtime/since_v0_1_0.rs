@@ -81,6 +81,7 @@ impl wit_http::Host for CallState {
         let result = capabilities::http::send(
             &self.services.http,
             &self.services.store,
+            &self.services.oauth,
             &self.grants,
             &self.tenant,
             request,

@@ -13,6 +13,8 @@ use crate::store::Store;
 pub struct HostServices {
     pub store: Store,
     pub http: reqwest::Client,
+    /// Refreshes connections' tokens when a plugin's request needs it.
+    pub oauth: Arc<crate::oauth::OAuth>,
 }
 
 /// Per-call state. A new one is built for every call and dropped after it.

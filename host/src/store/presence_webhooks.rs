@@ -316,3 +316,58 @@ pub(crate) async fn enqueue(
     }
     Ok(queued)
 }
+
+impl Store {
+    /// Queues an event other than a presence change (a connection that needs
+    /// re-consent, or recovered) for each enabled endpoint of `tenant` that
+    /// wants `user`; true when any was queued. `event_id` makes the message id,
+    /// so the same event is never queued twice.
+    pub async fn enqueue_tenant_event(
+        &self,
+        tenant: &str,
+        user: &str,
+        event_type: &str,
+        event_id: &str,
+        data: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let payload = serde_json::json!({
+            "type": event_type,
+            "timestamp": chrono::DateTime::from_timestamp_millis(now)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            "data": data,
+        })
+        .to_string();
+        let endpoints: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, users FROM presence_webhooks WHERE tenant = ? AND enabled = 1",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut queued = false;
+        for (id, users) in endpoints {
+            if let Some(users) = users {
+                let users: Vec<String> = serde_json::from_str(&users)
+                    .map_err(|e| StoreError::Corrupt(format!("presence_webhooks.users: {e}")))?;
+                if !users.iter().any(|u| u == user) {
+                    continue;
+                }
+            }
+            let n = sqlx::query(
+                "INSERT INTO presence_webhook_outbox (msg_id, tenant, endpoint, payload, due_at, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING",
+            )
+            .bind(format!("msg_{event_id}_{id}"))
+            .bind(tenant)
+            .bind(&id)
+            .bind(&payload)
+            .bind(now)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            queued |= n > 0;
+        }
+        Ok(queued)
+    }
+}

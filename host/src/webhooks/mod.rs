@@ -96,6 +96,9 @@ async fn receive(
                 "no provider plugin named {plugin_name:?} is loaded"
             ))
         })?;
+    if !app.tenant_exists(&tenant).await? {
+        return Err(ApiError::NotFound(format!("no tenant {tenant:?}")));
+    }
 
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
