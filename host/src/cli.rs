@@ -1,5 +1,6 @@
 //! The command line: `serve`, `secret set|list`, `plugin list|check|new`,
-//! `tenant create|list`, `api-key create|list|revoke|rotate`, `classify`.
+//! `tenant create|list`, `api-key create|list|revoke|rotate`, `key status|reseal`,
+//! `classify`.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Inspect and check plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// The master key: which keys sealed what, and rewriting records under the current key.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Manage tenants (agencies).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -101,6 +105,15 @@ pub enum SecretCommand {
     },
     /// List the names of stored secrets (never their values).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Show the current key's id and how many sealed records each key id holds.
+    Status,
+    /// Re-seal every record under the current key (after a rotation, with the
+    /// old key in `previous_master_keys`); then the old key can be dropped.
+    Reseal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +204,14 @@ impl CommonArgs {
         if let Ok(key) = std::env::var("PRESENCE_MASTER_KEY") {
             config.master_key = Some(key);
         }
+        if let Ok(keys) = std::env::var("PRESENCE_PREVIOUS_MASTER_KEYS") {
+            config.previous_master_keys = keys
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if let Ok(token) = std::env::var("PRESENCE_ADMIN_TOKEN") {
             config.admin_token = Some(token);
         }
@@ -264,6 +285,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::List) => plugin_list(&config).await,
+        Command::Key(command) => {
+            let store = crate::open_store(&config).await?;
+            if let KeyCommand::Reseal = command {
+                for (what, n) in store.reseal().await? {
+                    println!("{what}: {n} re-sealed");
+                }
+            }
+            println!("current master key: {}", store.master_key_id());
+            for (id, n) in store.sealed_key_ids().await? {
+                let note = if id == store.master_key_id() {
+                    " (current)"
+                } else {
+                    ""
+                };
+                println!("{id}	{n} records{note}");
+            }
+            store.close().await;
+            Ok(())
+        }
         Command::Tenant(command) => tenant_command(&config, command).await,
         Command::ApiKey(command) => api_key_command(&config, command).await,
         Command::Classify {

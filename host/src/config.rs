@@ -34,6 +34,10 @@ pub struct Config {
     /// Base64 of the 32-byte master key that seals secrets at rest. Default: generated
     /// into `<data_dir>/master.key` on first run, with a warning.
     pub master_key: Option<String>,
+    /// Keys that records may still be sealed under after a rotation (base64,
+    /// like `master_key`); they open records, never seal new ones. Run
+    /// `presence-host key reseal` to rewrite every record under the current key.
+    pub previous_master_keys: Vec<String>,
     /// The base URL providers use to reach this host (for signatures over the URL,
     /// such as Twilio's). Default: built from the request's `Host` header.
     pub public_url: Option<String>,
@@ -176,6 +180,7 @@ impl Default for Config {
             plugins_dir: None,
             database_url: None,
             master_key: None,
+            previous_master_keys: Vec::new(),
             public_url: None,
             max_webhook_body_bytes: 1024 * 1024,
             max_concurrent_calls: 256,

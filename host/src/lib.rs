@@ -105,7 +105,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
             config.data_dir.display()
         )
     })?;
-    let key = MasterKey::load_or_create(config.master_key.as_deref(), &config.data_dir)?;
+    let key = MasterKey::load_or_create(config.master_key.as_deref(), &config.data_dir)?
+        .with_previous(&config.previous_master_keys)?;
     Ok(Store::open(&config.database_url(), key).await?)
 }
 

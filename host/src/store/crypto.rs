@@ -2,7 +2,9 @@
 //!
 //! Each sealed record carries the id of the key that sealed it (the first bytes of
 //! the key's SHA-256), so a wrong or rotated key is reported as such instead of
-//! as corrupt data.
+//! as corrupt data, and so keys can be rotated: new writes use the current key,
+//! records sealed under a previous key (configured as `previous_master_keys`)
+//! still open, and `presence-host key reseal` rewrites them under the current one.
 
 use std::path::Path;
 
@@ -35,10 +37,12 @@ pub enum KeyError {
     Tampered,
 }
 
-/// The 256-bit key every secret and token at rest is sealed under.
+/// The 256-bit key every secret and token at rest is sealed under, with the
+/// previous keys that older records may still be sealed under.
 pub struct MasterKey {
     key: Zeroizing<[u8; 32]>,
     id: String,
+    previous: Vec<(String, Zeroizing<[u8; 32]>)>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -66,7 +70,25 @@ impl MasterKey {
         Self {
             key: Zeroizing::new(key),
             id,
+            previous: Vec::new(),
         }
+    }
+
+    /// Adds keys that records may have been sealed under before a rotation:
+    /// they open records, never seal new ones.
+    pub fn with_previous(mut self, previous: &[String]) -> Result<Self, KeyError> {
+        for text in previous {
+            let old = Self::from_base64(text)?;
+            if old.id != self.id && !self.previous.iter().any(|(id, _)| *id == old.id) {
+                self.previous.push((old.id, old.key));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether records sealed under `key_id` can be opened.
+    pub fn knows(&self, key_id: &str) -> bool {
+        key_id == self.id || self.previous.iter().any(|(id, _)| id == key_id)
     }
 
     /// The configured key, or the one kept in `data_dir`, created (with a warning) on first run.
@@ -125,16 +147,23 @@ impl MasterKey {
         ciphertext: &[u8],
         associated: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        if key_id != self.id {
-            return Err(KeyError::WrongKey {
-                found: key_id.to_string(),
-                expected: self.id.clone(),
-            });
-        }
+        let key = if key_id == self.id {
+            &self.key
+        } else {
+            match self.previous.iter().find(|(id, _)| id == key_id) {
+                Some((_, key)) => key,
+                None => {
+                    return Err(KeyError::WrongKey {
+                        found: key_id.to_string(),
+                        expected: self.id.clone(),
+                    });
+                }
+            }
+        };
         if nonce.len() != 12 {
             return Err(KeyError::Tampered);
         }
-        let cipher = Aes256Gcm::new_from_slice(self.key.as_slice()).expect("32-byte key");
+        let cipher = Aes256Gcm::new_from_slice(key.as_slice()).expect("32-byte key");
         cipher
             .decrypt(
                 Nonce::from_slice(nonce),
@@ -194,6 +223,29 @@ mod tests {
             key.open(key.id(), &nonce, &sealed, b"secret:slack"),
             Err(KeyError::Tampered)
         ));
+    }
+
+    #[test]
+    fn records_sealed_under_a_previous_key_still_open() {
+        let old = MasterKey::from_bytes([1; 32]);
+        let (nonce, sealed) = old.seal(b"xoxp-1", b"connection:a/b");
+        let new = MasterKey::from_bytes([2; 32])
+            .with_previous(&[BASE64.encode([1u8; 32])])
+            .unwrap();
+        assert!(new.knows(old.id()) && new.knows(new.id()));
+        assert_eq!(
+            &new.open(old.id(), &nonce, &sealed, b"connection:a/b")
+                .unwrap()[..],
+            b"xoxp-1"
+        );
+        // New records are sealed under the current key only.
+        let (n2, s2) = new.seal(b"x", b"");
+        assert!(old.open(new.id(), &n2, &s2, b"").is_err());
+        assert!(
+            MasterKey::from_bytes([2; 32])
+                .with_previous(&["bad".into()])
+                .is_err()
+        );
     }
 
     #[test]

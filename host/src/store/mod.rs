@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod oauth_states;
 pub mod presence;
 pub mod presence_webhooks;
+pub mod reseal;
 pub mod tenants;
 
 use std::str::FromStr;
