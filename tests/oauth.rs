@@ -414,6 +414,41 @@ async fn twenty_concurrent_refreshes_make_one_token_request_and_keep_the_newest_
     assert_eq!(emu.token_requests("refresh_token"), 2);
     let actions = audit_actions(&host, "acme", "connection.refreshed").await;
     assert_eq!(actions.len(), 2, "{actions:?}");
+
+    // Two processes on one database: the lock is in the store, so ten callers
+    // on each still make one token request between them.
+    let replica = host.replica();
+    let version = body["version"].as_i64().unwrap();
+    let calls = (0..20).map(|i| {
+        let url = if i % 2 == 0 {
+            host.url(path)
+        } else {
+            replica.url(path)
+        };
+        host.client
+            .post(url)
+            .bearer_auth(&key)
+            .json(&json!({"if_version": version}))
+            .send()
+    });
+    for resp in futures::future::join_all(calls).await {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["version"].as_i64(), Some(version + 1), "{body}");
+    }
+    assert_eq!(emu.token_requests("refresh_token"), 3);
+    let store = host.store().await;
+    let grant = store
+        .refresh_grant("acme", "calendar-sync:vendor-1")
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().await;
+    assert_eq!(
+        Some(String::from_utf8(grant.refresh_token.expose().to_vec()).unwrap()),
+        emu.current_refresh_token()
+    );
 }
 
 /// Receives a tenant's webhook messages.

@@ -189,6 +189,14 @@ impl Host {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A second host process on the same data directory, plugins and
+    /// configuration (another replica, sharing the database).
+    pub fn replica(&self) -> Replica {
+        let log = self.data_dir.path().join("replica.log");
+        let (child, addr) = spawn(self.data_dir.path(), self.plugins.path(), &log);
+        Replica { child, addr }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -315,6 +323,25 @@ fn spawn(data_dir: &Path, plugins: &Path, log: &Path) -> (Child, SocketAddr) {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
+    }
+}
+
+/// Another process serving the same data: see [`Host::replica`].
+pub struct Replica {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
