@@ -478,11 +478,12 @@ async fn invalid_grant_needs_reconsent_and_is_announced_while_outages_are_retrie
     let host = provider_host("microsoft", &emu, "\"Calendars.Read\"");
     let key = host.tenant_with_key("acme").await;
     let (hook, seen) = capture_server().await;
+    let admin = host.admin.clone();
     let (status, _) = host
         .api(
             "POST",
             "/api/tenants/acme/presence-webhooks",
-            &key,
+            &admin,
             Some(json!({"url": hook})),
         )
         .await;
@@ -601,9 +602,9 @@ async fn slack_tokens_are_refreshed_ahead_of_expiry_and_when_slack_refuses_them(
     let host = slack_host(&emu, &slack_api, 600);
     let key = host.tenant_with_key("acme").await;
 
-    // The first token lives 30 s: inside the refresh margin, so the scheduler
-    // refreshes it at once, with nothing else happening.
-    emu.set_access_token_lifetime(30);
+    // The first token lives 2 s: the scheduler refreshes it half-way through
+    // its life, with nothing else happening.
+    emu.set_access_token_lifetime(2);
     let (status, page, _) = connect(&host, &key, "slack", "user=U1").await;
     assert_eq!(status, 200, "{page}");
     emu.set_access_token_lifetime(3600);
@@ -744,7 +745,7 @@ async fn the_http_capability_refreshes_before_expiry_and_retries_once_after_a_40
         .into(),
         ..Default::default()
     };
-    let oauth = OAuth::new(&config, Default::default()).unwrap();
+    let oauth = Arc::new(OAuth::new(&config, Default::default()).unwrap());
     let provider = oauth.provider("google").unwrap().clone();
 
     // A consent, by hand: the code flow with PKCE against the emulator.

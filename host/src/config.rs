@@ -270,6 +270,12 @@ impl Config {
         {
             return Err("webhook rate limits must be at least 1".into());
         }
+        if self.oauth.refresh_lock_s < 30 {
+            return Err(
+                "oauth.refresh_lock_s must be at least 30: longer than a token request may take"
+                    .into(),
+            );
+        }
         for (name, p) in &self.oauth.providers {
             crate::oauth::Provider::resolve(name, p)
                 .map_err(|e| format!("oauth.providers.{name}: {e}"))?;

@@ -163,17 +163,43 @@ pub async fn delete(
     };
     // Tell the provider first, while the token is still here; the connection
     // goes whatever it answers.
+    // RFC 7009: revoking the refresh token ends the whole grant (Google);
+    // Slack's auth.revoke takes the access token. A token that cannot be read
+    // (a key no longer configured) does not keep the connection alive here.
     let mut revoked = None;
     if let Some(provider) = connection
         .provider
         .as_deref()
         .and_then(|p| app.oauth.provider(p))
-        && let Some(token) = app.store.connection_access_token(&tenant, &name).await?
     {
-        let token = String::from_utf8_lossy(token.expose()).into_owned();
-        revoked = Some(match app.oauth.revoke(&app.store, provider, &token).await {
-            Ok(()) => "revoked at the provider".to_string(),
-            Err(e) => format!("revocation failed: {e}"),
+        let token = match provider.style {
+            crate::oauth::TokenStyle::Standard => app
+                .store
+                .refresh_grant(&tenant, &name)
+                .await
+                .ok()
+                .flatten()
+                .map(|g| g.refresh_token),
+            crate::oauth::TokenStyle::Slack => None,
+        };
+        let token = match token {
+            Some(t) => Some(t),
+            None => app
+                .store
+                .connection_access_token(&tenant, &name)
+                .await
+                .ok()
+                .flatten(),
+        };
+        revoked = Some(match token {
+            Some(token) => {
+                let token = String::from_utf8_lossy(token.expose()).into_owned();
+                match app.oauth.revoke(&app.store, provider, &token).await {
+                    Ok(()) => "revoked at the provider".to_string(),
+                    Err(e) => format!("revocation failed: {e}"),
+                }
+            }
+            None => "skipped: the token could not be read".to_string(),
         });
     }
     let found = app.store.delete_connection(&tenant, &name).await?;

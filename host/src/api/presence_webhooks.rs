@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::{ApiError, no_content_or_not_found};
 use crate::App;
 use crate::presence::webhooks_out::new_secret;
@@ -28,6 +29,7 @@ pub struct NewEndpoint {
 pub async fn create(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let new: NewEndpoint = serde_json::from_slice(&body).map_err(|e| {
@@ -43,6 +45,11 @@ pub async fn create(
     {
         return Err(ApiError::BadRequest(
             "url must be http(s) without credentials in it".into(),
+        ));
+    }
+    if matches!(caller, Caller::Tenant { .. }) && !public_destination(&url) {
+        return Err(ApiError::BadRequest(
+            "a tenant's webhook URL must be https and must not name a loopback, private or link-local address; the operator may register others".into(),
         ));
     }
     if new.users.as_ref().is_some_and(|u| u.is_empty()) {
@@ -94,6 +101,74 @@ pub async fn enable(
     no_content_or_not_found(found, || missing(&tenant, &id))
 }
 
+/// Whether a tenant may have the host call `url`: https to a name or a public
+/// address, so a tenant cannot point the host at its own network (SSRF). A
+/// name is not resolved here; pinning names to public addresses at send time
+/// is left to the egress policy (see the README).
+fn public_destination(url: &url::Url) -> bool {
+    use std::net::IpAddr;
+    if url.scheme() != "https" {
+        return false;
+    }
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            return d != "localhost" && !d.ends_with(".localhost") && !d.ends_with(".internal");
+        }
+        None => return false,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some())
+        }
+    }
+}
+
 fn missing(tenant: &str, id: &str) -> String {
     format!("no presence webhook {id:?} in tenant {tenant:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_destination;
+
+    #[test]
+    fn tenants_may_only_name_public_https_destinations() {
+        for ok in [
+            "https://hooks.example.com/x",
+            "https://8.8.8.8/x",
+            "https://[2001:db8::1]/x",
+        ] {
+            assert!(public_destination(&url::Url::parse(ok).unwrap()), "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.com/x",
+            "https://127.0.0.1/x",
+            "https://localhost/x",
+            "https://10.1.2.3/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://192.168.0.1/x",
+            "https://100.64.0.1/x",
+            "https://[::1]/x",
+            "https://[fd00::1]/x",
+            "https://[::ffff:127.0.0.1]/x",
+            "https://metadata.google.internal/x",
+        ] {
+            assert!(!public_destination(&url::Url::parse(bad).unwrap()), "{bad}");
+        }
+    }
 }

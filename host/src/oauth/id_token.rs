@@ -520,7 +520,12 @@ fn check_claims(
     let tid = claims.tid.as_deref();
     let issuer = claims.iss.ok_or(IdTokenError::MissingClaim("iss"))?;
     let expected_issuer = resolve_issuer(expected.issuer, tid)?;
-    if issuer != expected_issuer {
+    // Google documents `accounts.google.com` as the same issuer as
+    // `https://accounts.google.com`; a scheme-less `iss` equal to the expected
+    // issuer without its scheme is that same issuer.
+    if issuer != expected_issuer
+        && expected_issuer.strip_prefix("https://") != Some(issuer.as_str())
+    {
         return Err(IdTokenError::WrongIssuer {
             expected: expected_issuer,
             found: issuer,

@@ -49,6 +49,8 @@ pub enum TokenStyle {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
+    /// The built-in provider it follows (`google`, ...), or its own name.
+    pub template: String,
     pub client_id: String,
     pub client_secret: SecretName,
     pub authorize_url: Url,
@@ -197,6 +199,7 @@ impl Provider {
         };
         Ok(Self {
             name: name.to_string(),
+            template: template_name.to_string(),
             client_id,
             client_secret,
             authorize_url,
@@ -204,21 +207,33 @@ impl Provider {
             revoke_url,
             jwks_url,
             issuer,
-            scopes: c.scopes.clone().unwrap_or_else(|| {
-                t.as_ref()
+            // Configured scopes and parameters add to the template's (which
+            // carry what yields a refresh token: `offline_access`, `access_type`).
+            scopes: {
+                let mut scopes: Vec<String> = t
+                    .as_ref()
                     .map(|t| t.scopes.iter().map(|s| s.to_string()).collect())
-                    .unwrap_or_default()
-            }),
-            authorize_params: c.authorize_params.clone().unwrap_or_else(|| {
-                t.as_ref()
+                    .unwrap_or_default();
+                for s in c.scopes.iter().flatten() {
+                    if !scopes.contains(s) {
+                        scopes.push(s.clone());
+                    }
+                }
+                scopes
+            },
+            authorize_params: {
+                let mut params: BTreeMap<String, String> = t
+                    .as_ref()
                     .map(|t| {
                         t.authorize_params
                             .iter()
                             .map(|(k, v)| (k.to_string(), v.to_string()))
                             .collect()
                     })
-                    .unwrap_or_default()
-            }),
+                    .unwrap_or_default();
+                params.extend(c.authorize_params.clone().unwrap_or_default());
+                params
+            },
             token_auth,
             style: t.as_ref().map_or(TokenStyle::Standard, |t| t.style),
         })
@@ -227,6 +242,24 @@ impl Provider {
     /// Whether ID tokens from this provider are verified (an OpenID provider).
     pub fn verifies_id_tokens(&self) -> bool {
         self.jwks_url.is_some()
+    }
+
+    /// A scope as this provider's grants spell it, for comparing what was
+    /// granted with what a plugin declares: Microsoft scopes are
+    /// case-insensitive and may carry the Graph resource prefix; Google
+    /// reports `email` and `profile` by their full URLs.
+    pub fn normalize_scope(&self, scope: &str) -> String {
+        match self.template.as_str() {
+            "microsoft" => scope
+                .trim_start_matches("https://graph.microsoft.com/")
+                .to_ascii_lowercase(),
+            "google" => match scope {
+                "https://www.googleapis.com/auth/userinfo.email" => "email".into(),
+                "https://www.googleapis.com/auth/userinfo.profile" => "profile".into(),
+                other => other.to_string(),
+            },
+            _ => scope.to_string(),
+        }
     }
 }
 
@@ -505,7 +538,15 @@ fn classify(e: oauth2::RequestTokenError<TokenHttpError, BasicErrorResponse>) ->
             let code = r.error().to_string();
             let description = r.error_description().cloned().unwrap_or_default();
             match r.error() {
-                BasicErrorResponseType::InvalidGrant => TokenError::Refused { code, description },
+                BasicErrorResponseType::InvalidGrant | BasicErrorResponseType::InvalidScope => {
+                    TokenError::Refused { code, description }
+                }
+                // Microsoft: the person (or their admin) must act again.
+                BasicErrorResponseType::Extension(e)
+                    if matches!(e.as_str(), "interaction_required" | "consent_required") =>
+                {
+                    TokenError::Refused { code, description }
+                }
                 BasicErrorResponseType::InvalidClient
                 | BasicErrorResponseType::UnauthorizedClient
                 | BasicErrorResponseType::InvalidRequest
@@ -604,13 +645,32 @@ fn slack_to_standard(body: &[u8]) -> Option<(reqwest::StatusCode, Vec<u8>)> {
             | "invalid_refresh_token"
             | "code_already_used"
             | "token_revoked"
-            | "token_expired" => "invalid_grant",
+            | "token_expired"
+            | "app_uninstalled"
+            | "account_inactive"
+            | "invalid_auth" => "invalid_grant",
             "invalid_client_id" | "bad_client_secret" | "invalid_client" => "invalid_client",
             "bad_redirect_uri" | "invalid_grant_type" | "invalid_arguments" => "invalid_request",
             "oauth_authorization_url_mismatch" => "invalid_grant",
             _ => "server_error",
         };
         let out = serde_json::json!({ "error": code, "error_description": slack_error });
+        return Some((
+            reqwest::StatusCode::BAD_REQUEST,
+            out.to_string().into_bytes(),
+        ));
+    }
+    // The host acts with the person's own token (`user_scope`); an answer
+    // with only the app's bot token is not what was asked for.
+    if object.get("token_type").and_then(|t| t.as_str()) == Some("bot")
+        && object
+            .get("authed_user")
+            .is_none_or(|u| u.get("access_token").is_none())
+    {
+        let out = serde_json::json!({
+            "error": "invalid_scope",
+            "error_description": "Slack granted the app's bot token but no user token for the person",
+        });
         return Some((
             reqwest::StatusCode::BAD_REQUEST,
             out.to_string().into_bytes(),

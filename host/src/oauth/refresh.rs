@@ -69,7 +69,7 @@ pub enum RefreshError {
 }
 
 /// How long a caller waits for another process's refresh before giving up.
-const WAIT_FOR_OTHERS: Duration = Duration::from_secs(30);
+const WAIT_FOR_OTHERS: Duration = Duration::from_secs(15);
 /// Backoff of scheduled retries after transient failures.
 const RETRY_BASE_MS: i64 = 30_000;
 const RETRY_CAP_MS: i64 = 3_600_000;
@@ -77,7 +77,30 @@ const RETRY_CAP_MS: i64 = 3_600_000;
 impl OAuth {
     /// Makes sure connection `name` has a token newer than `seen_version`,
     /// refreshing it if nobody else has; returns the version now current.
+    ///
+    /// The work runs in a task of its own, which the caller only waits for: a
+    /// caller that gives up (a plugin call out of time, a client gone) never
+    /// cancels a token request whose answer may carry a rotated refresh token.
     pub async fn refresh(
+        self: &Arc<Self>,
+        store: &Store,
+        tenant: &str,
+        name: &str,
+        seen_version: i64,
+        reason: Reason,
+    ) -> Result<i64, RefreshError> {
+        let (oauth, store) = (self.clone(), store.clone());
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        tokio::spawn(async move {
+            oauth
+                .refresh_detached(&store, &tenant, &name, seen_version, reason)
+                .await
+        })
+        .await
+        .map_err(|e| RefreshError::Store(StoreError::Corrupt(format!("refresh task: {e}"))))?
+    }
+
+    async fn refresh_detached(
         &self,
         store: &Store,
         tenant: &str,
@@ -88,6 +111,9 @@ impl OAuth {
         let local = self.local_lock(tenant, name);
         let _queued = local.lock().await;
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHERS;
+        // Each attempt is its own lock owner, so a lapsed attempt's release
+        // cannot free a lock another attempt holds.
+        let owner = format!("{}-{:016x}", self.owner, rand::random::<u64>());
         loop {
             let (version, lock_until) = store
                 .connection_version(tenant, name)
@@ -99,10 +125,12 @@ impl OAuth {
             let now = now_ms();
             if lock_until.is_none_or(|until| until < now)
                 && store
-                    .lock_refresh(tenant, name, version, &self.owner, now + self.lock_ms)
+                    .lock_refresh(tenant, name, version, &owner, now + self.lock_ms)
                     .await?
             {
-                return self.refresh_locked(store, tenant, name, reason).await;
+                return self
+                    .refresh_locked(store, tenant, name, version, &owner, reason)
+                    .await;
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(RefreshError::Busy(name.to_string()));
@@ -114,7 +142,7 @@ impl OAuth {
 
     /// Refreshes whatever token `name` has now (the API's and the scheduler's entry).
     pub async fn refresh_current(
-        &self,
+        self: &Arc<Self>,
         store: &Store,
         tenant: &str,
         name: &str,
@@ -127,11 +155,40 @@ impl OAuth {
         self.refresh(store, tenant, name, version, reason).await
     }
 
+    /// The version current now (after another refresher won a race).
+    async fn current_version(store: &Store, tenant: &str, name: &str) -> Result<i64, RefreshError> {
+        store
+            .connection_version(tenant, name)
+            .await?
+            .map(|(v, _)| v)
+            .ok_or_else(|| RefreshError::Gone(name.to_string()))
+    }
+
+    /// Appends an audit event; a failure to do so is logged, not fatal, since
+    /// what it records has already happened.
+    async fn audit(
+        &self,
+        store: &Store,
+        tenant: &str,
+        action: &str,
+        name: &str,
+        detail: serde_json::Value,
+    ) {
+        if let Err(e) = store
+            .audit(tenant, &Actor::System, action, Some(name), Some(detail))
+            .await
+        {
+            tracing::error!(%tenant, connection = %name, %action, error = %e, "could not write an audit event");
+        }
+    }
+
     async fn refresh_locked(
         &self,
         store: &Store,
         tenant: &str,
         name: &str,
+        version: i64,
+        owner: &str,
         reason: Reason,
     ) -> Result<i64, RefreshError> {
         let Some(grant) = store.refresh_grant(tenant, name).await? else {
@@ -139,6 +196,8 @@ impl OAuth {
                 store,
                 tenant,
                 name,
+                owner,
+                version,
                 "no refresh token".into(),
                 false,
                 i64::MAX,
@@ -148,8 +207,17 @@ impl OAuth {
         };
         if grant.status == NEEDS_RECONSENT {
             // Only a new consent helps; asking the provider again would only be refused again.
-            self.release(store, tenant, name, "needs re-consent".into(), true, 0)
-                .await?;
+            self.release(
+                store,
+                tenant,
+                name,
+                owner,
+                version,
+                "needs re-consent".into(),
+                true,
+                0,
+            )
+            .await?;
             return Err(RefreshError::NeedsReconsent {
                 name: name.to_string(),
                 detail: "the provider refused the refresh token; the person must connect again"
@@ -158,8 +226,17 @@ impl OAuth {
         }
         let Some(provider) = self.provider(&grant.provider) else {
             let detail = format!("provider {:?} is no longer configured", grant.provider);
-            self.release(store, tenant, name, detail, false, now_ms() + RETRY_CAP_MS)
-                .await?;
+            self.release(
+                store,
+                tenant,
+                name,
+                owner,
+                version,
+                detail,
+                false,
+                now_ms() + RETRY_CAP_MS,
+            )
+            .await?;
             return Err(RefreshError::UnknownProvider(grant.provider));
         };
         let refresh_token = std::str::from_utf8(grant.refresh_token.expose())
@@ -183,7 +260,7 @@ impl OAuth {
                 // failing write is retried rather than dropped.
                 let mut attempt = 0;
                 let stored = loop {
-                    match store.store_refreshed(tenant, name, &self.owner, &new).await {
+                    match store.store_refreshed(tenant, name, version, &new).await {
                         Ok(stored) => break stored,
                         Err(e) if attempt < 5 => {
                             attempt += 1;
@@ -194,56 +271,59 @@ impl OAuth {
                     }
                 };
                 if !stored {
-                    tracing::error!(%tenant, connection = %name, "the refresh lock expired during the token request; the refreshed tokens were not stored");
-                    return Err(RefreshError::Busy(name.to_string()));
+                    tracing::warn!(%tenant, connection = %name, "another refresh stored newer tokens first; these are dropped");
+                    return Self::current_version(store, tenant, name).await;
                 }
-                let mut detail = serde_json::json!({
-                    "reason": reason.as_str(),
-                    "expires_at": tokens.expires_at,
-                    "rotated": tokens.refresh_token.is_some(),
-                });
-                store
-                    .audit(
-                        tenant,
-                        &Actor::System,
-                        "connection.refreshed",
-                        Some(name),
-                        Some(detail.take()),
-                    )
-                    .await?;
+                self.audit(
+                    store,
+                    tenant,
+                    "connection.refreshed",
+                    name,
+                    serde_json::json!({
+                        "reason": reason.as_str(),
+                        "expires_at": tokens.expires_at,
+                        "rotated": tokens.refresh_token.is_some(),
+                    }),
+                )
+                .await;
                 if scopes != grant.scopes {
-                    store
-                        .audit(
-                            tenant,
-                            &Actor::System,
-                            "connection.scope_changed",
-                            Some(name),
-                            Some(serde_json::json!({ "before": grant.scopes, "after": scopes })),
-                        )
-                        .await?;
-                }
-                if grant.refresh_failures > 0 {
-                    self.announce(
+                    self.audit(
                         store,
                         tenant,
+                        "connection.scope_changed",
                         name,
-                        &grant.user,
-                        "connection.recovered",
-                        None,
+                        serde_json::json!({ "before": grant.scopes, "after": scopes }),
                     )
-                    .await?;
+                    .await;
+                }
+                if grant.refresh_failures > 0
+                    && let Err(e) = self
+                        .announce(
+                            store,
+                            tenant,
+                            name,
+                            &grant.user,
+                            "connection.recovered",
+                            None,
+                        )
+                        .await
+                {
+                    tracing::error!(%tenant, connection = %name, error = %e, "could not announce a recovered connection");
                 }
                 self.wake.notify_one();
                 tracing::info!(%tenant, connection = %name, reason = reason.as_str(), "connection token refreshed");
-                Ok(store
-                    .connection_version(tenant, name)
-                    .await?
-                    .map_or(0, |(v, _)| v))
+                Self::current_version(store, tenant, name).await
             }
             Err(error @ TokenError::Refused { .. }) => {
                 let detail = error.to_string();
-                self.release(store, tenant, name, detail.clone(), true, 0)
-                    .await?;
+                if !self
+                    .release(store, tenant, name, owner, version, detail.clone(), true, 0)
+                    .await?
+                {
+                    // A concurrent refresh (after our lock lapsed) rotated the
+                    // token we sent: its result stands.
+                    return Self::current_version(store, tenant, name).await;
+                }
                 tracing::error!(%tenant, connection = %name, error = %detail, "the provider refused the refresh token: the connection needs re-consent");
                 self.announce(
                     store,
@@ -262,22 +342,34 @@ impl OAuth {
             Err(error) => {
                 let delay = retry_delay(grant.refresh_failures);
                 let detail = error.to_string();
-                self.release(store, tenant, name, detail.clone(), false, now_ms() + delay)
-                    .await?;
-                tracing::warn!(%tenant, connection = %name, error = %detail, retry_in_ms = delay, "token refresh failed; will retry");
-                store
-                    .audit(
+                if !self
+                    .release(
+                        store,
                         tenant,
-                        &Actor::System,
-                        "connection.refresh_failed",
-                        Some(name),
-                        Some(serde_json::json!({
-                            "reason": reason.as_str(),
-                            "error": detail,
-                            "retry_in_ms": delay,
-                        })),
+                        name,
+                        owner,
+                        version,
+                        detail.clone(),
+                        false,
+                        now_ms() + delay,
                     )
-                    .await?;
+                    .await?
+                {
+                    return Self::current_version(store, tenant, name).await;
+                }
+                tracing::warn!(%tenant, connection = %name, error = %detail, retry_in_ms = delay, "token refresh failed; will retry");
+                self.audit(
+                    store,
+                    tenant,
+                    "connection.refresh_failed",
+                    name,
+                    serde_json::json!({
+                        "reason": reason.as_str(),
+                        "error": detail,
+                        "retry_in_ms": delay,
+                    }),
+                )
+                .await;
                 Err(RefreshError::Provider {
                     name: name.to_string(),
                     error,
@@ -286,18 +378,22 @@ impl OAuth {
         }
     }
 
-    /// Releases the refresh lock after a failure (see `Store::refresh_failed`).
+    /// Records a failed refresh and releases the lock (see
+    /// `Store::refresh_failed`); false when the token changed meanwhile.
+    #[allow(clippy::too_many_arguments)]
     async fn release(
         &self,
         store: &Store,
         tenant: &str,
         name: &str,
+        owner: &str,
+        version: i64,
         detail: String,
         refused: bool,
         retry_at: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         store
-            .refresh_failed(tenant, name, &self.owner, refused, &detail, retry_at)
+            .refresh_failed(tenant, name, owner, version, refused, &detail, retry_at)
             .await
     }
 

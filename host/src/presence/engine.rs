@@ -304,11 +304,17 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
     app.store
         .mark_sending(push, desired.status_text.as_deref())
         .await?;
-    let token_version = app
-        .store
-        .connection_version(&push.tenant, &push.connection)
-        .await?
-        .map(|(v, _)| v);
+    // A refusal may be cured by a refresh, once per pushed state: if the
+    // retry is refused too (a missing scope, a deactivated account), the
+    // push waits an hour instead of becoming a refresh a second.
+    let token_version = if push.attempts == 0 {
+        app.store
+            .connection_version(&push.tenant, &push.connection)
+            .await?
+            .map(|(v, _)| v)
+    } else {
+        None
+    };
     let outcome = app
         .runtime
         .push_status(
@@ -346,7 +352,10 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
                     )
                     .await
                     .map_err(|e| e.to_string()),
-                None => Err("the connection is gone".to_string()),
+                None => Err(
+                    "not refreshed again: this state was already retried after a refresh"
+                        .to_string(),
+                ),
             };
             let (retry_in, why) = match refreshed {
                 Ok(_) => (

@@ -122,15 +122,17 @@ fn split_scopes(text: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// When to refresh a token next: a tenth of its remaining life (at least a
-/// minute, at most five) before it expires, and in any case within a day, so
+/// When to refresh a token next: a tenth of its remaining life before it
+/// expires (at least a minute, at most five, but never more than half its
+/// life), not sooner than a second from now, and in any case within a day, so
 /// a revoked grant is noticed before it matters.
 pub fn next_refresh_at(now: i64, expires_at: Option<i64>) -> i64 {
     const DAY: i64 = 24 * 3600 * 1000;
     match expires_at {
         Some(at) => {
-            let margin = ((at - now) / 10).clamp(60_000, 300_000);
-            (at - margin).min(now + DAY).max(now)
+            let life = (at - now).max(0);
+            let margin = (life / 10).clamp(60_000, 300_000).min(life / 2);
+            (at - margin).clamp(now + 1_000, now + DAY)
         }
         None => now + DAY,
     }
@@ -423,12 +425,15 @@ impl Store {
 
     /// Stores refreshed tokens and releases the lock, in one statement: a
     /// rotated refresh token is durable before the new access token is used.
-    /// False when `owner` no longer held the lock (nothing is written then).
+    /// The write is conditional on the token still being at `version` (the one
+    /// the refresh started from), not on holding the lock: tokens a provider
+    /// issued are kept even if the lock lapsed meanwhile, unless someone else
+    /// already stored newer ones. False when nothing was written.
     pub async fn store_refreshed(
         &self,
         tenant: &str,
         name: &str,
-        owner: &str,
+        version: i64,
         tokens: &NewTokens<'_>,
     ) -> Result<bool, StoreError> {
         let (nonce, ciphertext) = self.key.seal(tokens.access_token, &aad(tenant, name));
@@ -445,7 +450,7 @@ impl Store {
                scopes = ?, status = 'active', status_detail = NULL, version = version + 1,
                refreshed_at = ?, updated_at = ?, next_refresh_at = ?, refresh_failures = 0,
                lock_owner = NULL, lock_until = NULL
-             WHERE tenant = ? AND name = ? AND lock_owner = ?",
+             WHERE tenant = ? AND name = ? AND version = ?",
         )
         .bind(self.key.id())
         .bind(nonce)
@@ -460,42 +465,51 @@ impl Store {
         .bind(next_refresh_at(now, tokens.expires_at))
         .bind(tenant)
         .bind(name)
-        .bind(owner)
+        .bind(version)
         .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n > 0)
     }
 
-    /// Records a failed refresh and releases the lock. A refused grant marks the
-    /// connection as needing re-consent (and stops scheduled refreshes); a
-    /// transient failure is retried at `retry_at`.
+    /// Records a failed refresh of the token at `version` and releases the
+    /// lock. A refused grant marks the connection as needing re-consent (and
+    /// stops scheduled refreshes); a transient failure is retried at
+    /// `retry_at`. False when the token changed meanwhile (someone else's
+    /// refresh succeeded, so this failure is moot) and nothing was written.
+    #[allow(clippy::too_many_arguments)]
     pub async fn refresh_failed(
         &self,
         tenant: &str,
         name: &str,
         owner: &str,
+        version: i64,
         refused: bool,
         detail: &str,
         retry_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE connections SET lock_owner = NULL, lock_until = NULL,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE connections SET
+               lock_owner = CASE WHEN lock_owner = ? THEN NULL ELSE lock_owner END,
+               lock_until = CASE WHEN lock_owner = ? THEN NULL ELSE lock_until END,
                refresh_failures = refresh_failures + 1, status_detail = ?,
                status = CASE WHEN ? THEN 'needs_reconsent' ELSE status END,
                next_refresh_at = CASE WHEN ? THEN NULL ELSE ? END
-             WHERE tenant = ? AND name = ? AND lock_owner = ?",
+             WHERE tenant = ? AND name = ? AND version = ?",
         )
+        .bind(owner)
+        .bind(owner)
         .bind(detail)
         .bind(refused)
         .bind(refused)
         .bind(retry_at)
         .bind(tenant)
         .bind(name)
-        .bind(owner)
+        .bind(version)
         .execute(&self.writer)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     /// OAuth connections whose scheduled refresh is due, oldest first.
@@ -520,10 +534,12 @@ impl Store {
             .collect()
     }
 
-    /// The earliest scheduled refresh, for the refresher's sleep.
+    /// The earliest scheduled refresh (a locked one once its lock lapses),
+    /// for the refresher's sleep.
     pub async fn next_refresh_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_refresh_at) FROM connections WHERE status = 'active'",
+            "SELECT MIN(MAX(next_refresh_at, COALESCE(lock_until, 0))) FROM connections
+             WHERE status = 'active'",
         )
         .fetch_one(&self.pool)
         .await?)

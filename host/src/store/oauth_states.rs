@@ -39,9 +39,19 @@ fn state_digest(state: &str) -> Vec<u8> {
     Sha256::digest(state.as_bytes()).to_vec()
 }
 
-fn aad(digest: &[u8]) -> Vec<u8> {
+/// Binds the sealed verifier to the state and to everything it was issued
+/// for, so a pending authorization cannot be retargeted in the database.
+fn aad(digest: &[u8], p: &PendingAuthorization) -> Vec<u8> {
     let mut aad = b"oauth-state:".to_vec();
     aad.extend_from_slice(digest);
+    for part in [&p.provider, &p.tenant, &p.user, &p.plugin, &p.connection] {
+        aad.push(0);
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad.push(0);
+    aad.extend_from_slice(p.scopes.join(" ").as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&p.expires_at.to_be_bytes());
     aad
 }
 
@@ -54,7 +64,7 @@ impl Store {
         secret: &[u8],
     ) -> Result<(), StoreError> {
         let digest = state_digest(state);
-        let (nonce, ciphertext) = self.key.seal(secret, &aad(&digest));
+        let (nonce, ciphertext) = self.key.seal(secret, &aad(&digest, pending));
         let now = now_ms();
         // Expired states are of no use to anyone: drop them as new ones come.
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < ?")
@@ -134,7 +144,7 @@ impl Store {
         if pending.expires_at <= now {
             return Ok(Err(StateRefusal::Expired));
         }
-        let secret = self.unseal(&row, &aad(&digest), "oauth state")?;
+        let secret = self.unseal(&row, &aad(&digest, &pending), "oauth state")?;
         Ok(Ok((pending, secret)))
     }
 }

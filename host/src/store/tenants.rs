@@ -197,27 +197,58 @@ impl Store {
         id: &str,
         grace_ms: i64,
     ) -> Result<Option<IssuedKey>, StoreError> {
-        let Some(old) = self.api_key(tenant, id).await? else {
+        // One transaction: two concurrent rotations of one key make one new key.
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(old) = row.as_ref().map(api_key_from).transpose()? else {
             return Ok(None);
         };
         if old.revoked_at.is_some() || old.replaced_by.is_some() {
             return Ok(None);
         }
-        let issued = self.issue_api_key(tenant, &old.label, None).await?;
-        let until = now_ms() + grace_ms.max(0);
+        let (new_id, key) = new_key();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant, label, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&new_id)
+        .bind(tenant)
+        .bind(&old.label)
+        .bind(&digest(&key)[..])
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let until = now + grace_ms.max(0);
         sqlx::query(
             "UPDATE api_keys SET replaced_by = ?,
                expires_at = CASE WHEN expires_at IS NULL OR expires_at > ? THEN ? ELSE expires_at END
              WHERE tenant = ? AND id = ?",
         )
-        .bind(&issued.meta.id)
+        .bind(&new_id)
         .bind(until)
         .bind(until)
         .bind(tenant)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(Some(issued))
+        tx.commit().await?;
+        Ok(Some(IssuedKey {
+            meta: ApiKey {
+                id: new_id,
+                tenant: tenant.to_string(),
+                label: old.label,
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+                last_used_at: None,
+                replaced_by: None,
+            },
+            key: key.to_string(),
+        }))
     }
 
     /// Revokes key `id` of `tenant`; true when it was live.
