@@ -60,6 +60,8 @@ pub struct Config {
     pub webhooks: WebhookLimits,
     /// OAuth providers through which people connect their accounts.
     pub oauth: OAuthConfig,
+    /// Circuit breakers and alert thresholds.
+    pub health: crate::health::HealthConfig,
 }
 
 /// `[oauth]`: the providers people connect through, configured by data. A
@@ -191,6 +193,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             webhooks: WebhookLimits::default(),
             oauth: OAuthConfig::default(),
+            health: crate::health::HealthConfig::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod dry_run;
+pub mod health;
 pub mod model;
 pub mod oauth;
 pub mod plugins;
@@ -36,6 +37,7 @@ pub struct App {
     pub engine: presence::engine::Engine,
     pub limits: webhooks::limits::Limits,
     pub oauth: Arc<oauth::OAuth>,
+    pub health: Arc<health::Health>,
     /// Tenants known to exist. Tenants are never deleted, so a name seen once
     /// stays valid; unknown names are looked up in the store.
     known_tenants: std::sync::RwLock<std::collections::HashSet<String>>,
@@ -124,6 +126,10 @@ impl App {
             oauth::OAuth::new(&config.oauth, engine.webhooks_wake.clone())
                 .map_err(|e| anyhow::anyhow!("oauth: {e}"))?,
         );
+        let health = Arc::new(health::Health::new(
+            config.health.clone(),
+            Arc::new(health::SystemClock),
+        ));
         let runtime = Arc::new(Runtime::new(
             &RuntimeConfig {
                 max_concurrent_calls: config.max_concurrent_calls,
@@ -133,6 +139,7 @@ impl App {
                 store: store.clone(),
                 http: capabilities::http::client(),
                 oauth: oauth.clone(),
+                health: health.clone(),
             },
         )?);
         let plugins_dir = config.plugins_dir();
@@ -163,6 +170,7 @@ impl App {
             engine,
             limits: webhooks::limits::Limits::new(config_limits),
             oauth,
+            health,
             known_tenants: Default::default(),
             key_uses: Default::default(),
         });
@@ -175,6 +183,7 @@ impl App {
             tokio::spawn(presence::webhooks_out::run(app.clone())),
             tokio::spawn(shrink_rate_limits(app.clone())),
             tokio::spawn(oauth::refresh::run(app.clone())),
+            tokio::spawn(health::run(app.clone())),
         ];
         Ok(Running {
             app,

@@ -6,7 +6,9 @@
 //! - `cargo xtask test-plugins`: build the test fixtures (`tests/plugins/*`) into
 //!   `target/test-plugins/<crate>.wasm`.
 //! - `cargo xtask run [-- <serve args>]`: `plugins`, then `presence-host serve`.
-//! - `cargo xtask test [-- <cargo test args>]`: `plugins`, `test-plugins`, then the whole test suite.
+//! - `cargo xtask test [-- <cargo test args>]`: `plugins`, `test-plugins`, Debian's
+//!   `chromium` for the dashboard's browser test (installed with apt-get when
+//!   absent and possible), then the whole test suite.
 //!
 //! Plugins are built one world at a time: the SDK's `classifier` and `provider`
 //! features must not be unified into one component.
@@ -45,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         "test" => {
             build_bundled(&root)?;
             build_fixtures(&root)?;
+            ensure_browser();
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]).args(&rest);
             run(cmd)
@@ -54,6 +57,43 @@ fn main() -> anyhow::Result<()> {
                 "usage: cargo xtask <plugins | test-plugins | run [-- serve args] | test [-- cargo test args]>"
             );
             bail!("unknown task {task:?}")
+        }
+    }
+}
+
+/// Installs Debian's `chromium` for the browser test when it is missing and
+/// this is a Debian machine where we may (root, apt-get). Best effort: the
+/// browser test says clearly that it skipped when there is no browser.
+fn ensure_browser() {
+    let found = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    if found("chromium") || !found("apt-get") {
+        return;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root {
+        eprintln!(
+            "xtask: chromium is not installed and this is not root; the browser test will skip"
+        );
+        return;
+    }
+    eprintln!("xtask: installing Debian's chromium for the dashboard's browser test");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").arg("update").status();
+        if !install() {
+            eprintln!("xtask: could not install chromium; the browser test will skip");
         }
     }
 }

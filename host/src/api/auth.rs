@@ -73,22 +73,33 @@ fn foreign(own: &str, named: &str) -> ApiError {
     ))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The presented credential: `Bearer <key>`, or the password of HTTP Basic
+/// (how a browser presents the admin token to the dashboard).
+fn presented(headers: &HeaderMap) -> Option<zeroize::Zeroizing<String>> {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+        .ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(zeroize::Zeroizing::new(token.trim().to_string()));
+    }
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.strip_prefix("Basic ")?.trim())
+        .ok()?;
+    let pair = zeroize::Zeroizing::new(String::from_utf8(decoded).ok()?);
+    let (_, password) = pair.split_once(':')?;
+    Some(zeroize::Zeroizing::new(password.to_string()))
 }
 
 /// Who presented the request's `Authorization: Bearer` credential.
 pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let Some(presented) = bearer(headers).filter(|p| !p.is_empty()) else {
+    let Some(presented) = presented(headers).filter(|p| !p.is_empty()) else {
         return Err(ApiError::Unauthorized(
             "an API key is required (Authorization: Bearer <key>)".into(),
         ));
     };
+    let presented = presented.as_str();
     if key_id_of(presented).is_some() {
         return match app.store.check_api_key(presented).await? {
             Ok(grant) => {

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub mod health;
 pub mod presence;
 pub mod presence_webhooks;
 pub mod tenants;
@@ -90,6 +91,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/users/{user}", put(presence::put_user))
         .route("/api/plugins", get(list_plugins))
+        .route("/api/integrations/health", get(health::integrations))
+        .route("/metrics", get(health::metrics))
         .route("/api/oauth/{provider}/start", get(oauth::flow::start))
         .merge(tenant_routes)
         .route_layer(middleware::from_fn_with_state(
@@ -98,6 +101,9 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::readyz))
+        // The operator's page; it authenticates itself (HTTP Basic for browsers).
+        .route("/dashboard", get(health::dashboard))
         // The person's browser, back from the provider: the state is the credential.
         .route("/api/oauth/{provider}/callback", get(oauth::flow::callback))
         .merge(api_routes)

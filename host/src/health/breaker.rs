@@ -26,6 +26,9 @@ pub enum BreakerState {
     HalfOpen { probing: bool },
 }
 
+/// The most outcomes a breaker remembers (its ratio window is at most this).
+const RECENT_CAP: u32 = 100;
+
 #[derive(Debug, Clone)]
 pub struct Breaker {
     state: BreakerState,
@@ -84,9 +87,17 @@ impl Breaker {
         }
     }
 
+    /// An outcome that says nothing about the provider's health (a refusal,
+    /// a rate limit): a probe in flight is released for the next call.
+    pub fn neutral(&mut self) {
+        if let BreakerState::HalfOpen { probing: true } = self.state {
+            self.state = BreakerState::HalfOpen { probing: false };
+        }
+    }
+
     pub fn success(&mut self) {
         self.consecutive_failures = 0;
-        self.push(false);
+        self.push(false, RECENT_CAP);
         if matches!(self.state, BreakerState::HalfOpen { .. }) {
             self.state = BreakerState::Closed;
             self.opened_in_a_row = 0;
@@ -99,10 +110,7 @@ impl Breaker {
     pub fn failure(&mut self, c: &BreakerConfig, now: i64, error: &str, jitter: f64) {
         self.consecutive_failures += 1;
         self.last_error = Some(error.to_string());
-        self.push(true);
-        while self.recent.len() > c.ratio_window as usize {
-            self.recent.pop_front();
-        }
+        self.push(true, c.ratio_window);
         let failed = self.recent.iter().filter(|f| **f).count();
         let trips = match self.state {
             BreakerState::HalfOpen { .. } => true,
@@ -125,8 +133,11 @@ impl Breaker {
         }
     }
 
-    fn push(&mut self, failed: bool) {
+    fn push(&mut self, failed: bool, keep: u32) {
         self.recent.push_back(failed);
+        while self.recent.len() > (keep as usize).min(RECENT_CAP as usize) {
+            self.recent.pop_front();
+        }
     }
 }
 
@@ -182,7 +193,10 @@ mod tests {
             };
             let wait = until - now;
             let ceiling = (C.open_ms << round).min(C.max_open_ms);
-            assert!(wait >= ceiling / 2 && wait <= ceiling, "round {round}: {wait}");
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "round {round}: {wait}"
+            );
             waits.push(wait);
             now = until;
             assert_eq!(b.admit(now), Admission::Probe);
@@ -194,13 +208,17 @@ mod tests {
     #[test]
     fn a_high_failure_ratio_opens_even_without_a_streak() {
         let mut b = Breaker::default();
-        for i in 0..10 {
+        for i in 0..11 {
             if i % 2 == 0 {
                 b.failure(&C, 0, "HTTP 503", 0.5);
             } else {
                 b.success();
             }
         }
-        assert!(matches!(b.state(), BreakerState::Open { .. }), "{:?}", b.state());
+        assert!(
+            matches!(b.state(), BreakerState::Open { .. }),
+            "{:?}",
+            b.state()
+        );
     }
 }

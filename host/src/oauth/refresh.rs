@@ -445,6 +445,7 @@ fn retry_delay(failures: i64) -> i64 {
 pub async fn run(app: Arc<crate::App>) {
     loop {
         let now = now_ms();
+        let mut run: Result<(), String> = Ok(());
         match app.store.due_refreshes(now, 32).await {
             Ok(due) => {
                 for (tenant, name) in due {
@@ -458,13 +459,18 @@ pub async fn run(app: Arc<crate::App>) {
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "reading due refreshes failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "reading due refreshes failed");
+                run = Err(e.to_string());
+            }
         }
         // Another replica may schedule work too: look again within a minute.
         let next = app.store.next_refresh_due().await.ok().flatten();
         let wait = next
             .map(|at| (at - now_ms()).clamp(0, 60_000))
             .unwrap_or(60_000);
+        app.health
+            .job_ran("token-refresh", run, Some(now_ms() + wait));
         if wait == 0 {
             // Due but locked by someone else: give them a moment.
             tokio::time::sleep(Duration::from_millis(200)).await;

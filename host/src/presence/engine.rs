@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::health::Outcome;
+use crate::health::breaker::Admission;
 use std::time::Duration;
 
 use rand::Rng;
@@ -154,6 +157,7 @@ pub async fn run_scheduler(app: Arc<App>) {
             .store(i64::MAX, Ordering::Release);
         let now = now_ms();
         let rules = rules(&app).await;
+        let mut run: Result<(), String> = Ok(());
         match app.store.apply_due(now, DUE_BATCH, &rules).await {
             Ok(mut effects) => {
                 let full_batch = effects.changes.len() as u32 >= DUE_BATCH;
@@ -170,7 +174,10 @@ pub async fn run_scheduler(app: Arc<App>) {
                     continue;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "applying due presence transitions failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "applying due presence transitions failed");
+                run = Err(e.to_string());
+            }
         }
         // Pruning is housekeeping: once a minute, not on every wake.
         if last_prune.elapsed() >= PRUNE_EVERY {
@@ -186,9 +193,9 @@ pub async fn run_scheduler(app: Arc<App>) {
             }
             _ => MAX_IDLE,
         };
-        app.engine
-            .scheduler_planned
-            .store(now_ms() + sleep.as_millis() as i64, Ordering::Release);
+        let next = now_ms() + sleep.as_millis() as i64;
+        app.engine.scheduler_planned.store(next, Ordering::Release);
+        app.health.job_ran("presence-scheduler", run, Some(next));
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = app.engine.scheduler_wake.notified() => {}
@@ -200,6 +207,7 @@ pub async fn run_scheduler(app: Arc<App>) {
 pub async fn run_outbox(app: Arc<App>) {
     loop {
         let now = now_ms();
+        let mut run: Result<(), String> = Ok(());
         match app.store.claim_pushes(now, PUSH_LEASE_MS, PUSH_BATCH).await {
             Ok(pushes) if !pushes.is_empty() => {
                 for push in pushes {
@@ -211,7 +219,10 @@ pub async fn run_outbox(app: Arc<App>) {
                 continue;
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "claiming status pushes failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "claiming status pushes failed");
+                run = Err(e.to_string());
+            }
         }
         let sleep = match app.store.next_push_due().await {
             Ok(Some(due)) => {
@@ -219,6 +230,11 @@ pub async fn run_outbox(app: Arc<App>) {
             }
             _ => MAX_IDLE,
         };
+        app.health.job_ran(
+            "status-outbox",
+            run,
+            Some(now_ms() + sleep.as_millis() as i64),
+        );
         tokio::select! {
             _ = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
             _ = app.engine.outbox_wake.notified() => {}
@@ -301,6 +317,19 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
             )
             .await;
     }
+    // A provider that keeps failing is left alone until its breaker lets a probe through.
+    if let Admission::WaitUntil(until) = app.health.admit(&push.tenant, &push.connection) {
+        tracing::debug!(until, "circuit open: the push waits");
+        return app
+            .store
+            .defer_push(
+                push,
+                until,
+                push.attempts,
+                Some("circuit open: the provider keeps failing; a probe goes out at the due time"),
+            )
+            .await;
+    }
     app.store
         .mark_sending(push, desired.status_text.as_deref())
         .await?;
@@ -325,6 +354,13 @@ async fn deliver(app: &App, push: &PendingPush) -> Result<(), crate::store::Stor
             &desired,
         )
         .await;
+    let counted = match &outcome {
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(fault)) => Outcome::of_fault(fault, "push-status"),
+        Err(e) => Outcome::Failed(e.kind.label(), e.to_string()),
+    };
+    app.health
+        .connection_outcome(&push.tenant, &push.connection, &push.plugin, &counted);
     match outcome {
         Ok(Ok(())) => {
             tracing::info!(

@@ -54,6 +54,7 @@ pub async fn run(app: Arc<App>) {
         .build()
         .expect("the HTTP client builds");
     loop {
+        let mut run: Result<(), String> = Ok(());
         match app
             .store
             .claim_webhook_messages(now_ms(), LEASE_MS, BATCH)
@@ -68,7 +69,10 @@ pub async fn run(app: Arc<App>) {
                 continue;
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "claiming presence webhook messages failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "claiming presence webhook messages failed");
+                run = Err(e.to_string());
+            }
         }
         let sleep = match app.store.next_webhook_message_due().await {
             Ok(Some(due)) => {
@@ -76,6 +80,11 @@ pub async fn run(app: Arc<App>) {
             }
             _ => MAX_IDLE,
         };
+        app.health.job_ran(
+            "presence-webhooks",
+            run,
+            Some(now_ms() + sleep.as_millis() as i64),
+        );
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = app.engine.webhooks_wake.notified() => {}

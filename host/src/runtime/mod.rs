@@ -25,6 +25,8 @@ pub use cache::CacheOutcome;
 use cache::ComponentCache;
 pub use state::{CallState, HostServices};
 
+use crate::health::Outcome;
+
 /// The `wedsync:presence` versions this host can run, oldest first.
 pub const ACCEPTED_WIT_VERSIONS: &[&str] = &[since_v0_1_0::VERSION];
 
@@ -140,6 +142,26 @@ pub struct Runtime {
 type CallFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
 /// Bytes of strings and lists a value returned by a plugin carries.
+/// How a call's result counts in health: a plugin's own error is a refusal
+/// or a failure depending on what it says.
+pub trait CallOutcome {
+    fn outcome(&self, _export: &'static str) -> Outcome {
+        Outcome::Ok
+    }
+}
+
+impl CallOutcome for Option<model::Classification> {}
+impl CallOutcome for model::ProviderInfo {}
+
+impl<T> CallOutcome for Result<T, model::PluginFault> {
+    fn outcome(&self, export: &'static str) -> Outcome {
+        match self {
+            Ok(_) => Outcome::Ok,
+            Err(fault) => Outcome::of_fault(fault, export),
+        }
+    }
+}
+
 pub trait OutputSize {
     fn output_size(&self) -> usize;
 }
@@ -217,6 +239,10 @@ impl Runtime {
                     crate::oauth::OAuth::new(&Default::default(), Default::default())
                         .map_err(anyhow::Error::msg)?,
                 ),
+                health: std::sync::Arc::new(crate::health::Health::new(
+                    Default::default(),
+                    std::sync::Arc::new(crate::health::SystemClock),
+                )),
             },
         )
     }
@@ -277,9 +303,15 @@ impl Runtime {
     }
 
     /// Runs `call` against a fresh instance in a fresh store, enforcing the plugin's limits.
-    async fn run<T, F>(&self, grants: &Arc<Grants>, tenant: &str, call: F) -> Result<T, CallError>
+    async fn run<T, F>(
+        &self,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        export: &'static str,
+        call: F,
+    ) -> Result<T, CallError>
     where
-        T: OutputSize + Send,
+        T: OutputSize + CallOutcome + Send,
         F: for<'a> FnOnce(&'a mut Store<CallState>) -> CallFuture<'a, T> + Send,
     {
         let limits = grants.limits;
@@ -319,6 +351,17 @@ impl Runtime {
             ))),
         };
         let host_calls = store.data().host_calls;
+        let outcome = match &result {
+            Ok(value) => value.outcome(export),
+            Err(e) => Outcome::Failed(e.kind.label(), e.to_string()),
+        };
+        self.services.health.record_call(
+            grants.plugin.as_str(),
+            tenant,
+            export,
+            started.elapsed(),
+            &outcome,
+        );
         match &result {
             Ok(_) => {
                 tracing::debug!(plugin = %grants.plugin, tenant, host_calls, elapsed_us = started.elapsed().as_micros() as u64, "plugin call")
@@ -343,7 +386,7 @@ impl Runtime {
         };
         let pre = pre.clone();
         let event = since_v0_1_0::event_into(event);
-        self.run(grants, tenant, move |store| {
+        self.run(grants, tenant, "classify", move |store| {
             Box::pin(async move {
                 let bindings = pre.instantiate_async(&mut *store).await?;
                 let out = bindings.call_classify(&mut *store, &event).await?;
@@ -366,7 +409,7 @@ impl Runtime {
         };
         let pre = pre.clone();
         let request = since_v0_1_0::webhook_request_into(request);
-        self.run(grants, tenant, move |store| {
+        self.run(grants, tenant, "handle-webhook", move |store| {
             Box::pin(async move {
                 let bindings = pre.instantiate_async(&mut *store).await?;
                 let out = bindings.call_handle_webhook(&mut *store, &request).await?;
@@ -388,7 +431,7 @@ impl Runtime {
             return Err(wrong_world(grants, "describe"));
         };
         let pre = pre.clone();
-        self.run(grants, "", move |store| {
+        self.run(grants, "", "describe", move |store| {
             Box::pin(async move {
                 let bindings = pre.instantiate_async(&mut *store).await?;
                 let out = bindings.call_describe(&mut *store).await?;
@@ -413,7 +456,7 @@ impl Runtime {
         let pre = pre.clone();
         let presence = since_v0_1_0::presence_into(presence);
         let connection = connection.to_string();
-        self.run(grants, tenant, move |store| {
+        self.run(grants, tenant, "push-status", move |store| {
             Box::pin(async move {
                 let bindings = pre.instantiate_async(&mut *store).await?;
                 let out = bindings
@@ -439,7 +482,7 @@ impl Runtime {
         let pre = pre.clone();
         let message = since_v0_1_0::notification_into(message);
         let connection = connection.to_string();
-        self.run(grants, tenant, move |store| {
+        self.run(grants, tenant, "send-notification", move |store| {
             Box::pin(async move {
                 let bindings = pre.instantiate_async(&mut *store).await?;
                 let out = bindings

@@ -15,6 +15,8 @@ pub struct HostServices {
     pub http: reqwest::Client,
     /// Refreshes connections' tokens when a plugin's request needs it.
     pub oauth: Arc<crate::oauth::OAuth>,
+    /// Where each call's outcome is counted.
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Per-call state. A new one is built for every call and dropped after it.

@@ -55,6 +55,18 @@ impl Connection {
     }
 }
 
+/// A connection the provider refused, for health's recommendations.
+#[derive(Debug, Clone)]
+pub struct NeedsReconsent {
+    pub tenant: String,
+    pub name: String,
+    pub plugin: String,
+    pub user: String,
+    pub provider: Option<String>,
+    pub status_detail: Option<String>,
+    pub updated_at: i64,
+}
+
 /// Whether a connection can be used.
 pub const ACTIVE: &str = "active";
 /// The provider refused the grant (`invalid_grant`): only the person can fix it.
@@ -543,5 +555,28 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    /// Connections needing re-consent (at most 200, most recent first).
+    pub async fn connections_needing_reconsent(&self) -> Result<Vec<NeedsReconsent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, name, plugin, user_id, provider, status_detail, updated_at
+             FROM connections WHERE status = 'needs_reconsent' ORDER BY updated_at DESC LIMIT 200",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NeedsReconsent {
+                    tenant: r.try_get("tenant")?,
+                    name: r.try_get("name")?,
+                    plugin: r.try_get("plugin")?,
+                    user: r.try_get("user_id")?,
+                    provider: r.try_get("provider")?,
+                    status_detail: r.try_get("status_detail")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
     }
 }

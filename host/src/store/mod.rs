@@ -166,6 +166,12 @@ impl Store {
         })
     }
 
+    /// Whether the database answers (readiness and health).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub fn master_key_id(&self) -> &str {
         self.key.id()
     }

@@ -74,6 +74,13 @@ pub struct PendingPush {
     pub attempts: u32,
 }
 
+/// The status outbox at a glance, for health.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxStats {
+    pub pending: i64,
+    pub oldest_due_at: Option<Instant>,
+}
+
 /// The key of the manual signal: one per person.
 const MANUAL_KEY: &str = "manual";
 
@@ -388,6 +395,18 @@ impl Store {
     }
 
     /// The earliest due push, claimed or not.
+    /// How many status pushes wait, and the due time of the oldest.
+    pub async fn outbox_stats(&self, _now: Instant) -> Result<OutboxStats, StoreError> {
+        let (pending, oldest_due_at): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM status_outbox")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(OutboxStats {
+            pending,
+            oldest_due_at,
+        })
+    }
+
     pub async fn next_push_due(&self) -> Result<Option<Instant>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM status_outbox",
