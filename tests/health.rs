@@ -273,3 +273,51 @@ async fn the_dashboard_shows_an_open_breaker_and_its_advice_in_a_real_browser() 
     assert!(dom.contains("data-job=\"status-outbox\""), "{dom}");
     assert!(dom.contains("http_5xx"), "{dom}");
 }
+
+#[tokio::test]
+async fn a_plugin_that_traps_is_an_alert_naming_its_version_and_what_to_do() {
+    let plugins = PluginsDir::new()
+        .with_fixture("echo", "echo", "")
+        .with_fixture("panicky", "hostile", "[config]\nattack = \"panic\"");
+    let host = Host::start(plugins, "", &[]);
+    for _ in 0..10 {
+        assert_eq!(host.post_json("/api/webhooks/panicky", "{}").await.0, 502);
+        assert_eq!(host.post_json("/api/webhooks/echo", "{}").await.0, 200);
+    }
+    let (status, report) = host.get_json("/api/integrations/health").await;
+    assert_eq!(status, 200, "degraded still answers 200");
+    assert_eq!(report["status"], "degraded", "{report}");
+    let alert = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "plugin:panicky")
+        .cloned()
+        .expect("an alert for the trapping plugin");
+    let message = alert["message"].as_str().unwrap();
+    // Ten webhooks trapped; the one good call is the host's `describe` at load.
+    assert!(message.contains("panicky 0.1.0 fails 91 %"), "{message}");
+    assert!(message.contains("(10 of 11, mostly trap)"), "{message}");
+    assert!(
+        alert["recommendation"]
+            .as_str()
+            .unwrap()
+            .contains("roll back"),
+        "{alert}"
+    );
+    let plugin = |name: &str| {
+        report["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["plugin"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(plugin("panicky")["status"], "degraded");
+    assert_eq!(plugin("panicky")["errors"]["trap"], 10);
+    assert!(plugin("panicky")["uptime"]["last_5m"].as_f64().unwrap() < 0.1);
+    assert_eq!(plugin("echo")["status"], "ok");
+    assert_eq!(plugin("echo")["uptime"]["last_5m"], 1.0);
+    assert!(plugin("echo")["latency_ms"]["p99"].is_f64());
+}

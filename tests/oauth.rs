@@ -542,6 +542,24 @@ async fn invalid_grant_needs_reconsent_and_is_announced_while_outages_are_retrie
     })
     .await;
 
+    // Health says what to do about it.
+    let (_, report) = host.get_json("/api/integrations/health").await;
+    assert_eq!(report["status"], "degraded", "{report}");
+    let alert = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "reconsent:acme/graph:planner")
+        .cloned()
+        .expect("a re-consent alert");
+    assert!(
+        alert["recommendation"]
+            .as_str()
+            .unwrap()
+            .contains("/api/oauth/microsoft/start?user=planner&connection=graph:planner"),
+        "{alert}"
+    );
+
     // Connecting again recovers it, and that is announced too.
     let (status, page, _) = connect(
         &host,
