@@ -62,6 +62,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Circuit breakers and alert thresholds.
     pub health: crate::health::HealthConfig,
+    /// The urgency classes' policies.
+    pub notifications: crate::notify::NotificationsConfig,
 }
 
 /// `[oauth]`: the providers people connect through, configured by data. A
@@ -194,6 +196,7 @@ impl Default for Config {
             webhooks: WebhookLimits::default(),
             oauth: OAuthConfig::default(),
             health: crate::health::HealthConfig::default(),
+            notifications: crate::notify::NotificationsConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dry_run;
 pub mod health;
 pub mod model;
+pub mod notify;
 pub mod oauth;
 pub mod plugins;
 pub mod presence;
@@ -184,6 +185,7 @@ impl App {
             tokio::spawn(shrink_rate_limits(app.clone())),
             tokio::spawn(oauth::refresh::run(app.clone())),
             tokio::spawn(health::run(app.clone())),
+            tokio::spawn(notify::worker::run(app.clone())),
         ];
         Ok(Running {
             app,

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod connections;
 pub mod error;
 pub mod health;
+pub mod notifications;
 pub mod presence;
 pub mod presence_webhooks;
 pub mod tenants;
@@ -92,6 +93,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/users/{user}", put(presence::put_user))
         .route("/api/plugins", get(list_plugins))
         .route("/api/integrations/health", get(health::integrations))
+        .route("/api/notifications", post(notifications::submit))
+        .route("/api/notifications/{id}", get(notifications::get))
         .route("/metrics", get(health::metrics))
         .route("/api/oauth/{provider}/start", get(oauth::flow::start))
         .merge(tenant_routes)

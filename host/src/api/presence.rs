@@ -186,6 +186,10 @@ pub struct UserSettings {
     /// `{"mon": ["09:00", "18:00"], ...}`; days not listed are days off.
     #[serde(default)]
     pub working_hours: Option<WorkingHours>,
+    /// Where notifications reach the person, in order of preference:
+    /// `[{"plugin": "twilio", "address": "+15551234567"}]`.
+    #[serde(default)]
+    pub channels: Option<Vec<crate::store::notifications::Channel>>,
 }
 
 pub async fn put_user(
@@ -212,6 +216,28 @@ pub async fn put_user(
     if let Some(hours) = &settings.working_hours {
         Schedule::parse(hours).map_err(|e| ApiError::BadRequest(format!("working_hours: {e}")))?;
     }
+    if let Some(channels) = &settings.channels {
+        for c in channels {
+            if !app
+                .registry
+                .get(&c.plugin)
+                .is_some_and(|p| p.world() == crate::plugins::World::Provider)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "channels: no provider plugin named {:?} is loaded",
+                    c.plugin
+                )));
+            }
+            if c.address.is_empty() || c.address.len() > 320 {
+                return Err(ApiError::BadRequest(
+                    "channels: an address is 1-320 characters".into(),
+                ));
+            }
+        }
+    }
+    app.store
+        .set_user_channels(&tenant, &user, settings.channels.as_deref().unwrap_or(&[]))
+        .await?;
     let rules = engine::rules(&app).await;
     let effects = app
         .store

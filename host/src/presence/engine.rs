@@ -51,6 +51,8 @@ pub struct Engine {
     scheduler_wake: Notify,
     outbox_wake: Notify,
     pub(crate) webhooks_wake: Arc<Notify>,
+    /// Wakes the notification router (a notification was submitted).
+    pub(crate) notifications_wake: Notify,
     /// When the scheduler means to wake next; `i64::MAX` while it is awake, so
     /// that anything committed meanwhile wakes it again.
     scheduler_planned: AtomicI64,
@@ -65,6 +67,7 @@ impl Default for Engine {
             scheduler_wake: Notify::new(),
             outbox_wake: Notify::new(),
             webhooks_wake: Arc::new(Notify::new()),
+            notifications_wake: Notify::new(),
             scheduler_planned: AtomicI64::new(i64::MAX),
             features: Mutex::new(HashMap::new()),
         }

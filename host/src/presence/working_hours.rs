@@ -103,6 +103,27 @@ pub fn signal(
     None
 }
 
+/// Whether `now` is inside the person's working hours.
+pub fn inside(schedule: &Schedule, time_zone: Option<&str>, now: Instant) -> bool {
+    signal("", schedule, time_zone, now)
+        .is_some_and(|s| s.signal.availability == Availability::Available)
+}
+
+/// When the person's next working day starts, strictly after `after`; None
+/// when they work no day at all.
+pub fn next_start(schedule: &Schedule, time_zone: Option<&str>, after: Instant) -> Option<Instant> {
+    let tz: chrono_tz::Tz = time_zone
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let today = tz.timestamp_millis_opt(after).single()?.date_naive();
+    (0..=8u64).find_map(|offset| {
+        let date = today.checked_add_days(Days::new(offset))?;
+        let (start, _) = schedule.day(date)?;
+        let s = at(&tz, date, start);
+        (s > after).then_some(s)
+    })
+}
+
 fn keyed(
     user: &str,
     availability: Availability,

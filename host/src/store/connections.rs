@@ -150,6 +150,31 @@ pub fn next_refresh_at(now: i64, expires_at: Option<i64>) -> i64 {
     }
 }
 
+/// A token response sealed for its row: the access token, and the refresh
+/// token when there is one, each bound to the row and to its role.
+struct SealedTokens {
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+    refresh_nonce: Option<Vec<u8>>,
+    refresh_ciphertext: Option<Vec<u8>>,
+}
+
+impl Store {
+    fn seal_tokens(&self, tenant: &str, name: &str, tokens: &NewTokens<'_>) -> SealedTokens {
+        let (nonce, ciphertext) = self.key.seal(tokens.access_token, &aad(tenant, name));
+        let (refresh_nonce, refresh_ciphertext) = tokens
+            .refresh_token
+            .map(|r| self.key.seal(r, &refresh_aad(tenant, name)))
+            .unzip();
+        SealedTokens {
+            nonce,
+            ciphertext,
+            refresh_nonce,
+            refresh_ciphertext,
+        }
+    }
+}
+
 const CONNECTION_COLUMNS: &str = "name, plugin, user_id, expires_at, updated_at, provider, scopes,
     account, status, status_detail, refreshed_at, version";
 
@@ -306,13 +331,12 @@ impl Store {
         connection: &Connection,
         tokens: &NewTokens<'_>,
     ) -> Result<(), StoreError> {
-        let (nonce, ciphertext) = self
-            .key
-            .seal(tokens.access_token, &aad(tenant, &connection.name));
-        let refresh = tokens
-            .refresh_token
-            .map(|r| self.key.seal(r, &refresh_aad(tenant, &connection.name)));
-        let (refresh_nonce, refresh_ciphertext) = refresh.unzip();
+        let SealedTokens {
+            nonce,
+            ciphertext,
+            refresh_nonce,
+            refresh_ciphertext,
+        } = self.seal_tokens(tenant, &connection.name, tokens);
         let now = now_ms();
         sqlx::query(
             "INSERT INTO connections (tenant, name, plugin, user_id, key_id, nonce, ciphertext,
@@ -448,11 +472,12 @@ impl Store {
         version: i64,
         tokens: &NewTokens<'_>,
     ) -> Result<bool, StoreError> {
-        let (nonce, ciphertext) = self.key.seal(tokens.access_token, &aad(tenant, name));
-        let refresh = tokens
-            .refresh_token
-            .map(|r| self.key.seal(r, &refresh_aad(tenant, name)));
-        let (refresh_nonce, refresh_ciphertext) = refresh.unzip();
+        let SealedTokens {
+            nonce,
+            ciphertext,
+            refresh_nonce,
+            refresh_ciphertext,
+        } = self.seal_tokens(tenant, name, tokens);
         let now = now_ms();
         let n = sqlx::query(
             "UPDATE connections SET key_id = ?, nonce = ?, ciphertext = ?, expires_at = ?,

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod connections;
 pub mod crypto;
+pub mod notifications;
 pub mod oauth_states;
 pub mod presence;
 pub mod presence_webhooks;
@@ -433,6 +434,8 @@ impl Store {
             ("tenants", "name"),
             ("api_keys", "id"),
             ("oauth_states", "state_sha256"),
+            ("notifications", "id"),
+            ("notification_attempts", "notification_id, attempt"),
         ] {
             let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
                 .fetch_all(&self.pool)

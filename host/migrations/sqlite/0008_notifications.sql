@@ -1,0 +1,44 @@
+-- Notifications routed by presence and urgency. A notification waits
+-- (`deferred`) until its recipient is free or its latest delivery time comes,
+-- then goes out (`due`, claimed by a worker) through the recipient's channels,
+-- each attempt recorded; `decisions` is its history, as the API shows it.
+CREATE TABLE notifications (
+    id               TEXT PRIMARY KEY NOT NULL,
+    tenant           TEXT NOT NULL,
+    recipient        TEXT NOT NULL,
+    urgency          TEXT NOT NULL,
+    wedding          TEXT,
+    subject          TEXT,
+    body             TEXT NOT NULL,
+    idempotency_key  TEXT,
+    state            TEXT NOT NULL,
+    due_at           INTEGER,
+    deliver_by       INTEGER,
+    claimed_until    INTEGER,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    decisions        TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    delivered_at     INTEGER
+);
+CREATE UNIQUE INDEX notifications_idempotency ON notifications (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX notifications_due ON notifications (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX notifications_recipient ON notifications (tenant, recipient, state);
+
+-- Every attempt on a channel. An attempt is written before the channel is
+-- called and finished after, so a crash in between leaves it open (outcome NULL).
+CREATE TABLE notification_attempts (
+    notification_id      TEXT NOT NULL,
+    attempt              INTEGER NOT NULL,
+    plugin               TEXT NOT NULL,
+    address              TEXT NOT NULL,
+    started_at           INTEGER NOT NULL,
+    outcome              TEXT,
+    provider_message_id  TEXT,
+    error                TEXT,
+    finished_at          INTEGER,
+    PRIMARY KEY (notification_id, attempt)
+);
+
+-- A person's channels, in order of preference: [{"plugin": "twilio", "address": "+1555..."}].
+ALTER TABLE users ADD COLUMN channels TEXT;

@@ -1,0 +1,145 @@
+//! `POST /api/notifications` and `GET /api/notifications/{id}`.
+//!
+//! A submission names its recipients (people as presence knows them), an
+//! urgency class, optionally the wedding it is about, and its content. It is
+//! stored and answered at once (202); the router decides and delivers in the
+//! background. An `Idempotency-Key` header makes a retried submission return
+//! the notifications the first one made instead of sending again.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::presence::{TenantQuery, tenant_of};
+use crate::App;
+use crate::notify::{Class, Wedding, deliver_by};
+use crate::store::notifications::{NewNotification, NotificationRecord, Submitted};
+use crate::store::now_ms;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    pub recipients: Vec<String>,
+    /// `emergency`, `timeline`, `coordination` or `general`.
+    pub urgency: String,
+    #[serde(default)]
+    pub wedding: Option<Wedding>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+const EXAMPLE: &str = r#"{"recipients": ["U123"], "urgency": "timeline", "wedding": {"id": "smith-2026", "date": "2026-06-13", "time_zone": "Europe/Lisbon", "venue": "Old Barn"}, "subject": "Smith wedding", "body": "First look moved to 15:30"}"#;
+
+pub async fn submit(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let tenant = tenant_of(&app, &caller, &headers, q.tenant.as_deref()).await?;
+    let submit: Submit = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {EXAMPLE}: {e}")))?;
+    let class = Class::parse(&submit.urgency).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "urgency {:?} is not emergency, timeline, coordination or general",
+            submit.urgency
+        ))
+    })?;
+    if submit.recipients.is_empty() || submit.recipients.len() > 100 {
+        return Err(ApiError::BadRequest("name 1 to 100 recipients".into()));
+    }
+    if submit
+        .recipients
+        .iter()
+        .any(|r| r.is_empty() || r.len() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::BadRequest(
+            "a recipient is 1-200 printable characters".into(),
+        ));
+    }
+    if submit.body.trim().is_empty() || submit.body.len() > 4096 {
+        return Err(ApiError::BadRequest("body must be 1-4096 bytes".into()));
+    }
+    if submit.subject.as_ref().is_some_and(|s| s.len() > 200) {
+        return Err(ApiError::BadRequest(
+            "subject must be at most 200 bytes".into(),
+        ));
+    }
+    if let Some(w) = &submit.wedding
+        && w.time_zone.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "wedding.time_zone {:?} is not an IANA time zone",
+            w.time_zone
+        )));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::BadRequest("Idempotency-Key must be 1-200 characters".into())
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let now = now_ms();
+    let mut out = Vec::new();
+    for recipient in &submit.recipients {
+        let (time_zone, schedule) = app.store.user_schedule(&tenant, recipient).await?;
+        let id = format!("ntf_{}", hex::encode(rand::random::<[u8; 10]>()));
+        let n = NewNotification {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            recipient: recipient.clone(),
+            class,
+            wedding: submit.wedding.clone(),
+            subject: submit.subject.clone(),
+            body: submit.body.clone(),
+            idempotency_key: idempotency_key
+                .as_ref()
+                .map(|k| format!("{k}\u{0}{recipient}")),
+            deliver_by: deliver_by(
+                &app.config.notifications,
+                class,
+                schedule.as_ref(),
+                time_zone.as_deref(),
+                now,
+            ),
+        };
+        let (id, replayed) = match app.store.submit_notification(&n).await? {
+            Submitted::Created => (id, false),
+            Submitted::Existing(first) => (first, true),
+        };
+        out.push(serde_json::json!({ "id": id, "recipient": recipient, "replayed": replayed }));
+    }
+    app.engine.notifications_wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "notifications": out })),
+    ))
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+) -> Result<Json<NotificationRecord>, ApiError> {
+    let tenant = tenant_of(&app, &caller, &headers, q.tenant.as_deref()).await?;
+    app.store
+        .notification(&tenant, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no notification {id:?} in tenant {tenant:?}")))
+}

@@ -1,0 +1,311 @@
+//! The router's worker: claims due notifications, decides, and delivers
+//! through the recipient's channels, falling back from one to the next.
+//!
+//! It wakes at the earliest due time, when a notification is submitted, and
+//! when the presence of someone with a waiting notification changes (it
+//! listens to the presence engine; at start-up, and whenever it fell behind
+//! that stream, it looks at every waiting notification again). A channel
+//! attempt is recorded before the channel is called; a notification whose
+//! delivery was recorded is never sent again, even if the host died before
+//! it was marked delivered.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Decision, decide};
+use crate::App;
+use crate::model::{Notification, PluginFault};
+use crate::plugins::World;
+use crate::store::notifications::{Channel, NotificationRecord, decision};
+use crate::store::{StoreError, now_ms};
+
+const LEASE_MS: i64 = 60_000;
+const BATCH: u32 = 32;
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Retry rounds: full jitter over `BASE * 2^round`, capped.
+const RETRY_BASE_MS: i64 = 5_000;
+const RETRY_CAP_MS: i64 = 15 * 60_000;
+
+pub async fn run(app: Arc<App>) {
+    let mut changes = app.engine.subscribe();
+    // People with notifications waiting: presence changes of others are ignored.
+    let mut waiting: HashSet<(String, String)> = HashSet::new();
+    let mut sweep = true;
+    loop {
+        let now = now_ms();
+        let mut run: Result<(), String> = Ok(());
+        if sweep {
+            // Presence may have changed while we were not listening.
+            sweep = false;
+            match app.store.recipients_waiting().await {
+                Ok(people) => waiting = people.into_iter().collect(),
+                Err(e) => run = Err(e.to_string()),
+            }
+            if let Err(e) = app.store.wake_all_notifications(now).await {
+                run = Err(e.to_string());
+            }
+        }
+        match app.store.claim_notifications(now, LEASE_MS, BATCH).await {
+            Ok(due) if !due.is_empty() => {
+                for n in due {
+                    let key = (n.tenant.clone(), n.recipient.clone());
+                    match handle(&app, &n).await {
+                        Ok(true) => {
+                            waiting.insert(key);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(notification = %n.id, error = %e, "notification bookkeeping failed; retried when its lease runs out");
+                        }
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "claiming notifications failed");
+                run = Err(e.to_string());
+            }
+        }
+        let next = app.store.next_notification_due().await.ok().flatten();
+        let sleep = next.map_or(MAX_IDLE, |due| {
+            Duration::from_millis((due - now_ms()).clamp(5, MAX_IDLE.as_millis() as i64) as u64)
+        });
+        app.health.job_ran(
+            "notifications",
+            run,
+            Some(now_ms() + sleep.as_millis() as i64),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = app.engine.notifications_wake.notified() => {}
+            change = changes.recv() => match change {
+                Ok(change) => {
+                    let key = (change.tenant.clone(), change.user.clone());
+                    if waiting.remove(&key)
+                        && let Err(e) = app.store.wake_notifications(&key.0, &key.1, now_ms()).await
+                    {
+                        tracing::error!(error = %e, "waking notifications failed");
+                        waiting.insert(key);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "the router fell behind presence changes; looking at every waiting notification");
+                    sweep = true;
+                }
+                Err(RecvError::Closed) => {}
+            },
+        }
+    }
+}
+
+/// Decides and acts on one claimed notification; true when it waits again.
+async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
+    let now = now_ms();
+    // Delivered before a restart cut the bookkeeping short: never twice.
+    if let Some(done) = n
+        .attempts
+        .iter()
+        .find(|a| a.outcome.as_deref() == Some("delivered"))
+    {
+        let entry = serde_json::json!({
+            "at": now, "decision": "delivered",
+            "reason": "its delivery was recorded before a restart; not sent again",
+            "plugin": done.plugin, "address": done.address,
+        });
+        app.store
+            .notification_decided(&n.id, "delivered", None, n.rounds, Some(entry))
+            .await?;
+        return Ok(false);
+    }
+    let signals = app.store.signals(&n.tenant, &n.recipient, now).await?;
+    let presence =
+        (!signals.is_empty()).then(|| crate::presence::derive(&n.recipient, &signals, now));
+    let (time_zone, schedule) = app.store.user_schedule(&n.tenant, &n.recipient).await?;
+    let config = &app.config.notifications;
+    let deliver_by = n.deliver_by.unwrap_or(now);
+    match decide(
+        config,
+        n.urgency,
+        n.wedding.as_ref(),
+        presence.as_ref(),
+        schedule.as_ref(),
+        time_zone.as_deref(),
+        deliver_by,
+        now,
+    ) {
+        Decision::Defer { until, reason } => {
+            // Deciding the same again is not news: record only a change of mind.
+            let repeated = n.state == "deferred"
+                && n.decisions
+                    .last()
+                    .is_some_and(|d| d["decision"] == "deferred" && d["reason"] == reason.as_str());
+            if repeated {
+                app.store
+                    .notification_decided(&n.id, "deferred", Some(until), n.rounds, None)
+                    .await?;
+            } else {
+                let mut entry = decision(now, "deferred", &reason);
+                entry["until"] = until.into();
+                app.store
+                    .notification_decided(&n.id, "deferred", Some(until), n.rounds, Some(entry))
+                    .await?;
+            }
+            Ok(true)
+        }
+        Decision::Deliver {
+            all_channels,
+            reason,
+        } => {
+            deliver(app, n, all_channels, &reason).await?;
+            Ok(false)
+        }
+    }
+}
+
+async fn deliver(
+    app: &App,
+    n: &NotificationRecord,
+    all_channels: bool,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let channels = app.store.user_channels(&n.tenant, &n.recipient).await?;
+    let rounds = n.rounds + 1;
+    if channels.is_empty() {
+        let entry = decision(
+            now_ms(),
+            "failed",
+            &format!(
+                "{reason}, but {} has no channels: set them with PUT /api/users/{}",
+                n.recipient, n.recipient
+            ),
+        );
+        return app
+            .store
+            .notification_decided(&n.id, "failed", None, rounds, Some(entry))
+            .await;
+    }
+    let mut delivered = Vec::new();
+    let mut errors = Vec::new();
+    for channel in &channels {
+        match send(app, n, channel).await? {
+            Ok(()) => {
+                delivered.push(channel);
+                if !all_channels {
+                    break;
+                }
+            }
+            Err(e) => errors.push(format!("{} {}: {e}", channel.plugin, channel.address)),
+        }
+    }
+    let now = now_ms();
+    if !delivered.is_empty() {
+        let mut entry = decision(now, "delivered", reason);
+        entry["channels"] = delivered
+            .iter()
+            .map(|c| format!("{} {}", c.plugin, c.address))
+            .collect::<Vec<_>>()
+            .into();
+        if !errors.is_empty() {
+            entry["failed_channels"] = errors.into();
+        }
+        return app
+            .store
+            .notification_decided(&n.id, "delivered", None, rounds, Some(entry))
+            .await;
+    }
+    let max_rounds = i64::from(app.config.notifications.max_rounds.max(1));
+    if rounds >= max_rounds {
+        let mut entry = decision(
+            now,
+            "failed",
+            &format!("every channel failed {rounds} times"),
+        );
+        entry["errors"] = errors.into();
+        return app
+            .store
+            .notification_decided(&n.id, "failed", None, rounds, Some(entry))
+            .await;
+    }
+    let ceiling = RETRY_BASE_MS
+        .saturating_mul(1i64 << rounds.clamp(0, 20))
+        .min(RETRY_CAP_MS);
+    let delay = rand::Rng::random_range(&mut rand::rng(), ceiling / 10..=ceiling);
+    // An emergency does not wait for a long backoff: its retry comes soon.
+    let delay = if n.urgency == super::Class::Emergency {
+        delay.min(RETRY_BASE_MS)
+    } else {
+        delay
+    };
+    let mut entry = decision(now, "retry", "every channel failed; trying again");
+    entry["errors"] = errors.into();
+    entry["retry_at"] = (now + delay).into();
+    app.store
+        .notification_decided(&n.id, "due", Some(now + delay), rounds, Some(entry))
+        .await
+}
+
+/// One attempt on one channel: recorded before and after the plugin's call.
+async fn send(
+    app: &App,
+    n: &NotificationRecord,
+    channel: &Channel,
+) -> Result<Result<(), String>, StoreError> {
+    let attempt = app
+        .store
+        .start_attempt(&n.id, &channel.plugin, &channel.address)
+        .await?;
+    let outcome = match app
+        .registry
+        .get(&channel.plugin)
+        .filter(|p| p.world() == World::Provider)
+    {
+        None => Err(format!("no provider plugin {:?} is loaded", channel.plugin)),
+        Some(plugin) => {
+            let message = Notification {
+                id: n.id.clone(),
+                recipient: channel.address.clone(),
+                subject: n.subject.clone(),
+                body: n.body.clone(),
+                urgency: n.urgency.urgency(),
+            };
+            match app
+                .runtime
+                .send_notification(
+                    &plugin.pre,
+                    &plugin.grants,
+                    &n.tenant,
+                    channel.connection.as_deref().unwrap_or(""),
+                    &message,
+                )
+                .await
+            {
+                Ok(Ok(receipt)) => Ok(receipt.provider_message_id),
+                Ok(Err(PluginFault::Unsupported(m))) => {
+                    Err(format!("the plugin does not send notifications: {m}"))
+                }
+                Ok(Err(fault)) => Err(fault.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    match outcome {
+        Ok(message_id) => {
+            app.store
+                .finish_attempt(&n.id, attempt, "delivered", message_id.as_deref(), None)
+                .await?;
+            tracing::info!(notification = %n.id, plugin = %channel.plugin, "notification delivered");
+            Ok(Ok(()))
+        }
+        Err(e) => {
+            app.store
+                .finish_attempt(&n.id, attempt, "failed", None, Some(&e))
+                .await?;
+            tracing::warn!(notification = %n.id, plugin = %channel.plugin, error = %e, "notification channel failed");
+            Ok(Err(e))
+        }
+    }
+}

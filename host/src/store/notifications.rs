@@ -1,0 +1,440 @@
+//! Notifications and their delivery attempts: the router's durable queue.
+//!
+//! Workers claim due notifications with a lease (an atomic `UPDATE ...
+//! RETURNING`), so a notification is handled by one worker at a time and a
+//! crashed worker's claim runs out. Every decision is appended to the
+//! notification's `decisions`, every channel attempt is a row written before
+//! the channel is called.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+use crate::model::Instant;
+use crate::notify::{Class, Wedding};
+
+/// A notification as submitted.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub id: String,
+    pub tenant: String,
+    pub recipient: String,
+    pub class: Class,
+    pub wedding: Option<Wedding>,
+    pub subject: Option<String>,
+    pub body: String,
+    pub idempotency_key: Option<String>,
+    pub deliver_by: Instant,
+}
+
+/// One channel a person is reached on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// The provider plugin that sends (`twilio`, ...).
+    pub plugin: String,
+    /// Where to: a phone number, `whatsapp:+...`, an email address, a Slack user id.
+    pub address: String,
+    /// The connection the plugin sends through, when it needs one.
+    #[serde(default)]
+    pub connection: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt: i64,
+    pub plugin: String,
+    pub address: String,
+    pub started_at: Instant,
+    /// `delivered`, `failed`, or null while in flight (or cut short by a crash).
+    pub outcome: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub error: Option<String>,
+    pub finished_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub tenant: String,
+    pub recipient: String,
+    pub urgency: Class,
+    pub wedding: Option<Wedding>,
+    pub subject: Option<String>,
+    pub body: String,
+    /// `deferred`, `due`, `delivered` or `failed`.
+    pub state: String,
+    pub due_at: Option<Instant>,
+    pub deliver_by: Option<Instant>,
+    /// Rounds over the recipient's channels so far.
+    pub rounds: i64,
+    /// What the router decided, oldest first: `{"at", "decision", "reason", ...}`.
+    pub decisions: Vec<serde_json::Value>,
+    pub created_at: Instant,
+    pub delivered_at: Option<Instant>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// What submitting a notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    Created,
+    /// The idempotency key was used before: this is that notification's id.
+    Existing(String),
+}
+
+fn record_from(r: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("notifications.{what}: {e}"))
+    };
+    let urgency: String = r.try_get("urgency")?;
+    let wedding: Option<String> = r.try_get("wedding")?;
+    let decisions: String = r.try_get("decisions")?;
+    Ok(NotificationRecord {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        recipient: r.try_get("recipient")?,
+        urgency: Class::parse(&urgency).ok_or_else(|| corrupt("urgency", &urgency))?,
+        wedding: wedding
+            .map(|w| serde_json::from_str(&w))
+            .transpose()
+            .map_err(|e| corrupt("wedding", &e))?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        state: r.try_get("state")?,
+        due_at: r.try_get("due_at")?,
+        deliver_by: r.try_get("deliver_by")?,
+        rounds: r.try_get("attempts")?,
+        decisions: serde_json::from_str(&decisions).map_err(|e| corrupt("decisions", &e))?,
+        created_at: r.try_get("created_at")?,
+        delivered_at: r.try_get("delivered_at")?,
+        attempts: Vec::new(),
+    })
+}
+
+/// A decision entry.
+pub fn decision(at: Instant, decision: &str, reason: &str) -> serde_json::Value {
+    serde_json::json!({ "at": at, "decision": decision, "reason": reason })
+}
+
+impl Store {
+    /// Stores a new notification, due at once (the worker decides). A repeated
+    /// idempotency key creates nothing and names the first notification.
+    pub async fn submit_notification(&self, n: &NewNotification) -> Result<Submitted, StoreError> {
+        let now = now_ms();
+        let wedding = n
+            .wedding
+            .as_ref()
+            .map(|w| serde_json::to_string(w).expect("a wedding serializes"));
+        let decisions =
+            serde_json::Value::Array(vec![decision(now, "received", "queued for routing")]);
+        let inserted = sqlx::query(
+            "INSERT INTO notifications (id, tenant, recipient, urgency, wedding, subject, body,
+               idempotency_key, state, due_at, deliver_by, decisions, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due', ?, ?, ?, ?)
+             ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+        .bind(&n.id)
+        .bind(&n.tenant)
+        .bind(&n.recipient)
+        .bind(n.class.as_str())
+        .bind(wedding)
+        .bind(&n.subject)
+        .bind(&n.body)
+        .bind(&n.idempotency_key)
+        .bind(now)
+        .bind(n.deliver_by)
+        .bind(decisions.to_string())
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if inserted > 0 {
+            return Ok(Submitted::Created);
+        }
+        let existing: String = sqlx::query_scalar(
+            "SELECT id FROM notifications WHERE tenant = ? AND idempotency_key = ?",
+        )
+        .bind(&n.tenant)
+        .bind(&n.idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Submitted::Existing(existing))
+    }
+
+    /// A notification of `tenant`, with its attempts.
+    pub async fn notification(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<NotificationRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM notifications WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut record = record_from(&row)?;
+        record.attempts = self.attempts(id).await?;
+        Ok(Some(record))
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM notification_attempts WHERE notification_id = ? ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Attempt {
+                    attempt: r.try_get("attempt")?,
+                    plugin: r.try_get("plugin")?,
+                    address: r.try_get("address")?,
+                    started_at: r.try_get("started_at")?,
+                    outcome: r.try_get("outcome")?,
+                    provider_message_id: r.try_get("provider_message_id")?,
+                    error: r.try_get("error")?,
+                    finished_at: r.try_get("finished_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims up to `limit` due notifications for `lease_ms`, oldest due first.
+    pub async fn claim_notifications(
+        &self,
+        now: Instant,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE notifications SET claimed_until = ?
+             WHERE id IN (
+               SELECT id FROM notifications
+               WHERE due_at <= ? AND state IN ('due', 'deferred')
+                 AND (claimed_until IS NULL OR claimed_until < ?)
+               ORDER BY due_at LIMIT ?)
+             RETURNING *",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(record_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        for n in &mut claimed {
+            n.attempts = self.attempts(&n.id).await?;
+        }
+        claimed.sort_by_key(|n| n.due_at);
+        Ok(claimed)
+    }
+
+    /// Records a decision and where the notification stands after it: its
+    /// state, when it is looked at next (None: never again), and its rounds.
+    pub async fn notification_decided(
+        &self,
+        id: &str,
+        state: &str,
+        due_at: Option<Instant>,
+        rounds: i64,
+        entry: Option<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE notifications SET state = ?, due_at = ?, attempts = ?, claimed_until = NULL,
+               decisions = CASE WHEN ? IS NULL THEN decisions
+                                ELSE json_insert(decisions, '$[#]', json(?)) END,
+               delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END
+             WHERE id = ?",
+        )
+        .bind(state)
+        .bind(due_at)
+        .bind(rounds)
+        .bind(entry.as_ref().map(|e| e.to_string()))
+        .bind(entry.map(|e| e.to_string()))
+        .bind(state)
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes an attempt before its channel is called; returns its number.
+    pub async fn start_attempt(
+        &self,
+        id: &str,
+        plugin: &str,
+        address: &str,
+    ) -> Result<i64, StoreError> {
+        let attempt: i64 = sqlx::query_scalar(
+            "INSERT INTO notification_attempts (notification_id, attempt, plugin, address, started_at)
+             VALUES (?, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM notification_attempts
+                         WHERE notification_id = ?), ?, ?, ?)
+             RETURNING attempt",
+        )
+        .bind(id)
+        .bind(id)
+        .bind(plugin)
+        .bind(address)
+        .bind(now_ms())
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(attempt)
+    }
+
+    pub async fn finish_attempt(
+        &self,
+        id: &str,
+        attempt: i64,
+        outcome: &str,
+        provider_message_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE notification_attempts SET outcome = ?, provider_message_id = ?, error = ?,
+               finished_at = ? WHERE notification_id = ? AND attempt = ?",
+        )
+        .bind(outcome)
+        .bind(provider_message_id)
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes `user`'s waiting notifications due now (their presence changed);
+    /// returns how many.
+    pub async fn wake_notifications(
+        &self,
+        tenant: &str,
+        user: &str,
+        now: Instant,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE notifications SET due_at = ?
+             WHERE tenant = ? AND recipient = ? AND state = 'deferred' AND due_at > ?",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(user)
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    /// Makes every waiting notification due now (at start-up, or after the
+    /// worker missed presence changes).
+    pub async fn wake_all_notifications(&self, now: Instant) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE notifications SET due_at = ? WHERE state = 'deferred' AND due_at > ?",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn next_notification_due(&self) -> Result<Option<Instant>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM notifications
+             WHERE due_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// A person's channels, in order of preference.
+    pub async fn user_channels(
+        &self,
+        tenant: &str,
+        user: &str,
+    ) -> Result<Vec<Channel>, StoreError> {
+        let json: Option<Option<String>> =
+            sqlx::query_scalar("SELECT channels FROM users WHERE tenant = ? AND user_id = ?")
+                .bind(tenant)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        json.flatten()
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("users.channels: {e}")))
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Sets a person's channels.
+    pub async fn set_user_channels(
+        &self,
+        tenant: &str,
+        user: &str,
+        channels: &[Channel],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(channels).expect("channels serialize");
+        sqlx::query(
+            "INSERT INTO users (tenant, user_id, channels, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant, user_id) DO UPDATE SET channels = excluded.channels,
+               updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(json)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// A person's time zone and working hours, for routing decisions.
+    pub async fn user_schedule(
+        &self,
+        tenant: &str,
+        user: &str,
+    ) -> Result<
+        (
+            Option<String>,
+            Option<crate::presence::working_hours::Schedule>,
+        ),
+        StoreError,
+    > {
+        let settings: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT time_zone, working_hours FROM users WHERE tenant = ? AND user_id = ?",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((time_zone, hours)) = settings else {
+            return Ok((None, None));
+        };
+        let schedule = hours
+            .map(|h| {
+                let hours: crate::presence::working_hours::WorkingHours = serde_json::from_str(&h)
+                    .map_err(|e| StoreError::Corrupt(format!("users.working_hours: {e}")))?;
+                crate::presence::working_hours::Schedule::parse(&hours)
+                    .map_err(|e| StoreError::Corrupt(format!("users.working_hours: {e}")))
+            })
+            .transpose()?;
+        Ok((time_zone, schedule))
+    }
+
+    /// The people with notifications waiting for them.
+    pub async fn recipients_waiting(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT tenant, recipient FROM notifications WHERE state = 'deferred'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,315 @@
+//! End to end: the notification router. Urgency against presence, waiting
+//! until the recipient is free, the wedding-day emergency on every channel,
+//! fallback from a failing channel, idempotent submission, and the decisions
+//! recorded on each notification. The channel is the real twilio plugin
+//! against the loopback Twilio emulator.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::twilio::*;
+use support::*;
+
+const SMS_NUMBER: &str = "+15017122661";
+const WHATSAPP_SENDER: &str = "whatsapp:+14155238886";
+const PHONE: &str = "+15551234567";
+
+fn account() -> TwilioAccount {
+    TwilioAccount {
+        sid: "AC0123456789abcdef0123456789abcdef".into(),
+        auth_token: "f0e1d2c3b4a5968778695a4b3c2d1e0f".into(),
+        api_key_sid: "SK0123456789abcdef0123456789abcdef".into(),
+        api_key_secret: "api-key-secret-for-tests".into(),
+        senders: vec![SMS_NUMBER.into(), WHATSAPP_SENDER.into()],
+    }
+}
+
+fn start(twilio: &TwilioEmulator, extra: &str) -> Host {
+    Host::start(
+        PluginsDir::new().with_bundled("twilio"),
+        &format!(
+            "{extra}\n[plugins.twilio]\nextra_allowed_hosts = [\"{base}\"]\n\
+             [plugins.twilio.config]\napi_base = \"{base}\"\naccount_sid = \"{sid}\"\n\
+             api_key_sid = \"{key}\"\nfrom_number = \"{SMS_NUMBER}\"\nwhatsapp_from = \"{WHATSAPP_SENDER}\"\n",
+            base = twilio.api_base(),
+            sid = twilio.account.sid,
+            key = twilio.account.api_key_sid,
+        ),
+        &[(
+            "twilio.api-key-secret",
+            twilio.account.api_key_secret.as_bytes(),
+            false,
+        )],
+    )
+}
+
+async fn channels(host: &Host, user: &str, addresses: &[&str]) {
+    let channels: Vec<_> = addresses
+        .iter()
+        .map(|a| json!({"plugin": "twilio", "address": a}))
+        .collect();
+    let admin = host.admin.clone();
+    let (status, body) = host
+        .api(
+            "PUT",
+            &format!("/api/users/{user}"),
+            &admin,
+            Some(json!({"channels": channels})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn set_presence(host: &Host, user: &str, availability: Option<&str>) {
+    let admin = host.admin.clone();
+    let (status, body) = match availability {
+        Some(a) => {
+            host.api(
+                "PUT",
+                &format!("/api/presence/{user}"),
+                &admin,
+                Some(json!({"availability": a, "status_text": "Vows"})),
+            )
+            .await
+        }
+        None => {
+            host.api("DELETE", &format!("/api/presence/{user}"), &admin, None)
+                .await
+        }
+    };
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn submit(host: &Host, body: serde_json::Value, key: Option<&str>) -> Vec<String> {
+    let mut req = host
+        .client
+        .post(host.url("/api/notifications"))
+        .bearer_auth(&host.admin)
+        .json(&body);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    answer["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn state_of(host: &Host, id: &str) -> serde_json::Value {
+    let (status, n) = host.get_json(&format!("/api/notifications/{id}")).await;
+    assert_eq!(status, 200, "{n}");
+    n
+}
+
+async fn wait_state(host: &Host, id: &str, state: &str) -> serde_json::Value {
+    for _ in 0..150 {
+        let n = state_of(host, id).await;
+        if n["state"] == state {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id} never became {state}: {}", state_of(host, id).await);
+}
+
+fn decisions(n: &serde_json::Value) -> Vec<String> {
+    n["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn urgency_decides_who_waits_for_a_busy_vendor_and_nothing_waits_past_a_change() {
+    let twilio = TwilioEmulator::start(account()).await;
+    let host = start(&twilio, "");
+    channels(&host, "vendor", &[PHONE]).await;
+    set_presence(&host, "vendor", Some("busy")).await;
+
+    let note = |urgency: &str, body: &str| json!({"recipients": ["vendor"], "urgency": urgency, "subject": "Smith wedding", "body": body});
+    let emergency = submit(
+        &host,
+        note("emergency", "The groom is locked in the barn"),
+        None,
+    )
+    .await;
+    let timeline = submit(&host, note("timeline", "First look moved to 15:30"), None).await;
+    let general = submit(&host, note("general", "Invoice attached"), None).await;
+
+    // The emergency goes out at once; the others wait, saying why.
+    let n = wait_state(&host, &emergency[0], "delivered").await;
+    assert_eq!(decisions(&n), ["received", "delivered"], "{n}");
+    assert_eq!(n["attempts"][0]["outcome"], "delivered");
+    assert!(
+        n["attempts"][0]["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("SM")
+    );
+    for id in [&timeline[0], &general[0]] {
+        let n = wait_state(&host, id, "deferred").await;
+        let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+        assert!(last["reason"].as_str().unwrap().contains("busy"), "{n}");
+        assert!(last["until"].as_i64().unwrap() > n["created_at"].as_i64().unwrap());
+    }
+    let sent = twilio.messages();
+    assert_eq!(sent.len(), 1, "only the emergency went out while busy");
+    assert!(
+        sent[0]
+            .form
+            .iter()
+            .any(|(k, v)| k == "Body" && v.contains("locked in the barn")),
+        "{:?}",
+        sent[0].form
+    );
+
+    // The vendor is free again: both waiting notifications go out, once each.
+    set_presence(&host, "vendor", None).await;
+    for id in [&timeline[0], &general[0]] {
+        let n = wait_state(&host, id, "delivered").await;
+        assert_eq!(decisions(&n), ["received", "deferred", "delivered"], "{n}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(twilio.messages().len(), 3);
+
+    // Retried submissions with the same key make nothing new.
+    let first = submit(&host, note("emergency", "Rain plan on"), Some("req-1")).await;
+    let again = submit(&host, note("emergency", "Rain plan on"), Some("req-1")).await;
+    assert_eq!(first, again);
+    wait_state(&host, &first[0], "delivered").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(twilio.messages().len(), 4);
+}
+
+#[tokio::test]
+async fn the_latest_delivery_time_wins_over_a_busy_vendor() {
+    let twilio = TwilioEmulator::start(account()).await;
+    // Coordination waits at most 0 minutes here: its deadline is now.
+    let host = start(
+        &twilio,
+        "[notifications.coordination]\ndefer_if_busy = true\nrespect_dnd = true\nmax_delay_minutes = 0",
+    );
+    channels(&host, "vendor", &[PHONE]).await;
+    set_presence(&host, "vendor", Some("do_not_disturb")).await;
+    let ids = submit(
+        &host,
+        json!({"recipients": ["vendor"], "urgency": "coordination", "body": "Tables 4 and 5 swap"}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &ids[0], "delivered").await;
+    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("latest delivery time"),
+        "{n}"
+    );
+}
+
+#[tokio::test]
+async fn wedding_day_emergencies_use_every_channel_and_failing_channels_fall_back() {
+    let twilio = TwilioEmulator::start(account()).await;
+    let host = start(&twilio, "");
+    // The planner: SMS and WhatsApp.
+    channels(&host, "planner", &[PHONE, &format!("whatsapp:{PHONE}")]).await;
+    // The florist's first channel is no phone number: the plugin refuses it.
+    channels(&host, "florist", &["not-a-number", PHONE]).await;
+    set_presence(&host, "planner", Some("do_not_disturb")).await;
+
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Lisbon)
+        .date_naive();
+    let ids = submit(
+        &host,
+        json!({"recipients": ["planner"], "urgency": "emergency",
+               "wedding": {"id": "smith", "date": today.to_string(), "time_zone": "Europe/Lisbon",
+                           "venue": "Old Barn", "role": "planner"},
+               "body": "Bride's car broke down"}),
+        None,
+    )
+    .await;
+    let planner = wait_state(&host, &ids[0], "delivered").await;
+    let last = planner["decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["reason"].as_str().unwrap().contains("wedding's day"),
+        "{planner}"
+    );
+    assert_eq!(last["channels"].as_array().unwrap().len(), 2, "{planner}");
+    // Not the wedding's day: one channel is enough, and a failing one falls
+    // back to the next.
+    let ids = submit(
+        &host,
+        json!({"recipients": ["florist"], "urgency": "emergency", "body": "Bouquets to the chapel"}),
+        None,
+    )
+    .await;
+    let florist = wait_state(&host, &ids[0], "delivered").await;
+    let attempts = florist["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{florist}");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert!(
+        attempts[0]["error"].as_str().unwrap().contains("E.164"),
+        "{florist}"
+    );
+    assert_eq!(attempts[1]["outcome"], "delivered");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to: Vec<String> = twilio
+        .messages()
+        .iter()
+        .map(|m| m.form.iter().find(|(k, _)| k == "To").unwrap().1.clone())
+        .collect();
+    assert_eq!(to.len(), 3, "{to:?}");
+    assert!(to.contains(&format!("whatsapp:{PHONE}")));
+
+    // Someone the router cannot reach: failed, and why.
+    let ids = submit(
+        &host,
+        json!({"recipients": ["nobody"], "urgency": "emergency", "body": "x"}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &ids[0], "failed").await;
+    assert!(
+        n["decisions"].as_array().unwrap().last().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no channels"),
+        "{n}"
+    );
+
+    // Bad submissions are refused and store nothing.
+    let before = host.digest().await;
+    for bad in [
+        json!({"recipients": [], "urgency": "general", "body": "x"}),
+        json!({"recipients": ["a"], "urgency": "whenever", "body": "x"}),
+        json!({"recipients": ["a"], "urgency": "general", "body": ""}),
+        json!({"recipients": ["a"], "urgency": "general", "body": "x", "wedding": {"id": "w", "date": "2026-06-13", "time_zone": "Mars/Olympus"}}),
+    ] {
+        let resp = host
+            .client
+            .post(host.url("/api/notifications"))
+            .bearer_auth(&host.admin)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    assert_eq!(host.digest().await, before);
+}
