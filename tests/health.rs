@@ -279,7 +279,11 @@ async fn a_plugin_that_traps_is_an_alert_naming_its_version_and_what_to_do() {
     let plugins = PluginsDir::new()
         .with_fixture("echo", "echo", "")
         .with_fixture("panicky", "hostile", "[config]\nattack = \"panic\"");
-    let host = Host::start(plugins, "", &[]);
+    let host = Host::start(
+        plugins,
+        "[health.alert_to]\ntenant = \"default\"\nuser = \"ops\"\n",
+        &[],
+    );
     for _ in 0..10 {
         assert_eq!(host.post_json("/api/webhooks/panicky", "{}").await.0, 502);
         assert_eq!(host.post_json("/api/webhooks/echo", "{}").await.0, 200);
@@ -320,4 +324,32 @@ async fn a_plugin_that_traps_is_an_alert_naming_its_version_and_what_to_do() {
     assert_eq!(plugin("echo")["status"], "ok");
     assert_eq!(plugin("echo")["uptime"]["last_5m"], 1.0);
     assert!(plugin("echo")["latency_ms"]["p99"].is_f64());
+
+    // The operator named in [health.alert_to] is told through the router.
+    let db = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!(
+            "sqlite://{}",
+            host.data_dir.path().join("presence.db").display()
+        ))
+        .await
+        .unwrap();
+    let mut told = None;
+    for _ in 0..150 {
+        told = sqlx::query_scalar::<_, String>(
+            "SELECT body FROM notifications WHERE recipient = 'ops' AND subject LIKE '%panicky%'",
+        )
+        .fetch_optional(&db)
+        .await
+        .unwrap();
+        if told.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = told.expect("no notification to the operator");
+    assert!(
+        body.contains("What to do: ") && body.contains("roll back"),
+        "{body}"
+    );
+    db.close().await;
 }

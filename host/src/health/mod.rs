@@ -62,6 +62,8 @@ pub struct HealthConfig {
     pub alert_min_calls: u64,
     /// Status pushes waiting longer than this past their due time raise an alert (ms). Default 600000.
     pub alert_outbox_lag_ms: i64,
+    /// Who is notified of each alert raised, through the notification router. Default: nobody (the log only).
+    pub alert_to: Option<AlertRecipient>,
 }
 
 impl Default for HealthConfig {
@@ -74,6 +76,7 @@ impl Default for HealthConfig {
             alert_failure_ratio: 0.2,
             alert_min_calls: 10,
             alert_outbox_lag_ms: 600_000,
+            alert_to: None,
         }
     }
 }
@@ -672,7 +675,6 @@ impl Health {
         } else {
             Status::Degraded
         };
-        self.log_alert_changes(&alerts, now);
         let plugins = if tenant.is_some() {
             // A tenant sees every plugin's state, not other tenants' numbers.
             plugins
@@ -699,13 +701,16 @@ impl Health {
         }
     }
 
-    /// Logs each alert when it is first raised and when it clears.
-    fn log_alert_changes(&self, alerts: &[Alert], now: i64) {
+    /// Logs each alert of the operator's report when it is first raised and
+    /// when it clears; returns the newly raised ones.
+    fn alert_changes(&self, alerts: &[Alert], now: i64) -> Vec<Alert> {
         let mut inner = self.lock();
+        let mut raised = Vec::new();
         for a in alerts {
             if !inner.raised.contains_key(&a.id) {
                 tracing::warn!(alert = %a.id, severity = a.severity, message = %a.message, recommendation = %a.recommendation, "alert raised");
                 inner.raised.insert(a.id.clone(), now);
+                raised.push(a.clone());
             }
         }
         let current: std::collections::BTreeSet<&str> =
@@ -720,6 +725,7 @@ impl Health {
             inner.raised.remove(&id);
             tracing::info!(alert = %id, "alert cleared");
         }
+        raised
     }
 }
 
@@ -730,7 +736,8 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// Re-evaluates health every few seconds so alerts are logged as they arise,
-/// whether or not anyone asks.
+/// whether or not anyone asks, and sent to the operator through the
+/// notification router when `[health] alert_to` names someone.
 pub async fn run(app: Arc<crate::App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
@@ -739,7 +746,64 @@ pub async fn run(app: Arc<crate::App>) {
         app.health
             .metrics
             .set_status(report.status, report.alerts.len() as i64);
+        let raised = app.health.alert_changes(&report.alerts, report.checked_at);
+        if let Some(to) = &app.config.health.alert_to {
+            for alert in raised {
+                if let Err(e) = notify_operator(&app, to, &alert).await {
+                    tracing::error!(alert = %alert.id, error = %e, "could not notify the operator of an alert");
+                }
+            }
+        }
     }
+}
+
+/// Where alerts go as notifications (`[health.alert_to]`).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRecipient {
+    pub tenant: String,
+    pub user: String,
+    /// The urgency class they go out with. Default `timeline`.
+    #[serde(default = "default_alert_urgency")]
+    pub urgency: crate::notify::Class,
+}
+
+fn default_alert_urgency() -> crate::notify::Class {
+    crate::notify::Class::Timeline
+}
+
+async fn notify_operator(
+    app: &crate::App,
+    to: &AlertRecipient,
+    alert: &Alert,
+) -> Result<(), crate::store::StoreError> {
+    let (time_zone, schedule) = app.store.user_schedule(&to.tenant, &to.user).await?;
+    let now = crate::store::now_ms();
+    let n = crate::store::notifications::NewNotification {
+        id: format!("ntf_{}", hex::encode(rand::random::<[u8; 10]>())),
+        tenant: to.tenant.clone(),
+        recipient: to.user.clone(),
+        class: to.urgency,
+        wedding: None,
+        subject: Some(format!("presence-host alert: {}", alert.subject)),
+        body: format!("{}\n\nWhat to do: {}", alert.message, alert.recommendation),
+        // One notification per alert raised, whatever the replicas do.
+        idempotency_key: Some(format!(
+            "alert\u{0}{}\u{0}{}",
+            alert.id,
+            alert.since / 60_000
+        )),
+        deliver_by: crate::notify::deliver_by(
+            &app.config.notifications,
+            to.urgency,
+            schedule.as_ref(),
+            time_zone.as_deref(),
+            now,
+        ),
+    };
+    app.store.submit_notification(&n).await?;
+    app.engine.notifications_wake.notify_one();
+    Ok(())
 }
 
 #[cfg(test)]
