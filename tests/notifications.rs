@@ -313,3 +313,169 @@ async fn wedding_day_emergencies_use_every_channel_and_failing_channels_fall_bac
     }
     assert_eq!(host.digest().await, before);
 }
+
+#[tokio::test]
+async fn an_unacknowledged_emergency_escalates_through_two_contacts_with_its_chain() {
+    let twilio = TwilioEmulator::start(account()).await;
+    let host = start(&twilio, "[notifications]\nescalate_after_seconds = 1");
+    channels(&host, "vendor", &[PHONE]).await;
+    channels(&host, "planner", &["+15557654321"]).await;
+    channels(&host, "venue", &["+15550001111"]).await;
+    let ids = submit(
+        &host,
+        json!({"recipients": ["vendor"], "urgency": "emergency", "subject": "Smith wedding",
+               "body": "Power cut in the barn", "escalation": ["planner", "venue"]}),
+        None,
+    )
+    .await;
+    let vendor_id = ids[0].clone();
+
+    // Nobody acknowledges: vendor, then planner, then venue.
+    let mut escalated_to = Vec::new();
+    let mut current = vendor_id.clone();
+    for next in ["planner", "venue"] {
+        let mut step = None;
+        for _ in 0..100 {
+            let n = state_of(&host, &current).await;
+            if let Some(e) = n["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["decision"] == "escalated")
+            {
+                step = Some(e.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let step = step.unwrap_or_else(|| panic!("{current} did not escalate"));
+        assert_eq!(step["to"], next);
+        current = step["notification"].as_str().unwrap().to_string();
+        escalated_to.push(current.clone());
+    }
+    let venue = wait_state(&host, &current, "delivered").await;
+    assert_eq!(venue["recipient"], "venue");
+    assert_eq!(
+        venue["escalation"]["chain"],
+        json!([vendor_id, escalated_to[0]]),
+        "the chain is preserved: {venue}"
+    );
+    assert!(
+        venue["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Escalated: Smith wedding")
+    );
+    assert!(
+        venue["body"]
+            .as_str()
+            .unwrap()
+            .contains("planner did not acknowledge")
+    );
+    // The venue acknowledges: the path is exhausted anyway, and nothing more is sent.
+    let resp = host
+        .client
+        .post(host.url(&format!("/api/notifications/{current}/ack")))
+        .bearer_auth(&host.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(twilio.messages().len(), 3);
+
+    // Acknowledged in time: no escalation at all.
+    let ids = submit(
+        &host,
+        json!({"recipients": ["vendor"], "urgency": "emergency", "body": "Cake collapsed",
+               "escalation": ["planner"]}),
+        None,
+    )
+    .await;
+    wait_state(&host, &ids[0], "delivered").await;
+    let resp = host
+        .client
+        .post(host.url(&format!("/api/notifications/{}/ack", ids[0])))
+        .bearer_auth(&host.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let n = state_of(&host, &ids[0]).await;
+    assert_eq!(
+        decisions(&n),
+        ["received", "delivered", "acknowledged"],
+        "{n}"
+    );
+    assert_eq!(twilio.messages().len(), 4);
+    // Only emergencies escalate.
+    let resp = host
+        .client
+        .post(host.url("/api/notifications"))
+        .bearer_auth(&host.admin)
+        .json(&json!({"recipients": ["vendor"], "urgency": "general", "body": "x", "escalation": ["planner"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn waiting_general_notes_go_out_as_digests_that_never_drop_or_repeat_one() {
+    let twilio = TwilioEmulator::start(account()).await;
+    let host = start(&twilio, "");
+    channels(&host, "vendor", &[PHONE]).await;
+    set_presence(&host, "vendor", Some("busy")).await;
+    let note = |i: usize| json!({"recipients": ["vendor"], "urgency": "general", "body": format!("note-{i:02}-end")});
+    // Five arrive while the vendor is busy...
+    let first: Vec<_> = futures::future::join_all((0..5).map(|i| submit(&host, note(i), None)))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for id in &first {
+        wait_state(&host, id, "deferred").await;
+    }
+    // ...and five more race the vendor becoming free.
+    let (late, _) = tokio::join!(
+        futures::future::join_all((5..10).map(|i| submit(&host, note(i), None))),
+        set_presence(&host, "vendor", None),
+    );
+    let all: Vec<String> = first
+        .into_iter()
+        .chain(late.into_iter().flatten())
+        .collect();
+    for id in &all {
+        wait_state(&host, id, "delivered").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bodies: Vec<String> = twilio
+        .messages()
+        .iter()
+        .map(|m| m.form.iter().find(|(k, _)| k == "Body").unwrap().1.clone())
+        .collect();
+    for i in 0..10 {
+        let text = format!("note-{i:02}-end");
+        let times: usize = bodies.iter().map(|b| b.matches(&text).count()).sum();
+        assert_eq!(times, 1, "{text} went out {times} times: {bodies:?}");
+    }
+    assert!(
+        bodies.len() < 10,
+        "the waiting notes went out together: {} messages",
+        bodies.len()
+    );
+    let mut digested = 0;
+    for id in &all {
+        let n = state_of(&host, id).await;
+        if n["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.get("digest_of").is_some())
+        {
+            digested += 1;
+        }
+    }
+    assert!(digested >= 4, "{digested} notes rode in another's digest");
+}

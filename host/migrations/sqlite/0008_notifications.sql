@@ -1,7 +1,9 @@
 -- Notifications routed by presence and urgency. A notification waits
 -- (`deferred`) until its recipient is free or its latest delivery time comes,
 -- then goes out (`due`, claimed by a worker) through the recipient's channels,
--- each attempt recorded; `decisions` is its history, as the API shows it.
+-- each attempt recorded; `decisions` is its history, as the API shows it. A
+-- delivered emergency with an escalation path stays due until acknowledged:
+-- unacknowledged at `due_at`, it goes to the path's next contact.
 CREATE TABLE notifications (
     id               TEXT PRIMARY KEY NOT NULL,
     tenant           TEXT NOT NULL,
@@ -18,7 +20,11 @@ CREATE TABLE notifications (
     attempts         INTEGER NOT NULL DEFAULT 0,
     decisions        TEXT NOT NULL,
     created_at       INTEGER NOT NULL,
-    delivered_at     INTEGER
+    delivered_at     INTEGER,
+    -- An emergency's escalation: {"path": [users], "step": n, "chain": [earlier ids]}.
+    escalation       TEXT,
+    acked_at         INTEGER,
+    acked_by         TEXT
 );
 CREATE UNIQUE INDEX notifications_idempotency ON notifications (tenant, idempotency_key)
     WHERE idempotency_key IS NOT NULL;

@@ -95,6 +95,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/integrations/health", get(health::integrations))
         .route("/api/notifications", post(notifications::submit))
         .route("/api/notifications/{id}", get(notifications::get))
+        .route("/api/notifications/{id}/ack", post(notifications::ack))
         .route("/metrics", get(health::metrics))
         .route("/api/oauth/{provider}/start", get(oauth::flow::start))
         .merge(tenant_routes)

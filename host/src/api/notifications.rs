@@ -4,7 +4,8 @@
 //! urgency class, optionally the wedding it is about, and its content. It is
 //! stored and answered at once (202); the router decides and delivers in the
 //! background. An `Idempotency-Key` header makes a retried submission return
-//! the notifications the first one made instead of sending again.
+//! the notifications the first one made instead of sending again. An
+//! emergency may name an escalation path; `POST .../{id}/ack` stops it.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use super::error::ApiError;
 use super::presence::{TenantQuery, tenant_of};
 use crate::App;
 use crate::notify::{Class, Wedding, deliver_by};
-use crate::store::notifications::{NewNotification, NotificationRecord, Submitted};
+use crate::store::notifications::{Escalation, NewNotification, NotificationRecord, Submitted};
 use crate::store::now_ms;
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,10 @@ pub struct Submit {
     #[serde(default)]
     pub subject: Option<String>,
     pub body: String,
+    /// For an emergency: who is told next, in order, when it is not
+    /// acknowledged in time (`POST /api/notifications/{id}/ack`).
+    #[serde(default)]
+    pub escalation: Vec<String>,
 }
 
 const EXAMPLE: &str = r#"{"recipients": ["U123"], "urgency": "timeline", "wedding": {"id": "smith-2026", "date": "2026-06-13", "time_zone": "Europe/Lisbon", "venue": "Old Barn"}, "subject": "Smith wedding", "body": "First look moved to 15:30"}"#;
@@ -80,6 +85,21 @@ pub async fn submit(
             w.time_zone
         )));
     }
+    if !submit.escalation.is_empty() && class != Class::Emergency {
+        return Err(ApiError::BadRequest(
+            "only emergencies escalate: drop escalation or make it an emergency".into(),
+        ));
+    }
+    if submit.escalation.len() > 10
+        || submit
+            .escalation
+            .iter()
+            .any(|r| r.is_empty() || r.len() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::BadRequest(
+            "escalation names at most 10 people of 1-200 printable characters".into(),
+        ));
+    }
     let idempotency_key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
@@ -115,6 +135,11 @@ pub async fn submit(
                 time_zone.as_deref(),
                 now,
             ),
+            escalation: (!submit.escalation.is_empty()).then(|| Escalation {
+                path: submit.escalation.clone(),
+                step: 0,
+                chain: Vec::new(),
+            }),
         };
         let (id, replayed) = match app.store.submit_notification(&n).await? {
             Submitted::Created => (id, false),
@@ -142,4 +167,23 @@ pub async fn get(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no notification {id:?} in tenant {tenant:?}")))
+}
+
+/// `POST /api/notifications/{id}/ack`: the recipient saw it; an emergency's
+/// escalation stops. 204, or 404 for an unknown notification.
+pub async fn ack(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = tenant_of(&app, &caller, &headers, q.tenant.as_deref()).await?;
+    let by = caller.actor().to_string();
+    match app.store.ack_notification(&tenant, &id, &by).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::NotFound(format!(
+            "no notification {id:?} in tenant {tenant:?}"
+        ))),
+    }
 }

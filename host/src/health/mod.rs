@@ -800,6 +800,7 @@ async fn notify_operator(
             time_zone.as_deref(),
             now,
         ),
+        escalation: None,
     };
     app.store.submit_notification(&n).await?;
     app.engine.notifications_wake.notify_one();

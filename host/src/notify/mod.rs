@@ -85,6 +85,9 @@ pub struct NotificationsConfig {
     /// Rounds over all of a recipient's channels before a notification is
     /// given up. Default 6.
     pub max_rounds: u32,
+    /// An emergency with an escalation path not acknowledged this long after
+    /// its delivery goes to the path's next contact. Default 600.
+    pub escalate_after_seconds: u32,
 }
 
 impl Default for NotificationsConfig {
@@ -112,6 +115,7 @@ impl Default for NotificationsConfig {
             },
             general_max_delay_minutes_without_hours: 1440,
             max_rounds: 6,
+            escalate_after_seconds: 600,
         }
     }
 }

@@ -8,6 +8,12 @@
 //! attempt is recorded before the channel is called; a notification whose
 //! delivery was recorded is never sent again, even if the host died before
 //! it was marked delivered.
+//!
+//! General notes waiting for the same person go out together as one digest:
+//! the companions are claimed atomically with the lead, so a note is in one
+//! digest only, and one that arrives meanwhile goes out after it. A delivered
+//! emergency with an escalation path stays due until acknowledged; when its
+//! time runs out it goes to the path's next contact, the chain recorded.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,7 +25,9 @@ use super::{Decision, decide};
 use crate::App;
 use crate::model::{Notification, PluginFault};
 use crate::plugins::World;
-use crate::store::notifications::{Channel, NotificationRecord, decision};
+use crate::store::notifications::{
+    Channel, Escalation, NewNotification, NotificationRecord, Submitted, decision,
+};
 use crate::store::{StoreError, now_ms};
 
 const LEASE_MS: i64 = 60_000;
@@ -102,9 +110,21 @@ pub async fn run(app: Arc<App>) {
     }
 }
 
+/// When a delivered notification is looked at again: an emergency with
+/// somewhere left to escalate to, unless acknowledged.
+fn escalation_due(app: &App, n: &NotificationRecord, now: i64) -> Option<i64> {
+    let e = n.escalation.as_ref()?;
+    (n.urgency == super::Class::Emergency && n.acked_at.is_none() && e.step < e.path.len())
+        .then(|| now + i64::from(app.config.notifications.escalate_after_seconds) * 1000)
+}
+
 /// Decides and acts on one claimed notification; true when it waits again.
 async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
     let now = now_ms();
+    if n.state == "delivered" {
+        escalate(app, n).await?;
+        return Ok(false);
+    }
     // Delivered before a restart cut the bookkeeping short: never twice.
     if let Some(done) = n
         .attempts
@@ -116,8 +136,9 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
             "reason": "its delivery was recorded before a restart; not sent again",
             "plugin": done.plugin, "address": done.address,
         });
+        let due = escalation_due(app, n, now);
         app.store
-            .notification_decided(&n.id, "delivered", None, n.rounds, Some(entry))
+            .notification_decided(&n.id, "delivered", due, n.rounds, Some(entry))
             .await?;
         return Ok(false);
     }
@@ -143,35 +164,136 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
                 && n.decisions
                     .last()
                     .is_some_and(|d| d["decision"] == "deferred" && d["reason"] == reason.as_str());
-            if repeated {
-                app.store
-                    .notification_decided(&n.id, "deferred", Some(until), n.rounds, None)
-                    .await?;
-            } else {
+            let entry = (!repeated).then(|| {
                 let mut entry = decision(now, "deferred", &reason);
                 entry["until"] = until.into();
-                app.store
-                    .notification_decided(&n.id, "deferred", Some(until), n.rounds, Some(entry))
-                    .await?;
-            }
+                entry
+            });
+            app.store
+                .notification_decided(&n.id, "deferred", Some(until), n.rounds, entry)
+                .await?;
             Ok(true)
         }
         Decision::Deliver {
             all_channels,
             reason,
         } => {
-            deliver(app, n, all_channels, &reason).await?;
-            Ok(false)
+            // General notes that wait for the same person go out with it, as one.
+            let digest = if n.urgency == super::Class::General {
+                app.store.claim_digest(n, now, LEASE_MS).await?
+            } else {
+                Vec::new()
+            };
+            let delivered = deliver(app, n, &digest, all_channels, &reason).await;
+            if !digest.is_empty() && !matches!(delivered, Ok(true)) {
+                let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
+                app.store.release_notifications(&ids).await?;
+            }
+            delivered.map(|_| false)
         }
     }
 }
 
+/// An emergency delivered and not acknowledged in time: on to the next
+/// contact of its escalation path, the chain carried along.
+async fn escalate(app: &App, n: &NotificationRecord) -> Result<(), StoreError> {
+    let now = now_ms();
+    let Some(e) = n.escalation.as_ref().filter(|_| n.acked_at.is_none()) else {
+        return app
+            .store
+            .notification_decided(&n.id, "delivered", None, n.rounds, None)
+            .await;
+    };
+    let Some(next) = e.path.get(e.step) else {
+        let entry = decision(now, "unacknowledged", "the escalation path is exhausted");
+        return app
+            .store
+            .notification_decided(&n.id, "delivered", None, n.rounds, Some(entry))
+            .await;
+    };
+    let id = format!("ntf_{}", hex::encode(rand::random::<[u8; 10]>()));
+    let mut chain = e.chain.clone();
+    chain.push(n.id.clone());
+    let minutes = app.config.notifications.escalate_after_seconds.div_ceil(60);
+    let child = NewNotification {
+        id: id.clone(),
+        tenant: n.tenant.clone(),
+        recipient: next.clone(),
+        class: n.urgency,
+        wedding: n.wedding.clone(),
+        subject: Some(match n.subject.as_deref() {
+            Some(s) if s.starts_with("Escalated: ") => s.to_string(),
+            Some(s) => format!("Escalated: {s}"),
+            None => "Escalated: emergency".to_string(),
+        }),
+        body: format!(
+            "{}\n\n{} did not acknowledge this within {minutes} minute(s).",
+            n.body, n.recipient
+        ),
+        // One step is taken once, whatever happens to this worker meanwhile.
+        idempotency_key: Some(format!("escalation\u{0}{}", n.id)),
+        deliver_by: now,
+        escalation: Some(Escalation {
+            path: e.path.clone(),
+            step: e.step + 1,
+            chain,
+        }),
+    };
+    let child_id = match app.store.submit_notification(&child).await? {
+        Submitted::Created => id,
+        Submitted::Existing(first) => first,
+    };
+    let mut entry = decision(
+        now,
+        "escalated",
+        &format!("not acknowledged in time; sent on to {next}"),
+    );
+    entry["to"] = next.clone().into();
+    entry["notification"] = child_id.into();
+    app.engine.notifications_wake.notify_one();
+    app.store
+        .notification_decided(&n.id, "delivered", None, n.rounds, Some(entry))
+        .await
+}
+
+/// The message a notification (with its digest companions) goes out as.
+fn message_of(n: &NotificationRecord, digest: &[NotificationRecord]) -> Notification {
+    if digest.is_empty() {
+        return Notification {
+            id: n.id.clone(),
+            recipient: String::new(),
+            subject: n.subject.clone(),
+            body: n.body.clone(),
+            urgency: n.urgency.urgency(),
+        };
+    }
+    let body = std::iter::once(n)
+        .chain(digest)
+        .enumerate()
+        .map(|(i, m)| match &m.subject {
+            Some(s) => format!("{}. {s}: {}", i + 1, m.body),
+            None => format!("{}. {}", i + 1, m.body),
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    Notification {
+        id: n.id.clone(),
+        recipient: String::new(),
+        subject: Some(format!("{} notes", digest.len() + 1)),
+        body,
+        urgency: n.urgency.urgency(),
+    }
+}
+
+/// Sends `n` (with `digest`) through the recipient's channels and records the
+/// outcome on each notification; true when it was delivered.
 async fn deliver(
     app: &App,
     n: &NotificationRecord,
+    digest: &[NotificationRecord],
     all_channels: bool,
     reason: &str,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let channels = app.store.user_channels(&n.tenant, &n.recipient).await?;
     let rounds = n.rounds + 1;
     if channels.is_empty() {
@@ -183,17 +305,18 @@ async fn deliver(
                 n.recipient, n.recipient
             ),
         );
-        return app
-            .store
+        app.store
             .notification_decided(&n.id, "failed", None, rounds, Some(entry))
-            .await;
+            .await?;
+        return Ok(false);
     }
+    let message = message_of(n, digest);
     let mut delivered = Vec::new();
     let mut errors = Vec::new();
     for channel in &channels {
-        match send(app, n, channel).await? {
+        match send(app, n, &message, channel).await? {
             Ok(()) => {
-                delivered.push(channel);
+                delivered.push(format!("{} {}", channel.plugin, channel.address));
                 if !all_channels {
                     break;
                 }
@@ -204,18 +327,29 @@ async fn deliver(
     let now = now_ms();
     if !delivered.is_empty() {
         let mut entry = decision(now, "delivered", reason);
-        entry["channels"] = delivered
-            .iter()
-            .map(|c| format!("{} {}", c.plugin, c.address))
-            .collect::<Vec<_>>()
-            .into();
+        entry["channels"] = delivered.into();
         if !errors.is_empty() {
             entry["failed_channels"] = errors.into();
         }
-        return app
-            .store
-            .notification_decided(&n.id, "delivered", None, rounds, Some(entry))
-            .await;
+        if !digest.is_empty() {
+            entry["digest"] = digest
+                .iter()
+                .map(|m| m.id.clone())
+                .collect::<Vec<_>>()
+                .into();
+        }
+        for m in digest {
+            let mut with = decision(now, "delivered", &format!("in one digest with {}", n.id));
+            with["digest_of"] = n.id.clone().into();
+            app.store
+                .notification_decided(&m.id, "delivered", None, m.rounds + 1, Some(with))
+                .await?;
+        }
+        let due = escalation_due(app, n, now);
+        app.store
+            .notification_decided(&n.id, "delivered", due, rounds, Some(entry))
+            .await?;
+        return Ok(true);
     }
     let max_rounds = i64::from(app.config.notifications.max_rounds.max(1));
     if rounds >= max_rounds {
@@ -225,10 +359,10 @@ async fn deliver(
             &format!("every channel failed {rounds} times"),
         );
         entry["errors"] = errors.into();
-        return app
-            .store
+        app.store
             .notification_decided(&n.id, "failed", None, rounds, Some(entry))
-            .await;
+            .await?;
+        return Ok(false);
     }
     let ceiling = RETRY_BASE_MS
         .saturating_mul(1i64 << rounds.clamp(0, 20))
@@ -245,13 +379,15 @@ async fn deliver(
     entry["retry_at"] = (now + delay).into();
     app.store
         .notification_decided(&n.id, "due", Some(now + delay), rounds, Some(entry))
-        .await
+        .await?;
+    Ok(false)
 }
 
 /// One attempt on one channel: recorded before and after the plugin's call.
 async fn send(
     app: &App,
     n: &NotificationRecord,
+    message: &Notification,
     channel: &Channel,
 ) -> Result<Result<(), String>, StoreError> {
     let attempt = app
@@ -266,11 +402,8 @@ async fn send(
         None => Err(format!("no provider plugin {:?} is loaded", channel.plugin)),
         Some(plugin) => {
             let message = Notification {
-                id: n.id.clone(),
                 recipient: channel.address.clone(),
-                subject: n.subject.clone(),
-                body: n.body.clone(),
-                urgency: n.urgency.urgency(),
+                ..message.clone()
             };
             match app
                 .runtime

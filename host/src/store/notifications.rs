@@ -25,6 +25,19 @@ pub struct NewNotification {
     pub body: String,
     pub idempotency_key: Option<String>,
     pub deliver_by: Instant,
+    pub escalation: Option<Escalation>,
+}
+
+/// Where an unacknowledged emergency goes next, and where it has been.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct Escalation {
+    /// The contacts, in order, after the first recipient.
+    pub path: Vec<String>,
+    /// The next contact's index in `path`.
+    pub step: usize,
+    /// The notifications before this one in the chain, oldest first.
+    #[serde(default)]
+    pub chain: Vec<String>,
 }
 
 /// One channel a person is reached on.
@@ -72,6 +85,9 @@ pub struct NotificationRecord {
     pub decisions: Vec<serde_json::Value>,
     pub created_at: Instant,
     pub delivered_at: Option<Instant>,
+    pub escalation: Option<Escalation>,
+    pub acked_at: Option<Instant>,
+    pub acked_by: Option<String>,
     pub attempts: Vec<Attempt>,
 }
 
@@ -90,6 +106,7 @@ fn record_from(r: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreE
     let urgency: String = r.try_get("urgency")?;
     let wedding: Option<String> = r.try_get("wedding")?;
     let decisions: String = r.try_get("decisions")?;
+    let escalation: Option<String> = r.try_get("escalation")?;
     Ok(NotificationRecord {
         id: r.try_get("id")?,
         tenant: r.try_get("tenant")?,
@@ -108,6 +125,12 @@ fn record_from(r: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreE
         decisions: serde_json::from_str(&decisions).map_err(|e| corrupt("decisions", &e))?,
         created_at: r.try_get("created_at")?,
         delivered_at: r.try_get("delivered_at")?,
+        escalation: escalation
+            .map(|e| serde_json::from_str(&e))
+            .transpose()
+            .map_err(|e| corrupt("escalation", &e))?,
+        acked_at: r.try_get("acked_at")?,
+        acked_by: r.try_get("acked_by")?,
         attempts: Vec::new(),
     })
 }
@@ -130,8 +153,8 @@ impl Store {
             serde_json::Value::Array(vec![decision(now, "received", "queued for routing")]);
         let inserted = sqlx::query(
             "INSERT INTO notifications (id, tenant, recipient, urgency, wedding, subject, body,
-               idempotency_key, state, due_at, deliver_by, decisions, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due', ?, ?, ?, ?)
+               idempotency_key, state, due_at, deliver_by, decisions, created_at, escalation)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due', ?, ?, ?, ?, ?)
              ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(&n.id)
@@ -146,6 +169,11 @@ impl Store {
         .bind(n.deliver_by)
         .bind(decisions.to_string())
         .bind(now)
+        .bind(
+            n.escalation
+                .as_ref()
+                .map(|e| serde_json::to_string(e).expect("an escalation serializes")),
+        )
         .execute(&self.writer)
         .await?
         .rows_affected();
@@ -213,7 +241,7 @@ impl Store {
             "UPDATE notifications SET claimed_until = ?
              WHERE id IN (
                SELECT id FROM notifications
-               WHERE due_at <= ? AND state IN ('due', 'deferred')
+               WHERE due_at <= ? AND state IN ('due', 'deferred', 'delivered')
                  AND (claimed_until IS NULL OR claimed_until < ?)
                ORDER BY due_at LIMIT ?)
              RETURNING *",
@@ -436,5 +464,83 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Acknowledges a notification (the recipient saw it): an emergency's
+    /// escalation stops. None when there is no such notification; false when
+    /// it was acknowledged before.
+    pub async fn ack_notification(
+        &self,
+        tenant: &str,
+        id: &str,
+        by: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let now = now_ms();
+        let entry = decision(now, "acknowledged", &format!("by {by}"));
+        let n = sqlx::query(
+            "UPDATE notifications SET acked_at = ?, acked_by = ?,
+               due_at = CASE WHEN state = 'delivered' THEN NULL ELSE due_at END,
+               decisions = json_insert(decisions, '$[#]', json(?))
+             WHERE tenant = ? AND id = ? AND acked_at IS NULL",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(entry.to_string())
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            return Ok(Some(true));
+        }
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM notifications WHERE tenant = ? AND id = ?")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(exists.map(|_| false))
+    }
+
+    /// Claims the recipient's other general notifications that wait or are
+    /// due, to go out with `lead` as one digest: a claimed one is in this
+    /// digest only, one that arrives later goes out after it.
+    pub async fn claim_digest(
+        &self,
+        lead: &NotificationRecord,
+        now: Instant,
+        lease_ms: i64,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE notifications SET claimed_until = ?
+             WHERE tenant = ? AND recipient = ? AND urgency = 'general' AND id != ?
+               AND state IN ('deferred', 'due') AND (claimed_until IS NULL OR claimed_until < ?)
+             RETURNING *",
+        )
+        .bind(now + lease_ms)
+        .bind(&lead.tenant)
+        .bind(&lead.recipient)
+        .bind(&lead.id)
+        .bind(now)
+        .fetch_all(&self.writer)
+        .await?;
+        let mut members = rows
+            .iter()
+            .map(record_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        members.sort_by_key(|n| n.created_at);
+        Ok(members)
+    }
+
+    /// Gives claims back (a digest that could not go out).
+    pub async fn release_notifications(&self, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query("UPDATE notifications SET claimed_until = NULL WHERE id = ?")
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+        }
+        Ok(())
     }
 }
