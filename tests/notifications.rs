@@ -409,6 +409,29 @@ async fn an_unacknowledged_emergency_escalates_through_two_contacts_with_its_cha
         "{n}"
     );
     assert_eq!(twilio.messages().len(), 4);
+    // An emergency that cannot reach its recipient escalates at once.
+    let ids = submit(
+        &host,
+        json!({"recipients": ["unreachable"], "urgency": "emergency", "body": "Fire alarm",
+               "escalation": ["planner"]}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &ids[0], "failed").await;
+    let step = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(step["decision"], "escalated", "{n}");
+    assert!(
+        step["reason"].as_str().unwrap().contains("no channels"),
+        "{n}"
+    );
+    let planner = wait_state(&host, step["notification"].as_str().unwrap(), "delivered").await;
+    assert!(
+        planner["body"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable could not be reached")
+    );
+
     // Only emergencies escalate.
     let resp = host
         .client

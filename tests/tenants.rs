@@ -104,6 +104,17 @@ fn routes_of(tenant: &str) -> Vec<(&'static str, String, Option<serde_json::Valu
             format!("/api/oauth/slack/start?user=U1&tenant={t}"),
             None,
         ),
+        (
+            "POST",
+            format!("/api/notifications?tenant={t}"),
+            Some(json!({"recipients": ["U1"], "urgency": "general", "body": "x"})),
+        ),
+        ("GET", format!("/api/notifications/ntf_1?tenant={t}"), None),
+        (
+            "POST",
+            format!("/api/notifications/ntf_1/ack?tenant={t}"),
+            None,
+        ),
     ]
 }
 
@@ -185,6 +196,25 @@ async fn a_tenant_key_cannot_read_or_change_anything_of_another_tenant() {
     );
 
     // Acme's own view never shows Bliss's data.
+    let (status, sent) = host
+        .api(
+            "POST",
+            "/api/notifications",
+            &bliss,
+            Some(json!({"recipients": ["U1"], "urgency": "general", "body": "Bliss only"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let bliss_note = sent["notifications"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/api/notifications/{bliss_note}");
+    assert_eq!(host.api("GET", &path, &acme, None).await.0, 404);
+    assert_eq!(
+        host.api("POST", &format!("{path}/ack"), &acme, None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(host.api("GET", &path, &bliss, None).await.0, 200);
     let (status, _) = host.api("GET", "/api/presence/U1", &acme, None).await;
     assert_eq!(status, 404, "acme has no U1; bliss's is not visible");
     let (_, conns) = host

@@ -561,6 +561,16 @@ async fn every_api_route_but_webhooks_and_probes_needs_a_key() {
             .unwrap();
         assert_eq!(resp.status(), 401, "{path}");
     }
+    // HTTP Basic, which browsers re-send on their own, opens the dashboard only:
+    // on the API it would let any page the operator visits call it (CSRF).
+    let resp = host
+        .client
+        .get(host.url("/api/plugins"))
+        .basic_auth("operator", Some(&host.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
     let resp = host.client.get(host.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let (status, plugins) = host.get_json("/api/plugins").await;

@@ -17,6 +17,11 @@ CREATE TABLE notifications (
     due_at           INTEGER,
     deliver_by       INTEGER,
     claimed_until    INTEGER,
+    -- Who holds the claim: every update of a claimed notification names it,
+    -- so a worker whose claim lapsed (and was taken over) changes nothing.
+    claim_token      TEXT,
+    -- The notification whose digest this one rides in, while it is sent.
+    digest_lead      TEXT,
     attempts         INTEGER NOT NULL DEFAULT 0,
     decisions        TEXT NOT NULL,
     created_at       INTEGER NOT NULL,

@@ -73,15 +73,21 @@ fn foreign(own: &str, named: &str) -> ApiError {
     ))
 }
 
-/// The presented credential: `Bearer <key>`, or the password of HTTP Basic
-/// (how a browser presents the admin token to the dashboard).
-fn presented(headers: &HeaderMap) -> Option<zeroize::Zeroizing<String>> {
+/// The presented credential: `Bearer <key>`, or, where `basic` allows it,
+/// the password of HTTP Basic. Basic is accepted by the dashboard alone: a
+/// browser re-sends Basic credentials on its own, so accepting them on the
+/// API would let any web page the operator visits make API calls (CSRF);
+/// a bearer token is never sent unless a program means to.
+fn presented(headers: &HeaderMap, basic: bool) -> Option<zeroize::Zeroizing<String>> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
     if let Some(token) = value.strip_prefix("Bearer ") {
         return Some(zeroize::Zeroizing::new(token.trim().to_string()));
+    }
+    if !basic {
+        return None;
     }
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -94,7 +100,20 @@ fn presented(headers: &HeaderMap) -> Option<zeroize::Zeroizing<String>> {
 
 /// Who presented the request's `Authorization: Bearer` credential.
 pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let Some(presented) = presented(headers).filter(|p| !p.is_empty()) else {
+    authenticate_with(app, headers, false).await
+}
+
+/// The same, also taking the HTTP Basic password: for the dashboard only.
+pub async fn authenticate_browser(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    authenticate_with(app, headers, true).await
+}
+
+async fn authenticate_with(
+    app: &App,
+    headers: &HeaderMap,
+    basic: bool,
+) -> Result<Caller, ApiError> {
+    let Some(presented) = presented(headers, basic).filter(|p| !p.is_empty()) else {
         return Err(ApiError::Unauthorized(
             "an API key is required (Authorization: Bearer <key>)".into(),
         ));

@@ -203,6 +203,7 @@ pub async fn delete(
         });
     }
     let found = app.store.delete_connection(&tenant, &name).await?;
+    app.health.forget_connection(&tenant, &name);
     app.store
         .audit(
             &tenant,

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::auth::{Caller, authenticate};
+use super::auth::{Caller, authenticate_browser};
 use super::error::ApiError;
 use crate::App;
 use crate::health::breaker::BreakerState;
@@ -73,7 +73,7 @@ pub async fn dashboard(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
         )
             .into_response()
     };
-    match authenticate(&app, &headers).await {
+    match authenticate_browser(&app, &headers).await {
         Ok(Caller::Operator) => {}
         Ok(Caller::Tenant { .. }) => {
             return (StatusCode::FORBIDDEN, "the dashboard is the operator's").into_response();

@@ -235,9 +235,13 @@ pub async fn put_user(
             }
         }
     }
-    app.store
-        .set_user_channels(&tenant, &user, settings.channels.as_deref().unwrap_or(&[]))
-        .await?;
+    // Channels left out stay as they are (clients that set only the zone or
+    // hours keep the person reachable); `[]` removes them.
+    if let Some(channels) = &settings.channels {
+        app.store
+            .set_user_channels(&tenant, &user, channels)
+            .await?;
+    }
     let rules = engine::rules(&app).await;
     let effects = app
         .store

@@ -39,7 +39,14 @@ pub struct Breaker {
     opened_in_a_row: u32,
     pub opened_at: Option<i64>,
     pub last_error: Option<String>,
+    /// When the probe under way was let through: a probe whose outcome never
+    /// comes back (its caller failed before reporting) is given up after
+    /// [`PROBE_TIMEOUT_MS`], and another is let through.
+    probe_started: i64,
 }
+
+/// How long a half-open breaker waits for its probe's outcome.
+pub const PROBE_TIMEOUT_MS: i64 = 60_000;
 
 /// What a caller may do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +67,7 @@ impl Default for Breaker {
             opened_in_a_row: 0,
             opened_at: None,
             last_error: None,
+            probe_started: 0,
         }
     }
 }
@@ -74,14 +82,15 @@ impl Breaker {
         match self.state {
             BreakerState::Closed => Admission::Go,
             BreakerState::Open { until } if now < until => Admission::WaitUntil(until),
-            BreakerState::Open { .. } => {
-                self.state = BreakerState::HalfOpen { probing: true };
-                Admission::Probe
-            }
             // Someone is probing; others wait a moment for its verdict.
-            BreakerState::HalfOpen { probing: true } => Admission::WaitUntil(now + 1_000),
-            BreakerState::HalfOpen { probing: false } => {
+            BreakerState::HalfOpen { probing: true }
+                if now - self.probe_started < PROBE_TIMEOUT_MS =>
+            {
+                Admission::WaitUntil(now + 1_000)
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => {
                 self.state = BreakerState::HalfOpen { probing: true };
+                self.probe_started = now;
                 Admission::Probe
             }
         }
@@ -171,6 +180,8 @@ mod tests {
         assert_eq!(b.admit(now), Admission::Probe);
         // While the probe runs, others wait.
         assert!(matches!(b.admit(now), Admission::WaitUntil(_)));
+        // A probe whose outcome never comes back is given up after a while.
+        assert_eq!(b.admit(now + PROBE_TIMEOUT_MS), Admission::Probe);
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(now), Admission::Go);

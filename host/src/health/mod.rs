@@ -398,6 +398,18 @@ impl Health {
         }
     }
 
+    /// Forgets a connection (it was deleted): its breaker and numbers go.
+    pub fn forget_connection(&self, tenant: &str, connection: &str) {
+        let mut inner = self.lock();
+        if let Some(c) = inner
+            .connections
+            .remove(&(tenant.to_string(), connection.to_string()))
+            && !matches!(c.breaker.state(), BreakerState::Closed)
+        {
+            self.metrics.breaker_changed(&c.plugin, false);
+        }
+    }
+
     /// The connection's breaker state, for callers that report it.
     pub fn breaker_state(&self, tenant: &str, connection: &str) -> BreakerState {
         self.lock()
@@ -492,7 +504,9 @@ impl Health {
             for (name, p) in registry.iter() {
                 let stats = inner.plugins.get(name.as_str()).map(|s| s.view(now));
                 let mut status = Status::Ok;
-                if let Some(s) = &stats
+                // Plugins' numbers mix every tenant's calls: the operator's view only.
+                if tenant.is_none()
+                    && let Some(s) = &stats
                     && s.calls_5m >= self.config.alert_min_calls
                     && s.failures_5m as f64 >= self.config.alert_failure_ratio * s.calls_5m as f64
                 {
@@ -564,7 +578,14 @@ impl Health {
                 })
                 .collect();
             for c in &connections {
-                if !matches!(c.breaker, BreakerState::Closed) {
+                // An open breaker whose pause is over waits for the next call to
+                // probe; with nothing to send, there is nothing to alert about.
+                let paused = match c.breaker {
+                    BreakerState::Closed => false,
+                    BreakerState::Open { until } => until > now,
+                    BreakerState::HalfOpen { .. } => true,
+                };
+                if paused {
                     let last = c
                         .stats
                         .last_failure
@@ -789,7 +810,7 @@ async fn notify_operator(
         body: format!("{}\n\nWhat to do: {}", alert.message, alert.recommendation),
         // One notification per alert raised, whatever the replicas do.
         idempotency_key: Some(format!(
-            "alert\u{0}{}\u{0}{}",
+            "\u{1}alert\u{1}{}\u{1}{}",
             alert.id,
             alert.since / 60_000
         )),

@@ -104,7 +104,11 @@ pub async fn run(app: Arc<App>) {
                     tracing::warn!(missed, "the router fell behind presence changes; looking at every waiting notification");
                     sweep = true;
                 }
-                Err(RecvError::Closed) => {}
+                // The engine is gone (shutting down): stop listening, keep polling.
+                Err(RecvError::Closed) => {
+                    changes = app.engine.subscribe();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             },
         }
     }
@@ -113,16 +117,50 @@ pub async fn run(app: Arc<App>) {
 /// When a delivered notification is looked at again: an emergency with
 /// somewhere left to escalate to, unless acknowledged.
 fn escalation_due(app: &App, n: &NotificationRecord, now: i64) -> Option<i64> {
-    let e = n.escalation.as_ref()?;
-    (n.urgency == super::Class::Emergency && n.acked_at.is_none() && e.step < e.path.len())
+    next_contact(n)?;
+    (n.acked_at.is_none())
         .then(|| now + i64::from(app.config.notifications.escalate_after_seconds) * 1000)
 }
+
+/// The next contact of an emergency's escalation path, if any is left.
+fn next_contact(n: &NotificationRecord) -> Option<&String> {
+    let e = n.escalation.as_ref()?;
+    (n.urgency == super::Class::Emergency)
+        .then(|| e.path.get(e.step))
+        .flatten()
+}
+
+/// The most notes one digest carries (the first and this many more).
+const DIGEST_COMPANIONS: u32 = 9;
 
 /// Decides and acts on one claimed notification; true when it waits again.
 async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
     let now = now_ms();
+    let Some(token) = n.claim_token.as_deref() else {
+        return Ok(false);
+    };
+    // A batch is handled one by one: this copy is acted on only if its claim
+    // is still ours (a lapsed claim may have been taken over meanwhile).
+    if !app.store.renew_claim(&n.id, token, now + LEASE_MS).await? {
+        return Ok(false);
+    }
     if n.state == "delivered" {
-        escalate(app, n).await?;
+        escalate(app, n, token, "delivered", "not acknowledged in time").await?;
+        return Ok(false);
+    }
+    // It rode in a digest whose delivery was recorded before a restart.
+    if let Some(lead) = &n.digest_lead
+        && app.store.delivered_attempt(lead).await?
+    {
+        let mut entry = decision(
+            now,
+            "delivered",
+            &format!("in one digest with {lead}, recorded before a restart; not sent again"),
+        );
+        entry["digest_of"] = lead.clone().into();
+        app.store
+            .notification_decided(&n.id, token, "delivered", None, n.rounds, Some(entry))
+            .await?;
         return Ok(false);
     }
     // Delivered before a restart cut the bookkeeping short: never twice.
@@ -138,7 +176,7 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
         });
         let due = escalation_due(app, n, now);
         app.store
-            .notification_decided(&n.id, "delivered", due, n.rounds, Some(entry))
+            .notification_decided(&n.id, token, "delivered", due, n.rounds, Some(entry))
             .await?;
         return Ok(false);
     }
@@ -170,7 +208,7 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
                 entry
             });
             app.store
-                .notification_decided(&n.id, "deferred", Some(until), n.rounds, entry)
+                .notification_decided(&n.id, token, "deferred", Some(until), n.rounds, entry)
                 .await?;
             Ok(true)
         }
@@ -180,40 +218,54 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
         } => {
             // General notes that wait for the same person go out with it, as one.
             let digest = if n.urgency == super::Class::General {
-                app.store.claim_digest(n, now, LEASE_MS).await?
+                app.store
+                    .claim_digest(n, token, now, LEASE_MS, DIGEST_COMPANIONS)
+                    .await?
             } else {
                 Vec::new()
             };
-            let delivered = deliver(app, n, &digest, all_channels, &reason).await;
+            let delivered = deliver(app, n, token, &digest, all_channels, &reason).await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
                 let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
-                app.store.release_notifications(&ids).await?;
+                app.store.release_notifications(&ids, token).await?;
             }
             delivered.map(|_| false)
         }
     }
 }
 
-/// An emergency delivered and not acknowledged in time: on to the next
-/// contact of its escalation path, the chain carried along.
-async fn escalate(app: &App, n: &NotificationRecord) -> Result<(), StoreError> {
+/// An emergency not acknowledged in time, or that could not be delivered: on
+/// to the next contact of its escalation path, the chain carried along. It is
+/// left in `state` with the step recorded.
+async fn escalate(
+    app: &App,
+    n: &NotificationRecord,
+    token: &str,
+    state: &str,
+    why: &str,
+) -> Result<(), StoreError> {
     let now = now_ms();
-    let Some(e) = n.escalation.as_ref().filter(|_| n.acked_at.is_none()) else {
-        return app
-            .store
-            .notification_decided(&n.id, "delivered", None, n.rounds, None)
-            .await;
-    };
-    let Some(next) = e.path.get(e.step) else {
+    let mut chain = n
+        .escalation
+        .as_ref()
+        .map(|e| e.chain.clone())
+        .unwrap_or_default();
+    chain.push(n.id.clone());
+    // Read now, not when claimed: an acknowledgement anywhere up the chain stops it.
+    if n.acked_at.is_some() || app.store.any_acknowledged(&chain).await? {
+        app.store
+            .notification_decided(&n.id, token, state, None, n.rounds, None)
+            .await?;
+        return Ok(());
+    }
+    let (Some(next), Some(e)) = (next_contact(n), n.escalation.as_ref()) else {
         let entry = decision(now, "unacknowledged", "the escalation path is exhausted");
-        return app
-            .store
-            .notification_decided(&n.id, "delivered", None, n.rounds, Some(entry))
-            .await;
+        app.store
+            .notification_decided(&n.id, token, state, None, n.rounds, Some(entry))
+            .await?;
+        return Ok(());
     };
     let id = format!("ntf_{}", hex::encode(rand::random::<[u8; 10]>()));
-    let mut chain = e.chain.clone();
-    chain.push(n.id.clone());
     let minutes = app.config.notifications.escalate_after_seconds.div_ceil(60);
     let child = NewNotification {
         id: id.clone(),
@@ -226,12 +278,17 @@ async fn escalate(app: &App, n: &NotificationRecord) -> Result<(), StoreError> {
             Some(s) => format!("Escalated: {s}"),
             None => "Escalated: emergency".to_string(),
         }),
-        body: format!(
-            "{}\n\n{} did not acknowledge this within {minutes} minute(s).",
-            n.body, n.recipient
-        ),
-        // One step is taken once, whatever happens to this worker meanwhile.
-        idempotency_key: Some(format!("escalation\u{0}{}", n.id)),
+        body: if state == "delivered" {
+            format!(
+                "{}\n\n{} did not acknowledge this within {minutes} minute(s).",
+                n.body, n.recipient
+            )
+        } else {
+            format!("{}\n\n{} could not be reached.", n.body, n.recipient)
+        },
+        // In a namespace clients cannot reach: header values hold no control
+        // characters. One step is taken once, whatever happens meanwhile.
+        idempotency_key: Some(format!("\u{1}escalation\u{1}{}", n.id)),
         deliver_by: now,
         escalation: Some(Escalation {
             path: e.path.clone(),
@@ -243,17 +300,14 @@ async fn escalate(app: &App, n: &NotificationRecord) -> Result<(), StoreError> {
         Submitted::Created => id,
         Submitted::Existing(first) => first,
     };
-    let mut entry = decision(
-        now,
-        "escalated",
-        &format!("not acknowledged in time; sent on to {next}"),
-    );
+    let mut entry = decision(now, "escalated", &format!("{why}; sent on to {next}"));
     entry["to"] = next.clone().into();
     entry["notification"] = child_id.into();
     app.engine.notifications_wake.notify_one();
     app.store
-        .notification_decided(&n.id, "delivered", None, n.rounds, Some(entry))
-        .await
+        .notification_decided(&n.id, token, state, None, n.rounds, Some(entry))
+        .await?;
+    Ok(())
 }
 
 /// The message a notification (with its digest companions) goes out as.
@@ -286,10 +340,12 @@ fn message_of(n: &NotificationRecord, digest: &[NotificationRecord]) -> Notifica
 }
 
 /// Sends `n` (with `digest`) through the recipient's channels and records the
-/// outcome on each notification; true when it was delivered.
+/// outcome on each notification; true when it was delivered. An emergency
+/// that cannot be delivered escalates at once.
 async fn deliver(
     app: &App,
     n: &NotificationRecord,
+    token: &str,
     digest: &[NotificationRecord],
     all_channels: bool,
     reason: &str,
@@ -297,17 +353,18 @@ async fn deliver(
     let channels = app.store.user_channels(&n.tenant, &n.recipient).await?;
     let rounds = n.rounds + 1;
     if channels.is_empty() {
-        let entry = decision(
-            now_ms(),
-            "failed",
-            &format!(
-                "{reason}, but {} has no channels: set them with PUT /api/users/{}",
-                n.recipient, n.recipient
-            ),
+        let why = format!(
+            "{reason}, but {} has no channels: set them with PUT /api/users/{}",
+            n.recipient, n.recipient
         );
-        app.store
-            .notification_decided(&n.id, "failed", None, rounds, Some(entry))
-            .await?;
+        if next_contact(n).is_some() {
+            escalate(app, n, token, "failed", &why).await?;
+        } else {
+            let entry = decision(now_ms(), "failed", &why);
+            app.store
+                .notification_decided(&n.id, token, "failed", None, rounds, Some(entry))
+                .await?;
+        }
         return Ok(false);
     }
     let message = message_of(n, digest);
@@ -342,26 +399,31 @@ async fn deliver(
             let mut with = decision(now, "delivered", &format!("in one digest with {}", n.id));
             with["digest_of"] = n.id.clone().into();
             app.store
-                .notification_decided(&m.id, "delivered", None, m.rounds + 1, Some(with))
+                .notification_decided(&m.id, token, "delivered", None, m.rounds + 1, Some(with))
                 .await?;
         }
         let due = escalation_due(app, n, now);
         app.store
-            .notification_decided(&n.id, "delivered", due, rounds, Some(entry))
+            .notification_decided(&n.id, token, "delivered", due, rounds, Some(entry))
             .await?;
         return Ok(true);
     }
     let max_rounds = i64::from(app.config.notifications.max_rounds.max(1));
     if rounds >= max_rounds {
-        let mut entry = decision(
-            now,
-            "failed",
-            &format!("every channel failed {rounds} times"),
-        );
-        entry["errors"] = errors.into();
-        app.store
-            .notification_decided(&n.id, "failed", None, rounds, Some(entry))
-            .await?;
+        let why = format!("every channel failed {rounds} times: {}", errors.join("; "));
+        if next_contact(n).is_some() {
+            escalate(app, n, token, "failed", &why).await?;
+        } else {
+            let mut entry = decision(
+                now,
+                "failed",
+                &format!("every channel failed {rounds} times"),
+            );
+            entry["errors"] = errors.into();
+            app.store
+                .notification_decided(&n.id, token, "failed", None, rounds, Some(entry))
+                .await?;
+        }
         return Ok(false);
     }
     let ceiling = RETRY_BASE_MS
@@ -378,7 +440,7 @@ async fn deliver(
     entry["errors"] = errors.into();
     entry["retry_at"] = (now + delay).into();
     app.store
-        .notification_decided(&n.id, "due", Some(now + delay), rounds, Some(entry))
+        .notification_decided(&n.id, token, "due", Some(now + delay), rounds, Some(entry))
         .await?;
     Ok(false)
 }

@@ -89,6 +89,11 @@ pub struct NotificationRecord {
     pub acked_at: Option<Instant>,
     pub acked_by: Option<String>,
     pub attempts: Vec<Attempt>,
+    /// The claim this copy was read under (not shown).
+    #[serde(skip)]
+    pub claim_token: Option<String>,
+    /// The digest this notification went out in, or was being sent in.
+    pub digest_lead: Option<String>,
 }
 
 /// What submitting a notification did.
@@ -132,6 +137,8 @@ fn record_from(r: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreE
         acked_at: r.try_get("acked_at")?,
         acked_by: r.try_get("acked_by")?,
         attempts: Vec::new(),
+        claim_token: r.try_get("claim_token")?,
+        digest_lead: r.try_get("digest_lead")?,
     })
 }
 
@@ -237,8 +244,9 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let token = hex::encode(rand::random::<[u8; 12]>());
         let rows = sqlx::query(
-            "UPDATE notifications SET claimed_until = ?
+            "UPDATE notifications SET claimed_until = ?, claim_token = ?
              WHERE id IN (
                SELECT id FROM notifications
                WHERE due_at <= ? AND state IN ('due', 'deferred', 'delivered')
@@ -247,6 +255,7 @@ impl Store {
              RETURNING *",
         )
         .bind(now + lease_ms)
+        .bind(&token)
         .bind(now)
         .bind(now)
         .bind(limit)
@@ -263,23 +272,48 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Extends a claim before acting on it; false when the claim lapsed and
+    /// another worker took the notification (this copy is stale then).
+    pub async fn renew_claim(
+        &self,
+        id: &str,
+        token: &str,
+        until: Instant,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE notifications SET claimed_until = ? WHERE id = ? AND claim_token = ?",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(token)
+        .execute(&self.writer)
+        .await?
+        .rows_affected()
+            > 0)
+    }
+
     /// Records a decision and where the notification stands after it: its
     /// state, when it is looked at next (None: never again), and its rounds.
+    /// Only under the claim `token`; false (nothing written) without it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn notification_decided(
         &self,
         id: &str,
+        token: &str,
         state: &str,
         due_at: Option<Instant>,
         rounds: i64,
         entry: Option<serde_json::Value>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
-        sqlx::query(
+        let n = sqlx::query(
             "UPDATE notifications SET state = ?, due_at = ?, attempts = ?, claimed_until = NULL,
+               claim_token = NULL,
                decisions = CASE WHEN ? IS NULL THEN decisions
                                 ELSE json_insert(decisions, '$[#]', json(?)) END,
-               delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END
-             WHERE id = ?",
+               delivered_at = CASE WHEN ? = 'delivered' THEN COALESCE(delivered_at, ?)
+                                   ELSE delivered_at END
+             WHERE id = ? AND claim_token = ?",
         )
         .bind(state)
         .bind(due_at)
@@ -289,9 +323,11 @@ impl Store {
         .bind(state)
         .bind(now)
         .bind(id)
+        .bind(token)
         .execute(&self.writer)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     /// Writes an attempt before its channel is called; returns its number.
@@ -504,25 +540,37 @@ impl Store {
     }
 
     /// Claims the recipient's other general notifications that wait or are
-    /// due, to go out with `lead` as one digest: a claimed one is in this
-    /// digest only, one that arrives later goes out after it.
+    /// due, at most `limit`, to go out with `lead` as one digest, under the
+    /// lead's claim and marked as riding in it: a claimed one is in this
+    /// digest only, one that arrives later goes out after it. Those claimed
+    /// in the lead's own batch (`token`) may join; the batch skips them after.
     pub async fn claim_digest(
         &self,
         lead: &NotificationRecord,
+        token: &str,
         now: Instant,
         lease_ms: i64,
+        limit: u32,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE notifications SET claimed_until = ?
-             WHERE tenant = ? AND recipient = ? AND urgency = 'general' AND id != ?
-               AND state IN ('deferred', 'due') AND (claimed_until IS NULL OR claimed_until < ?)
+            "UPDATE notifications SET claimed_until = ?, claim_token = ?, digest_lead = ?
+             WHERE id IN (
+               SELECT id FROM notifications
+               WHERE tenant = ? AND recipient = ? AND urgency = 'general' AND id != ?
+                 AND state IN ('deferred', 'due')
+                 AND (claimed_until IS NULL OR claimed_until < ? OR claim_token = ?)
+               ORDER BY created_at LIMIT ?)
              RETURNING *",
         )
         .bind(now + lease_ms)
+        .bind(token)
+        .bind(&lead.id)
         .bind(&lead.tenant)
         .bind(&lead.recipient)
         .bind(&lead.id)
         .bind(now)
+        .bind(token)
+        .bind(limit)
         .fetch_all(&self.writer)
         .await?;
         let mut members = rows
@@ -533,13 +581,47 @@ impl Store {
         Ok(members)
     }
 
-    /// Gives claims back (a digest that could not go out).
-    pub async fn release_notifications(&self, ids: &[String]) -> Result<(), StoreError> {
+    /// Whether `lead` has a recorded delivery (its digest went out).
+    pub async fn delivered_attempt(&self, lead: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM notification_attempts WHERE notification_id = ? AND outcome = 'delivered'",
+        )
+        .bind(lead)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+
+    /// Whether any of `ids` was acknowledged (an escalation chain stops then).
+    pub async fn any_acknowledged(&self, ids: &[String]) -> Result<bool, StoreError> {
         for id in ids {
-            sqlx::query("UPDATE notifications SET claimed_until = NULL WHERE id = ?")
-                .bind(id)
-                .execute(&self.writer)
-                .await?;
+            let acked: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT acked_at FROM notifications WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if acked.flatten().is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Gives claims held under `token` back (a digest that could not go out).
+    pub async fn release_notifications(
+        &self,
+        ids: &[String],
+        token: &str,
+    ) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE notifications SET claimed_until = NULL, claim_token = NULL, digest_lead = NULL
+                 WHERE id = ? AND claim_token = ?",
+            )
+            .bind(id)
+            .bind(token)
+            .execute(&self.writer)
+            .await?;
         }
         Ok(())
     }
