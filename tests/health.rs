@@ -186,6 +186,18 @@ async fn a_failing_provider_opens_the_breaker_and_recovers_with_nothing_lost() {
     assert_eq!(status, 200);
     assert!(mine["jobs"].as_array().unwrap().is_empty());
     assert!(mine["tenants"].get("default").is_none(), "{mine}");
+    assert!(
+        mine["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("calls").is_none() && p.get("last_failure").is_none()),
+        "plugins' numbers mix tenants: {mine}"
+    );
+    assert!(
+        mine["connections"].as_array().unwrap().is_empty(),
+        "another tenant's connection: {mine}"
+    );
     let resp = host
         .client
         .get(host.url("/metrics"))

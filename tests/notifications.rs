@@ -12,19 +12,7 @@ use serde_json::json;
 use support::twilio::*;
 use support::*;
 
-const SMS_NUMBER: &str = "+15017122661";
-const WHATSAPP_SENDER: &str = "whatsapp:+14155238886";
 const PHONE: &str = "+15551234567";
-
-fn account() -> TwilioAccount {
-    TwilioAccount {
-        sid: "AC0123456789abcdef0123456789abcdef".into(),
-        auth_token: "f0e1d2c3b4a5968778695a4b3c2d1e0f".into(),
-        api_key_sid: "SK0123456789abcdef0123456789abcdef".into(),
-        api_key_secret: "api-key-secret-for-tests".into(),
-        senders: vec![SMS_NUMBER.into(), WHATSAPP_SENDER.into()],
-    }
-}
 
 fn start(twilio: &TwilioEmulator, extra: &str) -> Host {
     Host::start(
@@ -130,7 +118,7 @@ fn decisions(n: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn urgency_decides_who_waits_for_a_busy_vendor_and_nothing_waits_past_a_change() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start(&twilio, "");
     channels(&host, "vendor", &[PHONE]).await;
     set_presence(&host, "vendor", Some("busy")).await;
@@ -192,7 +180,7 @@ async fn urgency_decides_who_waits_for_a_busy_vendor_and_nothing_waits_past_a_ch
 
 #[tokio::test]
 async fn the_latest_delivery_time_wins_over_a_busy_vendor() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     // Coordination waits at most 0 minutes here: its deadline is now.
     let host = start(
         &twilio,
@@ -219,7 +207,7 @@ async fn the_latest_delivery_time_wins_over_a_busy_vendor() {
 
 #[tokio::test]
 async fn wedding_day_emergencies_use_every_channel_and_failing_channels_fall_back() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start(&twilio, "");
     // The planner: SMS and WhatsApp.
     channels(&host, "planner", &[PHONE, &format!("whatsapp:{PHONE}")]).await;
@@ -316,7 +304,7 @@ async fn wedding_day_emergencies_use_every_channel_and_failing_channels_fall_bac
 
 #[tokio::test]
 async fn an_unacknowledged_emergency_escalates_through_two_contacts_with_its_chain() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start(&twilio, "[notifications]\nescalate_after_seconds = 1");
     channels(&host, "vendor", &[PHONE]).await;
     channels(&host, "planner", &["+15557654321"]).await;
@@ -446,7 +434,7 @@ async fn an_unacknowledged_emergency_escalates_through_two_contacts_with_its_cha
 
 #[tokio::test]
 async fn waiting_general_notes_go_out_as_digests_that_never_drop_or_repeat_one() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start(&twilio, "");
     channels(&host, "vendor", &[PHONE]).await;
     set_presence(&host, "vendor", Some("busy")).await;

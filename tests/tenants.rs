@@ -363,7 +363,8 @@ async fn keys_are_shown_once_kept_as_hashes_rotated_and_revoked() {
         "{body}"
     );
 
-    // Revocation.
+    // Revocation ends what the key opened: a stream closes within seconds.
+    let mut stream = SseClient::connect_as(&host.url("/api/presence/stream"), &third, None).await;
     let third_id = &third[4..16];
     let (status, _) = host
         .api(
@@ -381,6 +382,17 @@ async fn keys_are_shown_once_kept_as_hashes_rotated_and_revoked() {
     assert!(
         body["error"].as_str().unwrap().contains("revoked"),
         "{body}"
+    );
+    let started = std::time::Instant::now();
+    assert!(
+        stream
+            .next(std::time::Duration::from_secs(25))
+            .await
+            .is_none()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the stream outlived its key"
     );
 
     // A made-up key of the right shape, or none at all.

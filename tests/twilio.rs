@@ -22,18 +22,6 @@ use support::*;
 /// The URL the host is reached at from outside: Twilio signs URLs under it.
 const PUBLIC_URL: &str = "https://presence.example.com";
 const ROUTE: &str = "/api/webhooks/twilio";
-const SMS_NUMBER: &str = "+15017122661";
-const WHATSAPP_SENDER: &str = "whatsapp:+14155238886";
-
-fn account() -> TwilioAccount {
-    TwilioAccount {
-        sid: "AC0123456789abcdef0123456789abcdef".into(),
-        auth_token: "f0e1d2c3b4a5968778695a4b3c2d1e0f".into(),
-        api_key_sid: "SK0123456789abcdef0123456789abcdef".into(),
-        api_key_secret: "api-key-secret-for-tests".into(),
-        senders: vec![SMS_NUMBER.into(), WHATSAPP_SENDER.into()],
-    }
-}
 
 fn start_host(auth_token: Option<&str>) -> Host {
     let secrets: Vec<(&str, &[u8], bool)> = auth_token
@@ -108,7 +96,7 @@ fn the_emulator_signs_as_twilios_own_validators() {
 
 #[tokio::test]
 async fn inbound_messages_are_answered_with_twiml_and_recorded_once() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start_host(Some(&twilio.account.auth_token));
     let target = target(&host);
     let before = host.digest().await;
@@ -165,7 +153,7 @@ async fn inbound_messages_are_answered_with_twiml_and_recorded_once() {
 
 #[tokio::test]
 async fn forged_or_tampered_webhooks_are_refused_and_change_nothing() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start_host(Some(&twilio.account.auth_token));
     let target = target(&host);
     let sms = twilio.inbound_sms("+15557654321", SMS_NUMBER, "Cake arrives at 2");
@@ -236,7 +224,7 @@ async fn forged_or_tampered_webhooks_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn json_bodies_must_match_their_signed_body_sha256() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start_host(Some(&twilio.account.auth_token));
     let target = target(&host);
     let body = serde_json::json!({
@@ -277,7 +265,7 @@ async fn json_bodies_must_match_their_signed_body_sha256() {
 /// (here with `#rc=2`), and nothing is recorded.
 #[tokio::test]
 async fn twilio_retries_while_the_auth_token_is_not_set() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let host = start_host(None);
     let mut target = target(&host);
     target.retries = 2;
@@ -358,7 +346,7 @@ impl Channel {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_go_out_as_sms_and_whatsapp_through_the_messages_api() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let channel = Channel::load(&twilio).await;
 
     // SMS: To, From, Body exactly, under the API key.
@@ -407,7 +395,7 @@ async fn notifications_go_out_as_sms_and_whatsapp_through_the_messages_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_errors_become_plugin_errors() {
-    let twilio = TwilioEmulator::start(account()).await;
+    let twilio = TwilioEmulator::start(test_account()).await;
     let channel = Channel::load(&twilio).await;
 
     // 429 with Retry-After: upstream, with when to come back.

@@ -78,6 +78,8 @@ const SEED_BATCH: usize = 1_000;
 const CONCURRENT_WRITERS: usize = 8;
 const TENANT: &str = "default";
 const ADMIN_TOKEN: &str = "presence-bench-admin-token";
+/// The token `tests/support/sse.rs` presents: the bench host's admin token.
+const OPERATOR_TOKEN: &str = ADMIN_TOKEN;
 /// Zoom's plugin states a call for this long unless it hears the end.
 const CALL_HORIZON_MS: i64 = 4 * 3_600_000;
 /// The host's default `presence.max_call_minutes`, in ms.

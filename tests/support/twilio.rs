@@ -507,3 +507,19 @@ async fn create_message(
     state.accepted.push(AcceptedMessage { sid, form, user });
     (StatusCode::CREATED, axum::Json(resource)).into_response()
 }
+
+/// The SMS number the tests' account sends from.
+pub const SMS_NUMBER: &str = "+15017122661";
+/// The WhatsApp sender the tests' account sends from.
+pub const WHATSAPP_SENDER: &str = "whatsapp:+14155238886";
+
+/// The account the tests' Twilio emulators serve.
+pub fn test_account() -> TwilioAccount {
+    TwilioAccount {
+        sid: "AC0123456789abcdef0123456789abcdef".into(),
+        auth_token: "f0e1d2c3b4a5968778695a4b3c2d1e0f".into(),
+        api_key_sid: "SK0123456789abcdef0123456789abcdef".into(),
+        api_key_secret: "api-key-secret-for-tests".into(),
+        senders: vec![SMS_NUMBER.into(), WHATSAPP_SENDER.into()],
+    }
+}

@@ -84,7 +84,13 @@ pub async fn stream(
     // read below or in this receiver, and the seq check drops the overlap.
     let live = app.engine.subscribe();
     let (tx, mut rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(feed(app.clone(), filter, last_id, live, tx));
+    let key = match &caller {
+        crate::api::auth::Caller::Tenant { tenant, key_id } => {
+            Some((tenant.clone(), key_id.clone()))
+        }
+        crate::api::auth::Caller::Operator => None,
+    };
+    tokio::spawn(feed(app.clone(), filter, last_id, live, tx, key));
     let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -95,7 +101,11 @@ async fn feed(
     last_id: Option<i64>,
     mut live: broadcast::Receiver<Arc<Change>>,
     tx: mpsc::Sender<Event>,
+    key: Option<(String, String)>,
 ) {
+    // A stream opened with a tenant key ends soon after the key is revoked or expires.
+    let mut key_check = tokio::time::interval(KEY_RECHECK);
+    key_check.tick().await;
     let mut sent = match last_id {
         Some(id) => id,
         // A new subscriber starts from what is committed now.
@@ -115,6 +125,15 @@ async fn feed(
         let received = tokio::select! {
             r = live.recv() => r,
             _ = tx.closed() => return,
+            _ = key_check.tick(), if key.is_some() => {
+                if let Some((tenant, id)) = &key
+                    && !key_still_valid(&app, tenant, id).await
+                {
+                    tracing::info!(%tenant, key = %id, "SSE stream ended: its API key was revoked or expired");
+                    return;
+                }
+                continue;
+            }
         };
         match received {
             Ok(change) => {
@@ -142,6 +161,20 @@ async fn feed(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// How often an open stream re-checks the tenant key it was opened with.
+const KEY_RECHECK: Duration = Duration::from_secs(10);
+
+async fn key_still_valid(app: &App, tenant: &str, id: &str) -> bool {
+    match app.store.api_key(tenant, id).await {
+        Ok(Some(k)) => {
+            k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > crate::store::now_ms())
+        }
+        Ok(None) => false,
+        // The store not answering is not the key's fault: keep the stream.
+        Err(_) => true,
     }
 }
 
