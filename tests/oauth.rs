@@ -519,6 +519,16 @@ async fn invalid_grant_needs_reconsent_and_is_announced_while_outages_are_retrie
     assert_eq!(status, 502, "{body}");
     let (_, connection) = host.api("GET", conn_path, &key, None).await;
     assert_eq!(connection["status"], "active");
+    // Health counts it against the connection, as a token refresh failure.
+    let (_, report) = host.get_json("/api/integrations/health").await;
+    let troubled = report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["connection"] == "graph:planner")
+        .cloned()
+        .unwrap_or_else(|| panic!("not in health: {report}"));
+    assert_eq!(troubled["errors"]["token_refresh"], 1, "{troubled}");
 
     // The person revoked the app: invalid_grant.
     emu.revoke_user_consent();

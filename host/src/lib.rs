@@ -131,6 +131,7 @@ impl App {
             config.health.clone(),
             Arc::new(health::SystemClock),
         ));
+        oauth.report_to(health.clone());
         let runtime = Arc::new(Runtime::new(
             &RuntimeConfig {
                 max_concurrent_calls: config.max_concurrent_calls,

@@ -368,6 +368,25 @@ impl Health {
         }
     }
 
+    /// Records something that happened to a connection besides a call to its
+    /// provider's API (a token refresh): counted in its numbers, not in its breaker.
+    pub fn connection_event(
+        &self,
+        tenant: &str,
+        connection: &str,
+        plugin: &str,
+        outcome: &Outcome,
+    ) {
+        let now = self.now_ms();
+        let mut inner = self.lock();
+        let c = inner
+            .connections
+            .entry((tenant.to_string(), connection.to_string()))
+            .or_default();
+        c.plugin = plugin.to_string();
+        c.stats.record(now, None, outcome);
+    }
+
     /// Records a scheduled job's run.
     pub fn job_ran(
         &self,

@@ -351,6 +351,8 @@ pub struct OAuth {
     pub wake: tokio::sync::Notify,
     /// Wakes the tenant-webhook sender when an announcement was queued.
     webhooks_wake: Arc<tokio::sync::Notify>,
+    /// Where refresh outcomes are counted, per connection (set once at start).
+    health: std::sync::OnceLock<Arc<crate::health::Health>>,
 }
 
 impl OAuth {
@@ -381,7 +383,26 @@ impl OAuth {
             lock_ms: (config.refresh_lock_s.max(1) as i64).saturating_mul(1000),
             wake: tokio::sync::Notify::new(),
             webhooks_wake,
+            health: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts refresh outcomes in `health` from now on.
+    pub fn report_to(&self, health: Arc<crate::health::Health>) {
+        let _ = self.health.set(health);
+    }
+
+    /// Records a refresh's outcome in the connection's health.
+    pub(crate) fn count(
+        &self,
+        tenant: &str,
+        connection: &str,
+        plugin: &str,
+        outcome: crate::health::Outcome,
+    ) {
+        if let Some(health) = self.health.get() {
+            health.connection_event(tenant, connection, plugin, &outcome);
+        }
     }
 
     pub fn provider(&self, name: &str) -> Option<&Provider> {

@@ -311,6 +311,7 @@ impl OAuth {
                     tracing::error!(%tenant, connection = %name, error = %e, "could not announce a recovered connection");
                 }
                 self.wake.notify_one();
+                self.count(tenant, name, &grant.plugin, crate::health::Outcome::Ok);
                 tracing::info!(%tenant, connection = %name, reason = reason.as_str(), "connection token refreshed");
                 Self::current_version(store, tenant, name).await
             }
@@ -325,6 +326,12 @@ impl OAuth {
                     return Self::current_version(store, tenant, name).await;
                 }
                 tracing::error!(%tenant, connection = %name, error = %detail, "the provider refused the refresh token: the connection needs re-consent");
+                self.count(
+                    tenant,
+                    name,
+                    &grant.plugin,
+                    crate::health::Outcome::Failed("token_refused", detail.clone()),
+                );
                 self.announce(
                     store,
                     tenant,
@@ -358,6 +365,12 @@ impl OAuth {
                     return Self::current_version(store, tenant, name).await;
                 }
                 tracing::warn!(%tenant, connection = %name, error = %detail, retry_in_ms = delay, "token refresh failed; will retry");
+                self.count(
+                    tenant,
+                    name,
+                    &grant.plugin,
+                    crate::health::Outcome::Failed("token_refresh", detail.clone()),
+                );
                 self.audit(
                     store,
                     tenant,
