@@ -261,21 +261,7 @@ async fn a_person_connects_slack_with_pkce_and_the_host_keeps_only_ciphertext() 
     assert_eq!(reqwest::get(&callback).await.unwrap().status(), 200);
 
     // The plugin pushes with the connection's token, which it never sees.
-    let (status, _) = host
-        .api(
-            "PUT",
-            "/api/presence/U1",
-            &key,
-            Some(json!({"availability": "busy", "status_text": "Vows"})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    eventually("the status in Slack", async || {
-        slack_api
-            .status(oauth_emulator::SLACK_USER_ID)
-            .is_some_and(|s| s.text.contains("Vows"))
-    })
-    .await;
+    show_in_slack(&host, &key, &slack_api, "Vows").await;
 
     let actions = audit_actions(&host, "acme", "").await;
     for expected in ["oauth.started", "connection.connected"] {
@@ -651,46 +637,37 @@ async fn slack_tokens_are_refreshed_ahead_of_expiry_and_when_slack_refuses_them(
     })
     .await;
 
-    let (status, _) = host
-        .api(
-            "PUT",
-            "/api/presence/U1",
-            &key,
-            Some(json!({"availability": "busy", "status_text": "Vows"})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    eventually("the first status in Slack", async || {
-        slack_api
-            .status(oauth_emulator::SLACK_USER_ID)
-            .is_some_and(|s| s.text.contains("Vows"))
-    })
-    .await;
+    show_in_slack(&host, &key, &slack_api, "Vows").await;
     assert_eq!(emu.token_requests("refresh_token"), 1);
 
     // Slack says the token expired: refresh, then the push is retried.
     let current = access_token(&host, "acme", "slack:U1", "slack").await;
     slack_api.fail_token(&current, "token_expired");
-    let (status, _) = host
-        .api(
-            "PUT",
-            "/api/presence/U1",
-            &key,
-            Some(json!({"availability": "busy", "status_text": "Dinner"})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    eventually("the second status in Slack", async || {
-        slack_api
-            .status(oauth_emulator::SLACK_USER_ID)
-            .is_some_and(|s| s.text.contains("Dinner"))
-    })
-    .await;
+    show_in_slack(&host, &key, &slack_api, "Dinner").await;
     assert_eq!(emu.token_requests("refresh_token"), 2);
     let (_, audit) = host
         .get_json("/api/tenants/acme/audit?action=connection.refreshed")
         .await;
     assert_eq!(audit["events"][1]["detail"]["reason"], "refused");
+}
+
+/// Sets U1 busy with `text` and waits until Slack shows it.
+async fn show_in_slack(host: &Host, key: &str, slack_api: &SlackEmulator, text: &str) {
+    let (status, _) = host
+        .api(
+            "PUT",
+            "/api/presence/U1",
+            key,
+            Some(json!({"availability": "busy", "status_text": text})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(&format!("{text:?} in Slack"), async || {
+        slack_api
+            .status(oauth_emulator::SLACK_USER_ID)
+            .is_some_and(|s| s.text.contains(text))
+    })
+    .await;
 }
 
 /// A resource server in the manner of Google's APIs: 401 with
