@@ -150,8 +150,9 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test]
-async fn a_person_connects_slack_with_pkce_and_the_host_keeps_only_ciphertext() {
+/// Slack's OAuth server, and its Web API accepting the tokens that server
+/// issued and still honours, as the emulated person.
+async fn slack_with_oauth() -> (Arc<OAuthEmulator>, SlackEmulator) {
     let emu =
         Arc::new(OAuthEmulator::start(Flavor::Slack, CLIENT_ID, "presence-client-secret").await);
     let slack_api = SlackEmulator::start().await;
@@ -161,6 +162,12 @@ async fn a_person_connects_slack_with_pkce_and_the_host_keeps_only_ciphertext() 
             .is_valid_access_token(token)
             .then(|| oauth_emulator::SLACK_USER_ID.to_string())
     }));
+    (emu, slack_api)
+}
+
+#[tokio::test]
+async fn a_person_connects_slack_with_pkce_and_the_host_keeps_only_ciphertext() {
+    let (emu, slack_api) = slack_with_oauth().await;
     let host = slack_host(&emu, &slack_api, 600);
     let key = host.tenant_with_key("acme").await;
 
@@ -604,15 +611,7 @@ async fn invalid_grant_needs_reconsent_and_is_announced_while_outages_are_retrie
 /// refreshed and the push retried.
 #[tokio::test]
 async fn slack_tokens_are_refreshed_ahead_of_expiry_and_when_slack_refuses_them() {
-    let emu =
-        Arc::new(OAuthEmulator::start(Flavor::Slack, CLIENT_ID, "presence-client-secret").await);
-    let slack_api = SlackEmulator::start().await;
-    let authority = emu.clone();
-    slack_api.accept_tokens(Arc::new(move |token| {
-        authority
-            .is_valid_access_token(token)
-            .then(|| oauth_emulator::SLACK_USER_ID.to_string())
-    }));
+    let (emu, slack_api) = slack_with_oauth().await;
     let host = slack_host(&emu, &slack_api, 600);
     let key = host.tenant_with_key("acme").await;
 

@@ -263,6 +263,23 @@ struct Inner {
     raised: BTreeMap<String, i64>,
 }
 
+/// A connection's entry, made on first use, naming the plugin it serves now.
+fn connection_entry<'a>(
+    inner: &'a mut Inner,
+    tenant: &str,
+    connection: &str,
+    plugin: &str,
+) -> &'a mut ConnectionHealth {
+    let c = inner
+        .connections
+        .entry((tenant.to_string(), connection.to_string()))
+        .or_default();
+    if c.plugin != plugin {
+        c.plugin = plugin.to_string();
+    }
+    c
+}
+
 /// The health of this process's integrations.
 pub struct Health {
     config: HealthConfig,
@@ -342,11 +359,7 @@ impl Health {
         let now = self.now_ms();
         let breaker = self.config.breaker();
         let mut inner = self.lock();
-        let c = inner
-            .connections
-            .entry((tenant.to_string(), connection.to_string()))
-            .or_default();
-        c.plugin = plugin.to_string();
+        let c = connection_entry(&mut inner, tenant, connection, plugin);
         c.stats.record(now, None, outcome);
         let was_open = !matches!(c.breaker.state(), BreakerState::Closed);
         match outcome {
@@ -379,12 +392,9 @@ impl Health {
     ) {
         let now = self.now_ms();
         let mut inner = self.lock();
-        let c = inner
-            .connections
-            .entry((tenant.to_string(), connection.to_string()))
-            .or_default();
-        c.plugin = plugin.to_string();
-        c.stats.record(now, None, outcome);
+        connection_entry(&mut inner, tenant, connection, plugin)
+            .stats
+            .record(now, None, outcome);
     }
 
     /// Records a scheduled job's run.
