@@ -490,3 +490,145 @@ async fn waiting_general_notes_go_out_as_digests_that_never_drop_or_repeat_one()
     }
     assert!(digested >= 4, "{digested} notes rode in another's digest");
 }
+
+/// `HH:MM` of `t` (UTC), and the instant that names today or tomorrow.
+fn hhmm(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%H:%M").to_string()
+}
+
+fn minute_floor(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis() / 60_000 * 60_000
+}
+
+#[tokio::test]
+async fn quiet_hours_and_send_windows_hold_notes_but_never_an_emergency() {
+    let twilio = TwilioEmulator::start(test_account()).await;
+    let host = start(&twilio, "");
+    let admin = host.admin.clone();
+    let now = chrono::Utc::now();
+    let put = |body: serde_json::Value| {
+        let host = &host;
+        let admin = admin.clone();
+        async move { host.api("PUT", "/api/users/vendor", &admin, Some(body)).await }
+    };
+    // Quiet from an hour ago until 40 minutes from now (UTC, the default zone).
+    let quiet_end = now + chrono::Duration::minutes(40);
+    let (status, body) = put(json!({
+        "channels": [{"plugin": "twilio", "address": PHONE}],
+        "quiet_hours": {"daily": [hhmm(now - chrono::Duration::hours(1)), hhmm(quiet_end)]},
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let note = |urgency: &str, body: &str| json!({"recipients": ["vendor"], "urgency": urgency, "body": body});
+    let timeline = submit(&host, note("timeline", "Speeches moved up"), None).await;
+    let n = wait_state(&host, &timeline[0], "deferred").await;
+    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["reason"].as_str().unwrap().contains("quiet hours"),
+        "{n}"
+    );
+    // It looks again when the quiet hours end, before its hour is up.
+    assert_eq!(last["until"].as_i64().unwrap(), minute_floor(quiet_end), "{n}");
+    assert_eq!(n["due_at"], last["until"], "{n}");
+    let emergency = submit(&host, note("emergency", "Generator failed"), None).await;
+    wait_state(&host, &emergency[0], "delivered").await;
+
+    // The quiet hours lifted (`{}`) but SMS only from two hours on: the note
+    // still waits, now for the channel's window, and an emergency does not.
+    let opens = now + chrono::Duration::hours(2);
+    let (status, body) = put(json!({
+        "quiet_hours": {},
+        "channels": [{"plugin": "twilio", "address": PHONE,
+                      "windows": {"daily": [hhmm(opens), hhmm(opens + chrono::Duration::hours(1))]}}],
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let coordination = submit(&host, note("coordination", "Tables 4 and 5 swap"), None).await;
+    let n = wait_state(&host, &coordination[0], "deferred").await;
+    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["reason"].as_str().unwrap().contains("send window"),
+        "{n}"
+    );
+    assert_eq!(last["until"].as_i64().unwrap(), minute_floor(opens), "{n}");
+    let second = submit(&host, note("emergency", "Rain: ceremony indoors"), None).await;
+    wait_state(&host, &second[0], "delivered").await;
+    assert_eq!(twilio.messages().len(), 2, "only the emergencies went out");
+
+    // The window lifted: changing settings wakes what waits, at once.
+    let (status, body) = put(json!({
+        "channels": [{"plugin": "twilio", "address": PHONE}],
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for id in [&timeline[0], &coordination[0]] {
+        wait_state(&host, id, "delivered").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(twilio.messages().len(), 4);
+
+    // Bad windows and dates are refused, naming what is wrong; nothing changes.
+    let before = host.digest().await;
+    for (bad, says) in [
+        (json!({"quiet_hours": {"nightly": ["22:00", "07:00"]}}), "not a day"),
+        (json!({"quiet_hours": {"daily": ["22:00", "22:00"]}}), "starts and ends"),
+        (
+            json!({"channels": [{"plugin": "twilio", "address": PHONE, "windows": {"mon": ["8am", "20:00"]}}]}),
+            "HH:MM",
+        ),
+        (json!({"days_off": ["2026-02-30"]}), "days_off"),
+    ] {
+        let (status, body) = put(bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.to_string().contains(says), "{bad}: {body}");
+    }
+    assert_eq!(host.digest().await, before);
+}
+
+#[tokio::test]
+async fn days_off_keep_a_vendor_away_all_day_and_general_notes_wait() {
+    let twilio = TwilioEmulator::start(test_account()).await;
+    let host = start(&twilio, "");
+    let admin = host.admin.clone();
+    let every_day: serde_json::Value = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| (d.to_string(), json!(["00:00", "23:59"])))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let today = chrono::Utc::now().date_naive();
+    let (status, body) = host
+        .api(
+            "PUT",
+            "/api/users/vendor",
+            &admin,
+            Some(json!({"working_hours": every_day, "days_off": [today.to_string()],
+                        "channels": [{"plugin": "twilio", "address": PHONE}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["availability"], "away", "{body}");
+    let general = submit(
+        &host,
+        json!({"recipients": ["vendor"], "urgency": "general", "body": "Brochure proofs"}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &general[0], "deferred").await;
+    // It waits for the next working day: tomorrow 00:00 UTC at the latest.
+    let tomorrow = today.succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    assert_eq!(n["deliver_by"].as_i64().unwrap(), tomorrow.timestamp_millis(), "{n}");
+    // The day off removed (hours unchanged): available, and the note goes.
+    let (status, body) = host
+        .api(
+            "PUT",
+            "/api/users/vendor",
+            &admin,
+            Some(json!({"working_hours": every_day, "days_off": []})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    if chrono::Utc::now().format("%H:%M").to_string() < "23:59".to_string() {
+        assert_eq!(body["availability"], "available", "{body}");
+        wait_state(&host, &general[0], "delivered").await;
+    }
+}

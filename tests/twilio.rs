@@ -139,6 +139,7 @@ async fn inbound_messages_are_answered_with_twiml_and_recorded_once() {
         sid: message_sid(),
         form: pairs(&[("To", "+15557654321"), ("From", SMS_NUMBER), ("Body", "x")]),
         user: String::new(),
+        received: std::time::Instant::now(),
     };
     let delivered = twilio.status_callback(&sent, "delivered");
     assert_eq!(twilio.deliver(&target, &delivered).await.status, 200);

@@ -64,6 +64,7 @@ use tokio::sync::broadcast;
 
 #[path = "support.rs"]
 mod support;
+use support::{fmt_duration, percentile, proc_status};
 
 #[allow(dead_code)] // the tests' SSE reader; this bench uses part of it
 #[path = "../../tests/support/sse.rs"]
@@ -245,24 +246,6 @@ impl Timed {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.2} µs", s * 1e6)
-    }
-}
-
 fn fmt_count(n: f64) -> String {
     if n >= 1e6 {
         format!("{:.2}M", n / 1e6)
@@ -278,15 +261,6 @@ fn mib(bytes: u64) -> String {
 }
 
 /// A `/proc/<pid>/status` field given in kB, in bytes.
-fn proc_status(pid: &str, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }

@@ -110,11 +110,7 @@ struct Report {
 
 impl Report {
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
-        self.latencies[i]
+        support::percentile(&self.latencies, p)
     }
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()

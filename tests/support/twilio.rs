@@ -45,6 +45,8 @@ pub struct AcceptedMessage {
     pub form: Vec<(String, String)>,
     /// The HTTP Basic user name it was authenticated with.
     pub user: String,
+    /// When the emulator accepted it.
+    pub received: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -504,7 +506,12 @@ async fn create_message(
         "to": get("To"),
         "uri": uri,
     });
-    state.accepted.push(AcceptedMessage { sid, form, user });
+    state.accepted.push(AcceptedMessage {
+        sid,
+        form,
+        user,
+        received: std::time::Instant::now(),
+    });
     (StatusCode::CREATED, axum::Json(resource)).into_response()
 }
 

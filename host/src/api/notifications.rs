@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::presence::{TenantQuery, tenant_of};
 use crate::App;
-use crate::notify::{Class, Wedding, deliver_by};
+use crate::notify::{Class, Wedding, deliver_by_for};
 use crate::store::notifications::{Escalation, NewNotification, NotificationRecord, Submitted};
 use crate::store::now_ms;
 
@@ -115,7 +115,7 @@ pub async fn submit(
     let now = now_ms();
     let mut out = Vec::new();
     for recipient in &submit.recipients {
-        let (time_zone, schedule) = app.store.user_schedule(&tenant, recipient).await?;
+        let deliver_by = deliver_by_for(&app, &tenant, recipient, class, now).await?;
         let id = format!("ntf_{}", hex::encode(rand::random::<[u8; 10]>()));
         let n = NewNotification {
             id: id.clone(),
@@ -128,13 +128,7 @@ pub async fn submit(
             idempotency_key: idempotency_key
                 .as_ref()
                 .map(|k| format!("{k}\u{0}{recipient}")),
-            deliver_by: deliver_by(
-                &app.config.notifications,
-                class,
-                schedule.as_ref(),
-                time_zone.as_deref(),
-                now,
-            ),
+            deliver_by,
             escalation: (!submit.escalation.is_empty()).then(|| Escalation {
                 path: submit.escalation.clone(),
                 step: 0,

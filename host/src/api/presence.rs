@@ -187,9 +187,19 @@ pub struct UserSettings {
     #[serde(default)]
     pub working_hours: Option<WorkingHours>,
     /// Where notifications reach the person, in order of preference:
-    /// `[{"plugin": "twilio", "address": "+15551234567"}]`.
+    /// `[{"plugin": "twilio", "address": "+15551234567"}]`, each with an
+    /// optional send window (`"windows": {"daily": ["08:00", "20:00"]}`).
+    /// Left out: unchanged; `[]` removes them.
     #[serde(default)]
     pub channels: Option<Vec<crate::store::notifications::Channel>>,
+    /// Dates (`YYYY-MM-DD`, in the person's zone) the working hours do not
+    /// apply. Left out: unchanged; `[]` removes them.
+    #[serde(default)]
+    pub days_off: Option<Vec<chrono::NaiveDate>>,
+    /// When only emergencies reach the person: `{"daily": ["22:00", "07:00"]}`.
+    /// Left out: unchanged; `{}` removes them.
+    #[serde(default)]
+    pub quiet_hours: Option<crate::notify::windows::WindowsSpec>,
 }
 
 pub async fn put_user(
@@ -201,11 +211,13 @@ pub async fn put_user(
     body: axum::body::Bytes,
 ) -> Result<Json<Presence>, ApiError> {
     let tenant = writable(&app, &caller, &headers, q.tenant.as_deref(), &user).await?;
-    let settings: UserSettings = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "expected {{\"time_zone\": \"Europe/Lisbon\", \"working_hours\": {{\"mon\": [\"09:00\", \"18:00\"]}}}}: {e}"
-        ))
-    })?;
+    let settings: UserSettings =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "{e}; expected {{\"time_zone\": \"Europe/Lisbon\", \"working_hours\": {{\"mon\": [\"09:00\", \"18:00\"]}}, \"days_off\": [\"2026-12-25\"], \"quiet_hours\": {{\"daily\": [\"22:00\", \"07:00\"]}}, \"channels\": [...]}}"
+                ))
+            })?;
     if let Some(zone) = &settings.time_zone
         && zone.parse::<chrono_tz::Tz>().is_err()
     {
@@ -214,7 +226,21 @@ pub async fn put_user(
         )));
     }
     if let Some(hours) = &settings.working_hours {
-        Schedule::parse(hours).map_err(|e| ApiError::BadRequest(format!("working_hours: {e}")))?;
+        Schedule::parse(hours)
+            .and_then(|s| s.with_days_off(settings.days_off.as_deref().unwrap_or_default()))
+            .map_err(|e| ApiError::BadRequest(format!("working_hours: {e}")))?;
+    }
+    if let Some(days) = &settings.days_off
+        && days.len() > crate::presence::working_hours::MAX_DAYS_OFF
+    {
+        return Err(ApiError::BadRequest(format!(
+            "days_off: at most {} dates",
+            crate::presence::working_hours::MAX_DAYS_OFF
+        )));
+    }
+    if let Some(quiet) = &settings.quiet_hours {
+        crate::notify::windows::Weekly::parse(quiet)
+            .map_err(|e| ApiError::BadRequest(format!("quiet_hours: {e}")))?;
     }
     if let Some(channels) = &settings.channels {
         for c in channels {
@@ -233,6 +259,11 @@ pub async fn put_user(
                     "channels: an address is 1-320 characters".into(),
                 ));
             }
+            if let Some(windows) = &c.windows {
+                crate::notify::windows::Weekly::parse(windows).map_err(|e| {
+                    ApiError::BadRequest(format!("channels: {} windows: {e}", c.plugin))
+                })?;
+            }
         }
     }
     // Channels left out stay as they are (clients that set only the zone or
@@ -248,11 +279,18 @@ pub async fn put_user(
         .set_user_settings(
             &tenant,
             &user,
-            settings.time_zone.as_deref(),
-            settings.working_hours.as_ref(),
+            &crate::store::presence::UserSettings {
+                time_zone: settings.time_zone.as_deref(),
+                working_hours: settings.working_hours.as_ref(),
+                days_off: settings.days_off.as_deref(),
+                quiet_hours: settings.quiet_hours.as_ref(),
+            },
             &rules,
         )
         .await?;
+    // New channels, windows or hours may let a waiting notification go now.
+    app.store.wake_notifications(&tenant, &user, now_ms()).await?;
+    app.engine.notifications_wake.notify_one();
     announce_and_read(&app, &tenant, &user, effects).await
 }
 

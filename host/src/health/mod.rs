@@ -827,8 +827,9 @@ async fn notify_operator(
     to: &AlertRecipient,
     alert: &Alert,
 ) -> Result<(), crate::store::StoreError> {
-    let (time_zone, schedule) = app.store.user_schedule(&to.tenant, &to.user).await?;
     let now = crate::store::now_ms();
+    let deliver_by =
+        crate::notify::deliver_by_for(app, &to.tenant, &to.user, to.urgency, now).await?;
     let n = crate::store::notifications::NewNotification {
         id: format!("ntf_{}", hex::encode(rand::random::<[u8; 10]>())),
         tenant: to.tenant.clone(),
@@ -843,13 +844,7 @@ async fn notify_operator(
             alert.id,
             alert.since / 60_000
         )),
-        deliver_by: crate::notify::deliver_by(
-            &app.config.notifications,
-            to.urgency,
-            schedule.as_ref(),
-            time_zone.as_deref(),
-            now,
-        ),
+        deliver_by,
         escalation: None,
     };
     app.store.submit_notification(&n).await?;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Decision, decide};
+use super::{Decision, Recipient, channels_now, decide};
 use crate::App;
 use crate::model::{Notification, PluginFault};
 use crate::plugins::World;
@@ -30,12 +30,16 @@ use crate::store::notifications::{
 };
 use crate::store::{StoreError, now_ms};
 
-const LEASE_MS: i64 = 60_000;
 const BATCH: u32 = 32;
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Retry rounds: full jitter over `BASE * 2^round`, capped.
 const RETRY_BASE_MS: i64 = 5_000;
 const RETRY_CAP_MS: i64 = 15 * 60_000;
+
+/// How long a claim lasts (`[notifications] claim_lease_seconds`).
+fn lease_ms(app: &App) -> i64 {
+    i64::from(app.config.notifications.claim_lease_seconds.max(1)) * 1000
+}
 
 pub async fn run(app: Arc<App>) {
     let mut changes = app.engine.subscribe();
@@ -56,7 +60,7 @@ pub async fn run(app: Arc<App>) {
                 run = Err(e.to_string());
             }
         }
-        match app.store.claim_notifications(now, LEASE_MS, BATCH).await {
+        match app.store.claim_notifications(now, lease_ms(&app), BATCH).await {
             Ok(due) if !due.is_empty() => {
                 for n in due {
                     let key = (n.tenant.clone(), n.recipient.clone());
@@ -141,7 +145,7 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
     };
     // A batch is handled one by one: this copy is acted on only if its claim
     // is still ours (a lapsed claim may have been taken over meanwhile).
-    if !app.store.renew_claim(&n.id, token, now + LEASE_MS).await? {
+    if !app.store.renew_claim(&n.id, token, now + lease_ms(app)).await? {
         return Ok(false);
     }
     if n.state == "delivered" {
@@ -183,19 +187,53 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
     let signals = app.store.signals(&n.tenant, &n.recipient, now).await?;
     let presence =
         (!signals.is_empty()).then(|| crate::presence::derive(&n.recipient, &signals, now));
-    let (time_zone, schedule) = app.store.user_schedule(&n.tenant, &n.recipient).await?;
-    let config = &app.config.notifications;
+    let settings = app.store.recipient_settings(&n.tenant, &n.recipient).await?;
+    let recipient = Recipient {
+        presence: presence.as_ref(),
+        time_zone: settings.time_zone.as_deref(),
+        hours: settings.hours.as_ref(),
+        quiet: settings.quiet.as_ref(),
+    };
     let deliver_by = n.deliver_by.unwrap_or(now);
-    match decide(
-        config,
+    let presence_says = decide(
+        &app.config.notifications,
         n.urgency,
         n.wedding.as_ref(),
-        presence.as_ref(),
-        schedule.as_ref(),
-        time_zone.as_deref(),
+        &recipient,
         deliver_by,
         now,
-    ) {
+    );
+    let channels = app.store.user_channels(&n.tenant, &n.recipient).await?;
+    let (verdict, channels) = match presence_says {
+        Decision::Deliver {
+            all_channels: true,
+            ..
+        } => (presence_says, channels),
+        Decision::Deliver { .. } => {
+            let urgent = n.urgency == super::Class::Emergency || now >= deliver_by;
+            match channels_now(&channels, recipient.time_zone, now, urgent) {
+                Err(opens) => (
+                    Decision::Defer {
+                        until: opens.map_or(deliver_by, |t| t.min(deliver_by)),
+                        reason: "none of the recipient's channels is inside its send window; waits for the first to open, at the latest until then".into(),
+                    },
+                    channels,
+                ),
+                Ok(open) => match best_moment(app, n, recipient.time_zone, urgent, now).await? {
+                    Some(later) => (
+                        Decision::Defer {
+                            until: later.at,
+                            reason: later.reason,
+                        },
+                        channels,
+                    ),
+                    None => (presence_says, open),
+                },
+            }
+        }
+        Decision::Defer { .. } => (presence_says, channels),
+    };
+    match verdict {
         Decision::Defer { until, reason } => {
             // Deciding the same again is not news: record only a change of mind.
             let repeated = n.state == "deferred"
@@ -219,12 +257,12 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
             // General notes that wait for the same person go out with it, as one.
             let digest = if n.urgency == super::Class::General {
                 app.store
-                    .claim_digest(n, token, now, LEASE_MS, DIGEST_COMPANIONS)
+                    .claim_digest(n, token, now, lease_ms(app), DIGEST_COMPANIONS)
                     .await?
             } else {
                 Vec::new()
             };
-            let delivered = deliver(app, n, token, &digest, all_channels, &reason).await;
+            let delivered = deliver(app, n, token, &digest, &channels, all_channels, &reason).await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
                 let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
                 app.store.release_notifications(&ids, token).await?;
@@ -232,6 +270,28 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
             delivered.map(|_| false)
         }
     }
+}
+
+/// Optimal timing (see [`super::timing`]): a better hour to deliver `n` in,
+/// when its class asks for it and it is not urgent.
+async fn best_moment(
+    app: &App,
+    n: &NotificationRecord,
+    time_zone: Option<&str>,
+    urgent: bool,
+    now: i64,
+) -> Result<Option<super::timing::Suggestion>, StoreError> {
+    let Some(deliver_by) = n.deliver_by else {
+        return Ok(None);
+    };
+    if urgent || !app.config.notifications.policy(n.urgency).optimal_timing {
+        return Ok(None);
+    }
+    let since = now - super::timing::HISTORY_DAYS * 24 * 3_600_000;
+    let history = app.store.ack_history(&n.tenant, &n.recipient, since).await?;
+    Ok(super::timing::best_moment(
+        &history, time_zone, now, deliver_by,
+    ))
 }
 
 /// An emergency not acknowledged in time, or that could not be delivered: on
@@ -347,10 +407,10 @@ async fn deliver(
     n: &NotificationRecord,
     token: &str,
     digest: &[NotificationRecord],
+    channels: &[Channel],
     all_channels: bool,
     reason: &str,
 ) -> Result<bool, StoreError> {
-    let channels = app.store.user_channels(&n.tenant, &n.recipient).await?;
     let rounds = n.rounds + 1;
     if channels.is_empty() {
         let why = format!(
@@ -370,7 +430,7 @@ async fn deliver(
     let message = message_of(n, digest);
     let mut delivered = Vec::new();
     let mut errors = Vec::new();
-    for channel in &channels {
+    for channel in channels {
         match send(app, n, &message, channel).await? {
             Ok(()) => {
                 delivered.push(format!("{} {}", channel.plugin, channel.address));

@@ -2,8 +2,10 @@
 //! they are available until the hours end; outside, away until they start
 //! again. Hours are wall-clock times in the person's own time zone, so a
 //! vendor in Lisbon and a planner in New York each keep theirs across DST.
+//! Days off (holidays, a vendor's own wedding) are dates in the person's zone
+//! on which the hours do not apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Datelike, Days, NaiveDate, NaiveTime, TimeZone, Weekday};
 use serde::{Deserialize, Serialize};
@@ -27,9 +29,16 @@ const DAYS: [(&str, Weekday); 7] = [
 /// The text shown outside working hours.
 pub const OUTSIDE_TEXT: &str = "Outside working hours";
 
-/// Parsed hours: one optional (start, end) per weekday, Monday first.
+/// The most days off a person may list.
+pub const MAX_DAYS_OFF: usize = 400;
+
+/// Parsed hours: one optional (start, end) per weekday, Monday first, and the
+/// dates off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Schedule([Option<(NaiveTime, NaiveTime)>; 7]);
+pub struct Schedule {
+    days: [Option<(NaiveTime, NaiveTime)>; 7],
+    days_off: BTreeSet<NaiveDate>,
+}
 
 impl Schedule {
     /// Checks and parses `hours`: known day names, `HH:MM` times, start before end.
@@ -49,17 +58,38 @@ impl Schedule {
             }
             days[index] = Some((s, e));
         }
-        Ok(Self(days))
+        Ok(Self {
+            days,
+            days_off: BTreeSet::new(),
+        })
+    }
+
+    /// These hours, not applying on `dates` (`YYYY-MM-DD` in the person's zone).
+    pub fn with_days_off(mut self, dates: &[NaiveDate]) -> Result<Self, String> {
+        if dates.len() > MAX_DAYS_OFF {
+            return Err(format!("at most {MAX_DAYS_OFF} days off"));
+        }
+        self.days_off = dates.iter().copied().collect();
+        Ok(self)
     }
 
     fn day(&self, date: NaiveDate) -> Option<(NaiveTime, NaiveTime)> {
-        self.0[date.weekday().num_days_from_monday() as usize]
+        if self.days_off.contains(&date) {
+            return None;
+        }
+        self.days[date.weekday().num_days_from_monday() as usize]
+    }
+
+    /// How many days ahead the next working day can be: a week, plus every
+    /// day off (they may all be in a row).
+    fn horizon(&self) -> u64 {
+        8 + self.days_off.len() as u64
     }
 }
 
 /// The instant a wall-clock time on `date` in `tz` names; in a DST gap, the
 /// first valid moment after it; in a repeated hour, the first occurrence.
-fn at<Tz: TimeZone>(tz: &Tz, date: NaiveDate, time: NaiveTime) -> Instant {
+pub(crate) fn at<Tz: TimeZone>(tz: &Tz, date: NaiveDate, time: NaiveTime) -> Instant {
     let mut local = date.and_time(time);
     for _ in 0..4 {
         if let Some(t) = tz.from_local_datetime(&local).earliest() {
@@ -91,7 +121,7 @@ pub fn signal(
         }
     }
     // Outside: away until the next start, today's if it is still ahead.
-    for offset in 0..=7u64 {
+    for offset in 0..=schedule.horizon() {
         let date = today.checked_add_days(Days::new(offset))?;
         if let Some((start, _)) = schedule.day(date) {
             let s = at(&tz, date, start);
@@ -116,7 +146,7 @@ pub fn next_start(schedule: &Schedule, time_zone: Option<&str>, after: Instant) 
         .and_then(|z| z.parse().ok())
         .unwrap_or(chrono_tz::UTC);
     let today = tz.timestamp_millis_opt(after).single()?.date_naive();
-    (0..=8u64).find_map(|offset| {
+    (0..=schedule.horizon()).find_map(|offset| {
         let date = today.checked_add_days(Days::new(offset))?;
         let (start, _) = schedule.day(date)?;
         let s = at(&tz, date, start);
@@ -210,6 +240,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.signal.expires, Some(utc("2026-06-10T08:00:00Z")));
+    }
+
+    #[test]
+    fn days_off_are_skipped_however_many_in_a_row() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        // Two weeks off from Monday 2026-12-21 (every date listed, weekends too).
+        let off: Vec<NaiveDate> = (0..14)
+            .map(|i| d("2026-12-21").checked_add_days(Days::new(i)).unwrap())
+            .collect();
+        let s = nine_to_six_weekdays().with_days_off(&off).unwrap();
+        // Friday the 18th, 19:00 in Lisbon (WET): back on Monday 2027-01-04.
+        let friday = utc("2026-12-18T19:00:00Z");
+        assert_eq!(
+            next_start(&s, Some("Europe/Lisbon"), friday),
+            Some(utc("2027-01-04T09:00:00Z"))
+        );
+        // Wednesday the 23rd at 10:00 is a day off: not inside the hours.
+        assert!(!inside(&s, Some("Europe/Lisbon"), utc("2026-12-23T10:00:00Z")));
+        assert!(inside(
+            &nine_to_six_weekdays(),
+            Some("Europe/Lisbon"),
+            utc("2026-12-23T10:00:00Z")
+        ));
+        let away = signal("u", &s, Some("Europe/Lisbon"), utc("2026-12-23T10:00:00Z")).unwrap();
+        assert_eq!(away.signal.availability, Availability::Away);
+        assert_eq!(away.signal.expires, Some(utc("2027-01-04T09:00:00Z")));
+        let too_many = vec![d("2026-01-01"); MAX_DAYS_OFF + 1];
+        assert!(nine_to_six_weekdays().with_days_off(&too_many).is_err());
     }
 
     #[test]

@@ -51,6 +51,19 @@ pub struct Channel {
     /// The connection the plugin sends through, when it needs one.
     #[serde(default)]
     pub connection: Option<String>,
+    /// When this channel may be used, in the person's zone
+    /// (`{"daily": ["08:00", "20:00"]}`); always when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<crate::notify::windows::WindowsSpec>,
+}
+
+impl Channel {
+    /// The channel's send windows, parsed (checked when they were set).
+    pub fn send_windows(&self) -> Option<crate::notify::windows::Weekly> {
+        self.windows
+            .as_ref()
+            .and_then(|w| crate::notify::windows::Weekly::parse(w).ok())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +107,14 @@ pub struct NotificationRecord {
     pub claim_token: Option<String>,
     /// The digest this notification went out in, or was being sent in.
     pub digest_lead: Option<String>,
+}
+
+/// What routing needs of a person.
+#[derive(Debug, Clone, Default)]
+pub struct RecipientSettings {
+    pub time_zone: Option<String>,
+    pub hours: Option<crate::presence::working_hours::Schedule>,
+    pub quiet: Option<crate::notify::windows::Weekly>,
 }
 
 /// What submitting a notification did.
@@ -460,37 +481,65 @@ impl Store {
         Ok(())
     }
 
-    /// A person's time zone and working hours, for routing decisions.
-    pub async fn user_schedule(
+    /// What routing needs of a person: time zone, working hours (with days
+    /// off) and quiet hours.
+    pub async fn recipient_settings(
         &self,
         tenant: &str,
         user: &str,
-    ) -> Result<
-        (
-            Option<String>,
-            Option<crate::presence::working_hours::Schedule>,
-        ),
-        StoreError,
-    > {
-        let settings: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT time_zone, working_hours FROM users WHERE tenant = ? AND user_id = ?",
+    ) -> Result<RecipientSettings, StoreError> {
+        type Row = (Option<String>, Option<String>, Option<String>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT time_zone, working_hours, days_off, quiet_hours FROM users
+             WHERE tenant = ? AND user_id = ?",
         )
         .bind(tenant)
         .bind(user)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((time_zone, hours)) = settings else {
-            return Ok((None, None));
+        let Some((time_zone, hours, days_off, quiet)) = row else {
+            return Ok(RecipientSettings::default());
         };
-        let schedule = hours
-            .map(|h| {
-                let hours: crate::presence::working_hours::WorkingHours = serde_json::from_str(&h)
-                    .map_err(|e| StoreError::Corrupt(format!("users.working_hours: {e}")))?;
-                crate::presence::working_hours::Schedule::parse(&hours)
-                    .map_err(|e| StoreError::Corrupt(format!("users.working_hours: {e}")))
+        let quiet = quiet
+            .map(|q| {
+                let spec: crate::notify::windows::WindowsSpec = serde_json::from_str(&q)
+                    .map_err(|e| StoreError::Corrupt(format!("users.quiet_hours: {e}")))?;
+                crate::notify::windows::Weekly::parse(&spec)
+                    .map_err(|e| StoreError::Corrupt(format!("users.quiet_hours: {e}")))
             })
             .transpose()?;
-        Ok((time_zone, schedule))
+        Ok(RecipientSettings {
+            time_zone,
+            hours: super::presence::schedule_of(hours.as_deref(), days_off.as_deref())?,
+            quiet,
+        })
+    }
+
+    /// When `user`'s acknowledged notifications of the last `since` were
+    /// delivered and acknowledged, newest first (a thousand at most).
+    pub async fn ack_history(
+        &self,
+        tenant: &str,
+        user: &str,
+        since: Instant,
+    ) -> Result<Vec<crate::notify::timing::Ack>, StoreError> {
+        let rows: Vec<(Instant, Instant)> = sqlx::query_as(
+            "SELECT delivered_at, acked_at FROM notifications
+             WHERE tenant = ? AND recipient = ? AND acked_at IS NOT NULL AND delivered_at >= ?
+             ORDER BY delivered_at DESC LIMIT 1000",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivered_at, acked_at)| crate::notify::timing::Ack {
+                delivered_at,
+                acked_at,
+            })
+            .collect())
     }
 
     /// The people with notifications waiting for them.

@@ -101,6 +101,17 @@ fn same_text(a: Option<&str>, b: Option<&str>) -> bool {
     a.unwrap_or("").trim() == b.unwrap_or("").trim()
 }
 
+/// A person's settings as written by `PUT /api/users/{user}`. The time zone
+/// and working hours are replaced; days off and quiet hours are left as they
+/// are when None (an empty list or map removes them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserSettings<'a> {
+    pub time_zone: Option<&'a str>,
+    pub working_hours: Option<&'a WorkingHours>,
+    pub days_off: Option<&'a [chrono::NaiveDate]>,
+    pub quiet_hours: Option<&'a crate::notify::windows::WindowsSpec>,
+}
+
 impl Store {
     /// Records a verified webhook's delivery id and its signals, and derives the
     /// affected people's presence, in one transaction; a delivery id seen before
@@ -315,21 +326,38 @@ impl Store {
         &self,
         tenant: &str,
         user: &str,
-        time_zone: Option<&str>,
-        working_hours: Option<&WorkingHours>,
+        settings: &UserSettings<'_>,
         rules: &EngineRules,
     ) -> Result<Effects, StoreError> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO users (tenant, user_id, time_zone, working_hours, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO users (tenant, user_id, time_zone, working_hours, days_off, quiet_hours, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (tenant, user_id) DO UPDATE SET time_zone = excluded.time_zone,
-               working_hours = excluded.working_hours, updated_at = excluded.updated_at",
+               working_hours = excluded.working_hours,
+               days_off = COALESCE(excluded.days_off, users.days_off),
+               quiet_hours = COALESCE(excluded.quiet_hours, users.quiet_hours),
+               updated_at = excluded.updated_at",
         )
         .bind(tenant)
         .bind(user)
-        .bind(time_zone)
-        .bind(working_hours.map(|h| serde_json::to_string(h).expect("hours serialize")))
+        .bind(settings.time_zone)
+        .bind(
+            settings
+                .working_hours
+                .map(|h| serde_json::to_string(h).expect("hours serialize")),
+        )
+        .bind(
+            settings
+                .days_off
+                .map(|d| serde_json::to_string(d).expect("dates serialize")),
+        )
+        .bind(
+            settings
+                .quiet_hours
+                .map(|q| serde_json::to_string(q).expect("windows serialize")),
+        )
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -696,17 +724,16 @@ async fn live_signals(
         .collect::<Result<Vec<_>, StoreError>>()?;
     // Working hours are not stored as a signal: they are derived from the
     // person's settings for the moment asked about.
-    let settings: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT time_zone, working_hours FROM users WHERE tenant = ? AND user_id = ?",
+    let settings: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT time_zone, working_hours, days_off FROM users WHERE tenant = ? AND user_id = ?",
     )
     .bind(tenant)
     .bind(user)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((time_zone, Some(hours))) = settings {
-        let hours: WorkingHours =
-            serde_json::from_str(&hours).map_err(|e| corrupt("users.working_hours", e))?;
-        let schedule = Schedule::parse(&hours).map_err(|e| corrupt("users.working_hours", e))?;
+    if let Some((time_zone, hours, days_off)) = settings
+        && let Some(schedule) = schedule_of(hours.as_deref(), days_off.as_deref())?
+    {
         signals.extend(working_hours::signal(
             user,
             &schedule,
@@ -715,6 +742,28 @@ async fn live_signals(
         ));
     }
     Ok(signals)
+}
+
+/// A person's working hours with their days off, from their stored columns.
+pub(crate) fn schedule_of(
+    hours: Option<&str>,
+    days_off: Option<&str>,
+) -> Result<Option<Schedule>, StoreError> {
+    let Some(hours) = hours else {
+        return Ok(None);
+    };
+    let hours: WorkingHours =
+        serde_json::from_str(hours).map_err(|e| corrupt("users.working_hours", e))?;
+    let schedule = Schedule::parse(&hours).map_err(|e| corrupt("users.working_hours", e))?;
+    let days_off: Vec<chrono::NaiveDate> = days_off
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| corrupt("users.days_off", e))?
+        .unwrap_or_default();
+    schedule
+        .with_days_off(&days_off)
+        .map(Some)
+        .map_err(|e| corrupt("users.days_off", e))
 }
 
 /// Derives `user`'s presence at `now`; when it differs from the stored one,

@@ -1,0 +1,10 @@
+-- A person's days off, as a JSON array of dates in their time zone
+-- (["2026-12-25"]): their working hours do not apply on those dates.
+ALTER TABLE users ADD COLUMN days_off TEXT;
+-- A person's quiet hours, per weekday or "daily", as JSON
+-- ({"daily": ["22:00", "07:00"]}): only emergencies reach them then.
+ALTER TABLE users ADD COLUMN quiet_hours TEXT;
+-- The delivery log the router's optimal timing reads: a person's acknowledged
+-- notifications, newest first.
+CREATE INDEX notifications_acked ON notifications (tenant, recipient, delivered_at)
+    WHERE acked_at IS NOT NULL;
