@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{Decision, Recipient, channels_now, decide};
@@ -30,7 +31,10 @@ use crate::store::notifications::{
 };
 use crate::store::{StoreError, now_ms};
 
-const BATCH: u32 = 32;
+const BATCH: u32 = 64;
+/// How many recipients' notifications are handled at once: channel calls
+/// overlap, store writes still go one at a time.
+const CONCURRENT_RECIPIENTS: usize = 8;
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// Retry rounds: full jitter over `BASE * 2^round`, capped.
 const RETRY_BASE_MS: i64 = 5_000;
@@ -62,16 +66,26 @@ pub async fn run(app: Arc<App>) {
         }
         match app.store.claim_notifications(now, lease_ms(&app), BATCH).await {
             Ok(due) if !due.is_empty() => {
+                // One recipient's notifications one after another (a digest
+                // takes its companions along), different recipients at once.
+                let mut groups: Vec<Vec<NotificationRecord>> = Vec::new();
                 for n in due {
-                    let key = (n.tenant.clone(), n.recipient.clone());
-                    match handle(&app, &n).await {
-                        Ok(true) => {
-                            waiting.insert(key);
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(notification = %n.id, error = %e, "notification bookkeeping failed; retried when its lease runs out");
-                        }
+                    match groups
+                        .iter_mut()
+                        .find(|g| g[0].tenant == n.tenant && g[0].recipient == n.recipient)
+                    {
+                        Some(g) => g.push(n),
+                        None => groups.push(vec![n]),
+                    }
+                }
+                let handled: Vec<((String, String), bool)> = futures::stream::iter(groups)
+                    .map(|group| handle_group(&app, group))
+                    .buffer_unordered(CONCURRENT_RECIPIENTS)
+                    .collect()
+                    .await;
+                for (key, waits) in handled {
+                    if waits {
+                        waiting.insert(key);
                     }
                 }
                 continue;
@@ -116,6 +130,22 @@ pub async fn run(app: Arc<App>) {
             },
         }
     }
+}
+
+/// Handles one recipient's claimed notifications in order; the recipient, and
+/// whether any of them waits again.
+async fn handle_group(app: &App, group: Vec<NotificationRecord>) -> ((String, String), bool) {
+    let key = (group[0].tenant.clone(), group[0].recipient.clone());
+    let mut waits = false;
+    for n in &group {
+        match handle(app, n).await {
+            Ok(w) => waits |= w,
+            Err(e) => {
+                tracing::error!(notification = %n.id, error = %e, "notification bookkeeping failed; retried when its lease runs out");
+            }
+        }
+    }
+    (key, waits)
 }
 
 /// When a delivered notification is looked at again: an emergency with
