@@ -632,3 +632,275 @@ async fn days_off_keep_a_vendor_away_all_day_and_general_notes_wait() {
         wait_state(&host, &general[0], "delivered").await;
     }
 }
+
+/// A host with the email, push and Slack channels against their emulators,
+/// the push and Slack connections seeded for the default tenant.
+struct Channels {
+    resend: support::email::ResendEmulator,
+    fcm: support::push::FcmEmulator,
+    slack: support::slack::SlackEmulator,
+    host: Host,
+}
+
+async fn with_channels(extra: &str) -> Channels {
+    use support::{email, push, slack};
+    let resend = email::ResendEmulator::start().await;
+    let fcm = push::FcmEmulator::start().await;
+    let slack = slack::SlackEmulator::start().await;
+    slack.add_user("UBOT", "xoxb-bot");
+    let host = Host::start(
+        PluginsDir::new()
+            .with_bundled("email")
+            .with_bundled("push")
+            .with_bundled("slack"),
+        &format!(
+            "{extra}\n[plugins.email]\nextra_allowed_hosts = [\"{r}\"]\n\
+             [plugins.email.config]\napi_base = \"{r}\"\nfrom = \"{sender}\"\n\
+             [plugins.push]\nextra_allowed_hosts = [\"{f}\"]\n\
+             [plugins.push.config]\napi_base = \"{f}\"\nproject_id = \"{p}\"\nnotification_connection = \"fcm\"\n\
+             [plugins.slack]\nextra_allowed_hosts = [\"{s}\"]\n\
+             [plugins.slack.config]\napi_base = \"{s}\"\nnotification_connection = \"slack-bot\"\n",
+            r = resend.base_url(),
+            f = fcm.base_url(),
+            s = slack.base_url(),
+            p = push::PROJECT_ID,
+            sender = email::SENDER,
+        ),
+        &[("email.api-key", email::API_KEY.as_bytes(), false)],
+    );
+    let admin = host.admin.clone();
+    for (name, plugin, user, token) in [
+        ("fcm", "push", "ops", push::ACCESS_TOKEN),
+        ("slack-bot", "slack", "UBOT", "xoxb-bot"),
+    ] {
+        let (status, body) = host
+            .api(
+                "PUT",
+                &format!("/api/tenants/default/connections/{name}"),
+                &admin,
+                Some(json!({"plugin": plugin, "user": user, "access_token": token})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    Channels {
+        resend,
+        fcm,
+        slack,
+        host,
+    }
+}
+
+async fn reach(host: &Host, user: &str, channels: serde_json::Value) {
+    let admin = host.admin.clone();
+    let (status, body) = host
+        .api(
+            "PUT",
+            &format!("/api/users/{user}"),
+            &admin,
+            Some(json!({"channels": channels})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn email_push_and_slack_deliver_and_each_providers_answer_decides_the_fallback() {
+    let Channels {
+        resend,
+        fcm,
+        slack,
+        host,
+    } = with_channels("").await;
+    fcm.register_device("tok-vendor");
+    slack.add_person("U0VENDOR");
+    reach(
+        &host,
+        "U0VENDOR",
+        json!([{"plugin": "email", "address": "bea@example.com"},
+               {"plugin": "push", "address": "tok-vendor"},
+               {"plugin": "slack", "address": "U0VENDOR"}]),
+    )
+    .await;
+    let today = chrono::Utc::now().date_naive().to_string();
+    let ids = submit(
+        &host,
+        json!({"recipients": ["U0VENDOR"], "urgency": "emergency",
+               "wedding": {"id": "smith", "date": today, "time_zone": "UTC", "venue": "Old Barn"},
+               "subject": "Fire alarm", "body": "Evacuate the barn.\nMeet at the gate."}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &ids[0], "delivered").await;
+    let attempts = n["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{n}");
+    let emails = resend.emails();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].to, ["bea@example.com"]);
+    assert_eq!(emails[0].subject, "[Urgent] Fire alarm");
+    assert!(
+        emails[0]
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(&ids[0])),
+        "{:?}",
+        emails[0].idempotency_key
+    );
+    assert_eq!(attempts[0]["provider_message_id"], emails[0].id.as_str());
+    let pushes = fcm.messages();
+    assert_eq!(pushes.len(), 1);
+    assert_eq!(pushes[0].token.as_deref(), Some("tok-vendor"));
+    assert_eq!(attempts[1]["provider_message_id"], pushes[0].name.as_str());
+    let posted = slack.posted_to("U0VENDOR");
+    assert_eq!(posted.len(), 1);
+    assert!(posted[0].text.contains("Evacuate the barn"), "{:?}", posted[0]);
+
+    // The app was uninstalled (push refuses for good) and Resend is rate
+    // limiting (429, retry in 2 s): the round fails, the retry waits at least
+    // as long as Resend asked, then email delivers. Push is tried again, as a
+    // later round may find its token registered anew.
+    fcm.unregister("tok-vendor");
+    reach(
+        &host,
+        "U0VENDOR",
+        json!([{"plugin": "push", "address": "tok-vendor"},
+               {"plugin": "email", "address": "bea@example.com"}]),
+    )
+    .await;
+    resend.rate_limit_next(1, 2);
+    let ids = submit(
+        &host,
+        json!({"recipients": ["U0VENDOR"], "urgency": "emergency", "body": "Caterer stuck in traffic"}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &ids[0], "delivered").await;
+    let outcomes: Vec<(String, String)> = n["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["plugin"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pair = |p: &str, o: &str| (p.to_string(), o.to_string());
+    assert_eq!(
+        outcomes,
+        [
+            pair("push", "failed"),
+            pair("email", "failed"),
+            pair("push", "failed"),
+            pair("email", "delivered")
+        ],
+        "{n}"
+    );
+    assert!(
+        n["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("UNREGISTERED"),
+        "{n}"
+    );
+    let retry = n["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["decision"] == "retry")
+        .unwrap()
+        .clone();
+    assert!(
+        retry["retry_at"].as_i64().unwrap() - retry["at"].as_i64().unwrap() >= 2_000,
+        "{retry}"
+    );
+    assert_eq!(resend.emails().len(), 2);
+
+    // Only channels that refuse for good: failed at once, not retried.
+    reach(
+        &host,
+        "U0VENDOR",
+        json!([{"plugin": "push", "address": "tok-vendor"},
+               {"plugin": "email", "address": "not an address"}]),
+    )
+    .await;
+    let ids = submit(
+        &host,
+        json!({"recipients": ["U0VENDOR"], "urgency": "timeline", "body": "Cake arrives at 4"}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &ids[0], "failed").await;
+    assert_eq!(n["attempts"].as_array().unwrap().len(), 2, "{n}");
+    assert!(
+        n["decisions"].as_array().unwrap().last().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused it for good"),
+        "{n}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_killed_between_claim_and_send_delivers_each_mail_exactly_once() {
+    let Channels {
+        resend, mut host, ..
+    } = with_channels("[notifications]\nclaim_lease_seconds = 2").await;
+    reach(
+        &host,
+        "planner",
+        json!([{"plugin": "email", "address": "planner@example.com"}]),
+    )
+    .await;
+    let sent_with = |text: &str| {
+        resend
+            .emails()
+            .into_iter()
+            .filter(|e| e.text.as_deref().is_some_and(|t| t.contains(text)))
+            .count()
+    };
+
+    // Killed while the send is in flight, before Resend accepted it: after
+    // the claim runs out the restarted host sends it, once.
+    resend.hold_next_before_accepting(1);
+    let first = submit(
+        &host,
+        json!({"recipients": ["planner"], "urgency": "emergency", "body": "Officiant is ill"}),
+        None,
+    )
+    .await;
+    resend.wait_until_held(1).await;
+    host.restart();
+    let n = wait_state(&host, &first[0], "delivered").await;
+    let attempts = n["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{n}");
+    assert!(attempts[0]["outcome"].is_null(), "cut short: {n}");
+    assert_eq!(attempts[1]["outcome"], "delivered");
+    assert_eq!(sent_with("Officiant is ill"), 1);
+
+    // Killed after Resend accepted it but before the host heard back: the
+    // retry carries the same Idempotency-Key and Resend answers with the
+    // first email instead of sending another.
+    resend.hold_next_after_accepting(1);
+    let second = submit(
+        &host,
+        json!({"recipients": ["planner"], "urgency": "emergency", "body": "Use the side entrance"}),
+        None,
+    )
+    .await;
+    resend.wait_until_held(1).await;
+    assert_eq!(sent_with("Use the side entrance"), 1);
+    host.restart();
+    let n = wait_state(&host, &second[0], "delivered").await;
+    assert_eq!(sent_with("Use the side entrance"), 1, "no second mail");
+    let email = resend
+        .emails()
+        .into_iter()
+        .find(|e| e.text.as_deref().is_some_and(|t| t.contains("side entrance")))
+        .unwrap();
+    let attempts = n["attempts"].as_array().unwrap();
+    assert_eq!(attempts.last().unwrap()["provider_message_id"], email.id.as_str());
+    let replays = resend.requests().into_iter().filter(|r| r.replayed).count();
+    assert_eq!(replays, 1, "the retry was answered from Resend's idempotency record");
+}

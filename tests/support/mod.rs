@@ -1,6 +1,8 @@
 //! Shared test support: the real host binary on a free loopback port, with the
 //! real built plugins, and small loopback servers.
 #![allow(dead_code)]
+pub mod email;
+pub mod push;
 pub mod slack;
 pub mod sse;
 

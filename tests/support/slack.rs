@@ -1,8 +1,10 @@
-//! A loopback emulator of Slack: the Web API methods that set a status, and the
-//! Events API sender that reports status changes back, as Slack's docs describe them.
+//! A loopback emulator of Slack: the Web API methods that set a status and post
+//! a message, and the Events API sender that reports status changes back, as
+//! Slack's docs describe them.
 //!
-//! Web API (`POST /api/users.profile.set`, `POST /api/users.setPresence`), per
-//! "Using the Slack Web API", the two method pages and the rate-limits page:
+//! Web API (`POST /api/users.profile.set`, `POST /api/users.setPresence`, `POST
+//! /api/chat.postMessage`), per "Using the Slack Web API", the method pages and
+//! the rate-limits page:
 //! - arguments as JSON (token only in `Authorization: Bearer`) or as a form
 //!   (token in the header or a `token` field), query-string arguments merged in;
 //!   JSON without a charset gets Slack's `missing_charset` warning, a form with one
@@ -14,7 +16,17 @@
 //!   short code), `must_clear_both_status_text_and_status_emoji` (an emoji without
 //!   text), `invalid_presence`, `invalid_profile`, `invalid_json`;
 //! - a per-method rate limit answering HTTP 429, `Retry-After: <seconds>` and
-//!   `{"ok": false, "error": "ratelimited"}`.
+//!   `{"ok": false, "error": "ratelimited"}`;
+//! - chat.postMessage (<https://docs.slack.dev/reference/methods/chat.postMessage>):
+//!   `channel` a channel id added with [`SlackEmulator::add_channel`] (the
+//!   token's user must be a member: else `not_in_channel`; archived:
+//!   `is_archived`) or a known user's id (their direct message, answered with
+//!   its `D...` id); anything else `channel_not_found`; no `text` `no_text`;
+//!   `text` over 40,000 characters is truncated ("Provide no more than 40,000
+//!   characters or risk truncation"); the answer `{"ok": true, "channel", "ts",
+//!   "message"}` as the method page's example; each message recorded
+//!   ([`SlackEmulator::posted`]). Any other code on request with
+//!   [`SlackEmulator::error_next`].
 //!
 //! Events API sender, per "The Events API" and the `user_change` event page: a
 //! status changed by users.profile.set (or by the person, [`SlackEmulator::person_sets_status`])
@@ -32,7 +44,7 @@
 //! follows), workspace emoji lists (any well-formed short code is accepted),
 //! admin tokens setting another person's profile (`user` is refused with `not_admin`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,6 +64,8 @@ pub const VERIFICATION_TOKEN: &str = "emulatorVerificationToken";
 pub const SIGNING_SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
 /// users.profile.set: "status_text allows up to 100 characters".
 pub const MAX_STATUS_TEXT_CHARS: usize = 100;
+/// chat.postMessage: "Provide no more than 40,000 characters or risk truncation".
+pub const MAX_MESSAGE_CHARS: usize = 40_000;
 /// Slack's retry schedule for events: at once, after 1 minute, after 5 minutes.
 pub const SLACK_RETRY_DELAYS: [Duration; 3] = [
     Duration::ZERO,
@@ -113,6 +127,30 @@ impl WebApiCall {
     }
 }
 
+/// A message chat.postMessage accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedMessage {
+    /// The `channel` argument as sent (a channel id, or a user id for a DM).
+    pub requested_channel: String,
+    /// The conversation it landed in (`C...`, or the DM's `D...`).
+    pub channel: String,
+    pub ts: String,
+    /// The text as Slack keeps it (truncated past [`MAX_MESSAGE_CHARS`]).
+    pub text: String,
+    /// True when the text was longer than Slack keeps.
+    pub truncated: bool,
+    /// The user the token belongs to (the author).
+    pub author: String,
+    pub token: String,
+}
+
+/// A channel of the workspace.
+#[derive(Debug, Clone, Default)]
+struct Conversation {
+    members: HashSet<String>,
+    archived: bool,
+}
+
 /// One attempt to deliver an event to the events URL.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -167,6 +205,12 @@ struct Workspace {
     limits: HashMap<String, RateLimit>,
     /// Method -> HTTP statuses to answer its next calls with (server trouble).
     injected: HashMap<String, VecDeque<u16>>,
+    /// Method -> error codes to answer its next calls with (`ok: false`).
+    injected_errors: HashMap<String, VecDeque<String>>,
+    channels: HashMap<String, Conversation>,
+    posted: Vec<PostedMessage>,
+    /// Microseconds of the last `ts` handed out (each is later than the one before).
+    last_ts_us: i64,
     calls: Vec<WebApiCall>,
     deliveries: Vec<Delivery>,
     events: Option<EventsTarget>,
@@ -202,6 +246,10 @@ impl SlackEmulator {
                 presences: HashMap::new(),
                 limits: HashMap::new(),
                 injected: HashMap::new(),
+                injected_errors: HashMap::new(),
+                channels: HashMap::new(),
+                posted: Vec::new(),
+                last_ts_us: 0,
                 calls: Vec::new(),
                 deliveries: Vec::new(),
                 events: None,
@@ -295,6 +343,58 @@ impl SlackEmulator {
             .entry(method.into())
             .or_default()
             .push_back(status);
+    }
+
+    /// Answers the next call of `method` (after authentication) with HTTP 200 and
+    /// `{"ok": false, "error": code}` (`msg_too_long`, `restricted_action`,
+    /// `fatal_error`, ...). Queues up when called again.
+    pub fn error_next(&self, method: &str, code: &str) {
+        self.state()
+            .injected_errors
+            .entry(method.into())
+            .or_default()
+            .push_back(code.into());
+    }
+
+    /// A person of the workspace without a token of their own (a DM's recipient).
+    pub fn add_person(&self, user: &str) {
+        let mut s = self.state();
+        s.statuses.entry(user.into()).or_default();
+        s.presences
+            .entry(user.into())
+            .or_insert_with(|| "auto".into());
+    }
+
+    /// A channel (`C...`) whose members are `members` (user ids; a bot is its bot user).
+    pub fn add_channel(&self, channel: &str, members: &[&str]) {
+        self.state().channels.insert(
+            channel.into(),
+            Conversation {
+                members: members.iter().map(|m| m.to_string()).collect(),
+                archived: false,
+            },
+        );
+    }
+
+    /// Archives a channel: posting to it answers `is_archived`.
+    pub fn archive_channel(&self, channel: &str) {
+        if let Some(c) = self.state().channels.get_mut(channel) {
+            c.archived = true;
+        }
+    }
+
+    /// The messages chat.postMessage accepted, oldest first.
+    pub fn posted(&self) -> Vec<PostedMessage> {
+        self.state().posted.clone()
+    }
+
+    /// The accepted messages whose `channel` argument was `channel` (a channel
+    /// id, or the user id a DM was sent to).
+    pub fn posted_to(&self, channel: &str) -> Vec<PostedMessage> {
+        self.posted()
+            .into_iter()
+            .filter(|m| m.requested_channel == channel || m.channel == channel)
+            .collect()
     }
 
     /// Sends events to `url`, signed with `signing_secret`.
@@ -642,12 +742,22 @@ fn answer_call(
             Some(user),
         );
     }
+    if let Some(code) = s
+        .injected_errors
+        .get_mut(method)
+        .and_then(VecDeque::pop_front)
+    {
+        return (Answer::error(&code), Some(user));
+    }
     if let Some(code) = args.malformed {
         return (Answer::error(code), Some(user));
     }
     let answer = match method {
         "users.profile.set" => profile_set(shared, s, &user, &args.fields, events),
         "users.setPresence" => set_presence(s, &user, &args.fields),
+        "chat.postMessage" => {
+            post_message(s, &user, args.token.as_deref().unwrap_or(""), &args.fields)
+        }
         _ => Answer::error("unknown_method"),
     };
     (answer, Some(user))
@@ -798,6 +908,68 @@ fn set_presence(s: &mut Workspace, user: &str, fields: &Map<String, Value>) -> A
         }
         _ => Answer::error("invalid_presence"),
     }
+}
+
+/// The direct-message conversation with `user`: `D` and the rest of their id.
+fn dm_channel(user: &str) -> String {
+    format!("D{}", user.trim_start_matches(['U', 'W']))
+}
+
+fn post_message(
+    s: &mut Workspace,
+    author: &str,
+    token: &str,
+    fields: &Map<String, Value>,
+) -> Answer {
+    let Some(requested) = fields.get("channel").and_then(Value::as_str) else {
+        return Answer::error("channel_not_found");
+    };
+    let channel = if let Some(c) = s.channels.get(requested) {
+        if c.archived {
+            return Answer::error("is_archived");
+        }
+        if !c.members.contains(author) {
+            return Answer::error("not_in_channel");
+        }
+        requested.to_string()
+    } else if s.statuses.contains_key(requested) {
+        dm_channel(requested)
+    } else {
+        return Answer::error("channel_not_found");
+    };
+    let full = fields.get("text").and_then(Value::as_str).unwrap_or("");
+    if full.trim().is_empty() {
+        return Answer::error("no_text");
+    }
+    let truncated = full.chars().count() > MAX_MESSAGE_CHARS;
+    let text: String = full.chars().take(MAX_MESSAGE_CHARS).collect();
+    let now_us = now_ms() * 1000;
+    s.last_ts_us = now_us.max(s.last_ts_us + 1);
+    let ts = format!(
+        "{}.{:06}",
+        s.last_ts_us / 1_000_000,
+        s.last_ts_us % 1_000_000
+    );
+    s.posted.push(PostedMessage {
+        requested_channel: requested.to_string(),
+        channel: channel.clone(),
+        ts: ts.clone(),
+        text: text.clone(),
+        truncated,
+        author: author.to_string(),
+        token: token.to_string(),
+    });
+    Answer::ok(json!({
+        "channel": channel,
+        "ts": ts,
+        "message": {
+            "type": "message",
+            "user": author,
+            "text": text,
+            "ts": ts,
+            "team": TEAM_ID,
+        },
+    }))
 }
 
 /// A profile as users.profile.set answers it and user events carry it.

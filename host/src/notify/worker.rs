@@ -460,6 +460,8 @@ async fn deliver(
     let message = message_of(n, digest);
     let mut delivered = Vec::new();
     let mut errors = Vec::new();
+    let mut all_permanent = true;
+    let mut retry_after_ms: Option<u64> = None;
     for channel in channels {
         match send(app, n, &message, channel).await? {
             Ok(()) => {
@@ -468,7 +470,11 @@ async fn deliver(
                     break;
                 }
             }
-            Err(e) => errors.push(format!("{} {}: {e}", channel.plugin, channel.address)),
+            Err(e) => {
+                all_permanent &= e.permanent;
+                retry_after_ms = retry_after_ms.max(e.retry_after_ms);
+                errors.push(format!("{} {}: {}", channel.plugin, channel.address, e.message));
+            }
         }
     }
     let now = now_ms();
@@ -499,15 +505,23 @@ async fn deliver(
         return Ok(true);
     }
     let max_rounds = i64::from(app.config.notifications.max_rounds.max(1));
-    if rounds >= max_rounds {
-        let why = format!("every channel failed {rounds} times: {}", errors.join("; "));
+    if rounds >= max_rounds || all_permanent {
+        let why = if all_permanent {
+            format!("every channel refused it for good: {}", errors.join("; "))
+        } else {
+            format!("every channel failed {rounds} times: {}", errors.join("; "))
+        };
         if next_contact(n).is_some() {
             escalate(app, n, token, "failed", &why).await?;
         } else {
             let mut entry = decision(
                 now,
                 "failed",
-                &format!("every channel failed {rounds} times"),
+                &if all_permanent {
+                    "every channel refused it for good".to_string()
+                } else {
+                    format!("every channel failed {rounds} times")
+                },
             );
             entry["errors"] = errors.into();
             app.store
@@ -526,6 +540,9 @@ async fn deliver(
     } else {
         delay
     };
+    // Never sooner than a provider asked (within the cap).
+    let asked = retry_after_ms.map_or(0, |ms| (ms as i64).min(RETRY_CAP_MS));
+    let delay = delay.max(asked);
     let mut entry = decision(now, "retry", "every channel failed; trying again");
     entry["errors"] = errors.into();
     entry["retry_at"] = (now + delay).into();
@@ -535,13 +552,51 @@ async fn deliver(
     Ok(false)
 }
 
+/// Why one channel did not deliver.
+struct ChannelFailure {
+    message: String,
+    /// Trying again will not help (the plugin refused the address, has no
+    /// credentials or configuration, or cannot send at all).
+    permanent: bool,
+    /// When the provider asked to be called again.
+    retry_after_ms: Option<u64>,
+}
+
+impl ChannelFailure {
+    fn permanent(message: String) -> Self {
+        Self {
+            message,
+            permanent: true,
+            retry_after_ms: None,
+        }
+    }
+
+    fn of(fault: PluginFault) -> Self {
+        match fault {
+            PluginFault::Upstream { retry_after_ms, .. } => Self {
+                message: fault.to_string(),
+                permanent: false,
+                retry_after_ms,
+            },
+            PluginFault::Unsupported(m) => {
+                Self::permanent(format!("the plugin does not send notifications: {m}"))
+            }
+            // The plugins' own verdict: this address, these credentials or this
+            // configuration will not work however often it is tried.
+            PluginFault::Unauthorized(_) | PluginFault::InvalidInput(_) | PluginFault::Internal(_) => {
+                Self::permanent(fault.to_string())
+            }
+        }
+    }
+}
+
 /// One attempt on one channel: recorded before and after the plugin's call.
 async fn send(
     app: &App,
     n: &NotificationRecord,
     message: &Notification,
     channel: &Channel,
-) -> Result<Result<(), String>, StoreError> {
+) -> Result<Result<(), ChannelFailure>, StoreError> {
     let attempt = app
         .store
         .start_attempt(&n.id, &channel.plugin, &channel.address)
@@ -551,7 +606,10 @@ async fn send(
         .get(&channel.plugin)
         .filter(|p| p.world() == World::Provider)
     {
-        None => Err(format!("no provider plugin {:?} is loaded", channel.plugin)),
+        None => Err(ChannelFailure::permanent(format!(
+            "no provider plugin {:?} is loaded",
+            channel.plugin
+        ))),
         Some(plugin) => {
             let message = Notification {
                 recipient: channel.address.clone(),
@@ -569,11 +627,13 @@ async fn send(
                 .await
             {
                 Ok(Ok(receipt)) => Ok(receipt.provider_message_id),
-                Ok(Err(PluginFault::Unsupported(m))) => {
-                    Err(format!("the plugin does not send notifications: {m}"))
-                }
-                Ok(Err(fault)) => Err(fault.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(Err(fault)) => Err(ChannelFailure::of(fault)),
+                // A trap, a timeout, the host's own failure: worth another try.
+                Err(e) => Err(ChannelFailure {
+                    message: e.to_string(),
+                    permanent: false,
+                    retry_after_ms: None,
+                }),
             }
         }
     };
@@ -587,9 +647,9 @@ async fn send(
         }
         Err(e) => {
             app.store
-                .finish_attempt(&n.id, attempt, "failed", None, Some(&e))
+                .finish_attempt(&n.id, attempt, "failed", None, Some(&e.message))
                 .await?;
-            tracing::warn!(notification = %n.id, plugin = %channel.plugin, error = %e, "notification channel failed");
+            tracing::warn!(notification = %n.id, plugin = %channel.plugin, error = %e.message, permanent = e.permanent, "notification channel failed");
             Ok(Err(e))
         }
     }

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! The host does all I/O: HTTP through [`provider::http`] (allow-listed per
-//! plugin), cryptography with named secrets through [`signature`], storage
-//! through `kv`, logging through [`log`]. A plugin never holds a secret value.
+//! plugin; [`upstream`] reads a provider's answers as plugin errors),
+//! cryptography with named secrets through [`signature`], storage through `kv`,
+//! logging through [`log`]. A plugin never holds a secret value.
 
 pub mod text;
 
@@ -53,7 +54,11 @@ pub use classifier::export_classifier;
 pub use provider::export_provider;
 
 #[cfg(feature = "provider")]
+pub mod notify;
+#[cfg(feature = "provider")]
 pub mod signature;
+#[cfg(feature = "provider")]
+pub mod upstream;
 #[cfg(feature = "provider")]
 pub mod webhook;
 
@@ -85,8 +90,9 @@ pub fn now_ms() -> i64 {
 }
 
 /// Implements the provider calls a plugin does not offer, each answering
-/// `unsupported`. Use it inside the `impl Guest` block, after the calls the
-/// plugin does implement:
+/// `unsupported` (`handle_webhook`, `push_status`, `sync_calendar`,
+/// `send_notification`). Use it inside the `impl Guest` block, after the calls
+/// the plugin does implement:
 ///
 /// ```ignore
 /// impl Guest for MyProvider {
@@ -105,6 +111,15 @@ macro_rules! unsupported {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __unsupported_call {
+    (handle_webhook) => {
+        fn handle_webhook(
+            _request: $crate::provider::WebhookRequest,
+        ) -> Result<$crate::provider::WebhookOutcome, $crate::provider::PluginError> {
+            Err($crate::provider::PluginError::Unsupported(
+                "this provider takes no webhooks".into(),
+            ))
+        }
+    };
     (push_status) => {
         fn push_status(
             _connection: String,

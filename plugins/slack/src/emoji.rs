@@ -1,5 +1,4 @@
-//! Emoji as Slack takes them: short codes for the status emoji, and status text
-//! cut without splitting an emoji.
+//! Emoji as Slack takes them: short codes for the status emoji.
 //!
 //! Slack's `status_emoji` is "a string referencing an emoji enabled for the
 //! Slack team, such as `:mountain_railway:`" (users.profile.set, "Updating a
@@ -113,67 +112,6 @@ fn is_presentation_only(c: char) -> bool {
     matches!(c, '\u{FE0E}' | '\u{FE0F}' | '\u{1F3FB}'..='\u{1F3FF}')
 }
 
-/// `text` cut to at most `max` characters (Unicode scalar values, as Slack counts its
-/// 100), ending in "…" when cut, and never inside an emoji: a cut that would part
-/// a ZWJ sequence (👩‍👩‍👧), a flag's two regional indicators, a skin tone or a
-/// variation selector from its emoji moves back to before the whole emoji.
-pub fn truncate_with_ellipsis(text: &str, max: usize) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() <= max {
-        return text.to_string();
-    }
-    if max == 0 {
-        return String::new();
-    }
-    // Room for the ellipsis, then back to a boundary between two emoji or letters.
-    let mut end = max - 1;
-    while end > 0 && !is_boundary(&chars, end) {
-        end -= 1;
-    }
-    let kept: String = chars[..end].iter().collect();
-    format!("{}…", kept.trim_end())
-}
-
-/// Whether a cut between `chars[at - 1]` and `chars[at]` keeps every emoji whole:
-/// the emoji rules of Unicode's grapheme clusters (UAX #29, GB9, GB11, GB12/13).
-fn is_boundary(chars: &[char], at: usize) -> bool {
-    let (before, after) = (chars[at - 1], chars[at]);
-    if is_extender(after) || before == ZWJ {
-        return false;
-    }
-    if is_regional_indicator(before) && is_regional_indicator(after) {
-        // Flags are pairs: a cut is allowed only after an even run of indicators.
-        let run = chars[..at]
-            .iter()
-            .rev()
-            .take_while(|&&c| is_regional_indicator(c))
-            .count();
-        return run % 2 == 0;
-    }
-    true
-}
-
-const ZWJ: char = '\u{200D}';
-
-/// Code points that belong to the character before them (GB9: Extend and ZWJ).
-fn is_extender(c: char) -> bool {
-    matches!(c,
-        '\u{200D}'                      // zero-width joiner
-        | '\u{0300}'..='\u{036F}'       // combining diacritical marks
-        | '\u{1AB0}'..='\u{1AFF}'
-        | '\u{1DC0}'..='\u{1DFF}'
-        | '\u{20D0}'..='\u{20FF}'       // combining marks for symbols, incl. the keycap U+20E3
-        | '\u{FE00}'..='\u{FE0F}'       // variation selectors
-        | '\u{FE20}'..='\u{FE2F}'
-        | '\u{1F3FB}'..='\u{1F3FF}'     // skin tones
-        | '\u{E0020}'..='\u{E007F}'     // tags (subdivision flags)
-        | '\u{E0100}'..='\u{E01EF}')
-}
-
-fn is_regional_indicator(c: char) -> bool {
-    ('\u{1F1E6}'..='\u{1F1FF}').contains(&c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,52 +139,12 @@ mod tests {
         assert_eq!(short_code("  "), None);
     }
 
-    // Slack: status_text "allows up to 100 characters" (users.profile.set).
-    #[test]
-    fn long_text_is_cut_to_the_limit_with_an_ellipsis() {
-        assert_eq!(truncate_with_ellipsis("short", 100), "short");
-        let exact = "x".repeat(100);
-        assert_eq!(truncate_with_ellipsis(&exact, 100), exact);
-        let cut = truncate_with_ellipsis(&"é".repeat(150), 100);
-        assert_eq!(cut.chars().count(), 100);
-        assert!(cut.ends_with("é…"));
-        assert_eq!(
-            truncate_with_ellipsis("Ceremony prep - Old Barn", 16),
-            "Ceremony prep -…"
-        );
-        assert_eq!(truncate_with_ellipsis("Vendor coordination", 8), "Vendor…");
-    }
-
-    #[test]
-    fn cuts_never_split_an_emoji() {
-        let family = "👩\u{200D}👩\u{200D}👧"; // five code points, one emoji
-        let text = format!("ab{family}cd");
-        // A cut at 3, 4, 5 or 6 characters would land inside the family.
-        for max in 4..=7 {
-            let cut = truncate_with_ellipsis(&text, max);
-            assert_eq!(cut, "ab…", "max {max}");
-        }
-        assert_eq!(truncate_with_ellipsis(&text, 8), format!("ab{family}…"));
-
-        let flags = "🇬🇧🇫🇷🇮🇹"; // three flags, six regional indicators
-        assert_eq!(truncate_with_ellipsis(flags, 5), "🇬🇧🇫🇷…");
-        assert_eq!(truncate_with_ellipsis(flags, 4), "🇬🇧…");
-
-        let thumbs = "👍🏽👍🏽"; // base plus skin tone, twice
-        assert_eq!(truncate_with_ellipsis(thumbs, 3), "👍🏽…");
-        assert_eq!(truncate_with_ellipsis(thumbs, 2), "…");
-
-        let keycap = "1\u{FE0F}\u{20E3}23";
-        assert_eq!(truncate_with_ellipsis(keycap, 3), "…");
-        assert_eq!(truncate_with_ellipsis(keycap, 4), "1\u{FE0F}\u{20E3}…");
-    }
-
     // The bundled wedding-keywords rules write their status text with an emoji first.
     #[test]
     fn a_wedding_status_keeps_its_leading_emoji() {
         let venue = "Old Barn ".repeat(20);
         let text = format!("📸 Ceremony prep - {venue}");
-        let cut = truncate_with_ellipsis(&text, 100);
+        let cut = presence_sdk::text::truncate_with_ellipsis(&text, 100);
         assert!(cut.starts_with("📸 Ceremony prep - Old Barn"));
         assert!(cut.chars().count() <= 100);
         assert!(cut.ends_with('…'));

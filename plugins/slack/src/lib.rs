@@ -17,15 +17,21 @@
 //! base is the `api_base` config key (default `https://slack.com`), so tests
 //! point it at an emulator. See [`status`] for what is sent and [`web_api`] for
 //! how Slack's answers become plugin errors.
+//!
+//! Notifications (`send-notification`): one chat.postMessage to the channel's
+//! address (a channel id, or a person's user id for a direct message), through
+//! the channel's connection or the configured `notification_connection`; see
+//! [`chat`].
 
+pub mod chat;
 pub mod emoji;
 pub mod status;
 pub mod web_api;
 
 use presence_sdk::provider::secrets::HmacAlgorithm;
 use presence_sdk::provider::{
-    Availability, Feature, Guest, PluginError, Presence, PresenceSignal, ProviderInfo,
-    SignalSource, WebhookOutcome, WebhookRequest, config,
+    Availability, DeliveryReceipt, Feature, Guest, Notification, PluginError, Presence,
+    PresenceSignal, ProviderInfo, SignalSource, WebhookOutcome, WebhookRequest, config,
 };
 use presence_sdk::signature::{self, SignatureError};
 use presence_sdk::webhook::{answer_only, header, ok, respond};
@@ -202,7 +208,8 @@ pub fn push(connection: &str, presence: &Presence) -> Result<(), PluginError> {
         status::FORM_CONTENT_TYPE,
         status::set_presence_body(presence.availability),
         connection,
-    )
+    )?;
+    Ok(())
 }
 
 struct Slack;
@@ -211,7 +218,11 @@ impl Guest for Slack {
     fn describe() -> ProviderInfo {
         ProviderInfo {
             display_name: "Slack".into(),
-            features: vec![Feature::Webhooks, Feature::PushStatus],
+            features: vec![
+                Feature::Webhooks,
+                Feature::PushStatus,
+                Feature::SendNotification,
+            ],
         }
     }
 
@@ -223,7 +234,14 @@ impl Guest for Slack {
         push(&connection, &presence)
     }
 
-    presence_sdk::unsupported!(sync_calendar, send_notification);
+    fn send_notification(
+        connection: String,
+        message: Notification,
+    ) -> Result<DeliveryReceipt, PluginError> {
+        chat::send(&connection, &message)
+    }
+
+    presence_sdk::unsupported!(sync_calendar);
 }
 
 presence_sdk::export_provider!(Slack);

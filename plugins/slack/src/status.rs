@@ -13,6 +13,7 @@
 //! - users.setPresence: `presence` is "either auto or away".
 
 use presence_sdk::provider::{Availability, Presence};
+use presence_sdk::text::truncate_with_ellipsis;
 use serde_json::json;
 
 use crate::emoji;
@@ -63,7 +64,7 @@ pub fn status_of(presence: &Presence) -> SlackStatus {
         return SlackStatus::cleared();
     }
     SlackStatus {
-        text: emoji::truncate_with_ellipsis(text, MAX_STATUS_TEXT_CHARS),
+        text: truncate_with_ellipsis(text, MAX_STATUS_TEXT_CHARS),
         emoji: presence
             .status_emoji
             .as_deref()

@@ -12,15 +12,24 @@
 //!   since only the person reconnecting Slack (re-consent) fixes it;
 //! - `ratelimited`, or HTTP 429 (docs/apis/web-api/rate-limits: "a Retry-After
 //!   HTTP header containing the number of seconds until you can retry"):
-//!   `upstream` with status 429 and `retry-after-ms`;
+//!   `upstream` with status 429 and `retry-after-ms`; chat.postMessage's page
+//!   spells the code `rate_limited` ("Application has posted too many
+//!   messages"), so both spellings are read as a rate limit;
 //! - HTTP 5xx and Slack's own trouble (`internal_error`, `fatal_error`,
 //!   `profile_set_failed`, ...): `upstream` with the status, worth a retry;
 //! - the request itself was refused (`too_long`, `invalid_emoji_not_allowed`,
-//!   `invalid_presence`, `invalid_profile`, ...): `invalid-input`, as the same
+//!   `invalid_presence`, `invalid_profile`, ...), or cannot reach where it goes
+//!   (chat.postMessage's `channel_not_found`, `not_in_channel`, `is_archived`,
+//!   `msg_too_long`, `restricted_action`, ...): `invalid-input`, as the same
 //!   request would be refused again.
+//!
+//! Sources: <https://docs.slack.dev/apis/web-api/>,
+//! <https://docs.slack.dev/apis/web-api/rate-limits>, and each method's page
+//! under <https://docs.slack.dev/reference/methods/>.
 
-use presence_sdk::provider::http::{self, HttpError, Request};
-use presence_sdk::provider::{PluginError, UpstreamFailure};
+use presence_sdk::provider::PluginError;
+use presence_sdk::provider::http::{self, Request};
+use presence_sdk::upstream::{Credential, request_failure, retry_after_ms, upstream};
 use serde_json::Value;
 
 /// Error codes meaning the connection's token cannot be used: the person must
@@ -55,6 +64,19 @@ const REFUSED_REQUEST: &[&str] = &[
     "missing_post_type",
     "invalid_json",
     "json_not_object",
+    // chat.postMessage (docs.slack.dev/reference/methods/chat.postMessage, "Errors").
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "msg_too_long",
+    "no_text",
+    "restricted_action",
+    "restricted_action_read_only_channel",
+    "restricted_action_thread_only_channel",
+    "restricted_action_non_threadable_channel",
+    "too_many_attachments",
+    "as_user_not_supported",
+    "ekm_access_denied",
 ];
 
 /// Error codes for Slack's own, passing trouble: worth a retry later.
@@ -69,14 +91,15 @@ const SLACK_TROUBLE: &[&str] = &[
     "org_login_required",
 ];
 
-/// Calls `{api_base}/api/{method}` for `connection` and reads the answer.
+/// Calls `{api_base}/api/{method}` for `connection`; the answer (`"ok": true`
+/// and whatever the method returns), or why not.
 pub fn call(
     api_base: &str,
     method: &str,
     content_type: &str,
     body: Vec<u8>,
     connection: &str,
-) -> Result<(), PluginError> {
+) -> Result<Value, PluginError> {
     let request = Request {
         method: "POST".into(),
         url: format!("{api_base}/api/{method}"),
@@ -85,17 +108,18 @@ pub fn call(
         connection: Some(connection.to_string()),
         bearer_secret: None,
     };
-    let response = http::send(&request).map_err(|e| host_refusal(method, e))?;
+    let response = http::send(&request)
+        .map_err(|e| request_failure(&format!("Slack {method}"), e, Credential::Connection))?;
     outcome(method, response.status, &response.headers, &response.body)
 }
 
-/// What Slack's answer to `method` means.
+/// What Slack's answer to `method` means: the answer itself when `"ok": true`.
 pub fn outcome(
     method: &str,
     status: u16,
     headers: &[(String, String)],
     body: &[u8],
-) -> Result<(), PluginError> {
+) -> Result<Value, PluginError> {
     let retry_after_ms = retry_after_ms(headers);
     if status == 429 {
         return Err(upstream(
@@ -116,12 +140,11 @@ pub fn outcome(
         .as_ref()
         .and_then(|a| a.get("ok"))
         .and_then(Value::as_bool);
-    match (status, ok) {
-        (200..=299, Some(true)) => Ok(()),
-        (_, Some(false)) => {
+    match (status, answer) {
+        (200..=299, Some(answer)) if ok == Some(true) => Ok(answer),
+        (_, Some(answer)) if ok == Some(false) => {
             let code = answer
-                .as_ref()
-                .and_then(|a| a.get("error"))
+                .get("error")
                 .and_then(Value::as_str)
                 .unwrap_or("unknown_error");
             Err(slack_error(method, code, retry_after_ms))
@@ -141,12 +164,8 @@ pub fn slack_error(method: &str, code: &str, retry_after_ms: Option<u64>) -> Plu
             "Slack {method}: {code}; the connection's token no longer works, so the person must connect Slack again"
         ));
     }
-    if code == "ratelimited" {
-        return upstream(
-            format!("Slack {method}: ratelimited"),
-            Some(429),
-            retry_after_ms,
-        );
+    if code == "ratelimited" || code == "rate_limited" {
+        return upstream(format!("Slack {method}: {code}"), Some(429), retry_after_ms);
     }
     if REFUSED_REQUEST.contains(&code) {
         return PluginError::InvalidInput(format!("Slack {method} refused the request: {code}"));
@@ -163,45 +182,6 @@ pub fn slack_error(method: &str, code: &str, retry_after_ms: Option<u64>) -> Plu
     )
 }
 
-/// `Retry-After` in milliseconds; Slack sends whole seconds.
-pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        .map(|s| s.saturating_mul(1000))
-}
-
-fn upstream(message: String, status: Option<u16>, retry_after_ms: Option<u64>) -> PluginError {
-    PluginError::Upstream(UpstreamFailure {
-        message,
-        status,
-        retry_after_ms,
-    })
-}
-
-/// Why the host did not deliver the request, as a plugin error.
-fn host_refusal(method: &str, error: HttpError) -> PluginError {
-    match error {
-        HttpError::NotAllowed(m) => PluginError::Internal(format!(
-            "Slack {method}: the host refused the URL ({m}); check the plugin's api_base and allowed hosts"
-        )),
-        HttpError::InvalidRequest(m) => {
-            PluginError::Internal(format!("Slack {method}: malformed request: {m}"))
-        }
-        HttpError::CredentialUnavailable(m) => PluginError::Unauthorized(format!(
-            "Slack {method}: no token for this connection ({m}); the person must connect Slack"
-        )),
-        HttpError::Timeout => upstream(format!("Slack {method}: no answer in time"), None, None),
-        HttpError::TooLarge => upstream(
-            format!("Slack {method}: answer larger than the plugin's cap"),
-            None,
-            None,
-        ),
-        HttpError::Transport(m) => upstream(format!("Slack {method}: {m}"), None, None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,10 +191,10 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        outcome("users.profile.set", status, &headers, body.as_bytes())
+        outcome("users.profile.set", status, &headers, body.as_bytes()).map(|_| ())
     }
 
-    fn failure(r: Result<(), PluginError>) -> UpstreamFailure {
+    fn failure(r: Result<(), PluginError>) -> presence_sdk::provider::UpstreamFailure {
         match r {
             Err(PluginError::Upstream(f)) => f,
             other => panic!("expected upstream, got {other:?}"),

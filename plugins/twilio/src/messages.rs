@@ -8,8 +8,9 @@
 //! address (`whatsapp:+15551234567`), which must be sent from the configured
 //! WhatsApp sender. The receipt carries the created Message's `sid`.
 
-use presence_sdk::provider::http::{self, HttpError};
-use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError, UpstreamFailure};
+use presence_sdk::provider::http;
+use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError};
+use presence_sdk::upstream::{Credential, request_failure, upstream, upstream_status};
 
 use crate::form;
 
@@ -139,22 +140,6 @@ struct TwilioError {
     more_info: Option<String>,
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-/// `Retry-After` in delta-seconds, as milliseconds.
-fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
-    header(headers, "retry-after")?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| s.saturating_mul(1000))
-}
-
 /// What the Messages API's answer means: the receipt, or why not.
 pub fn receipt_of(
     status: u16,
@@ -163,11 +148,11 @@ pub fn receipt_of(
 ) -> Result<DeliveryReceipt, PluginError> {
     if (200..300).contains(&status) {
         let created: CreatedMessage = serde_json::from_slice(body).map_err(|e| {
-            PluginError::Upstream(UpstreamFailure {
-                message: format!("Twilio answered {status} without a message sid: {e}"),
-                status: Some(status),
-                retry_after_ms: None,
-            })
+            upstream(
+                format!("Twilio answered {status} without a message sid: {e}"),
+                Some(status),
+                None,
+            )
         })?;
         return Ok(DeliveryReceipt {
             provider_message_id: Some(created.sid),
@@ -187,33 +172,7 @@ pub fn receipt_of(
             "{detail}; check the API key SID in the config and its secret (the manifest's basic_secrets)"
         )));
     }
-    Err(PluginError::Upstream(UpstreamFailure {
-        message: detail,
-        status: Some(status),
-        retry_after_ms: retry_after_ms(headers),
-    }))
-}
-
-/// The host could not make the request: Twilio unreachable (worth a retry) or
-/// the plugin's grants or configuration (the operator's to fix).
-fn request_failure(e: HttpError) -> PluginError {
-    let upstream = |message: String| {
-        PluginError::Upstream(UpstreamFailure {
-            message,
-            status: None,
-            retry_after_ms: None,
-        })
-    };
-    match e {
-        HttpError::Timeout => upstream("Twilio did not answer in time".into()),
-        HttpError::Transport(m) => upstream(format!("cannot reach Twilio: {m}")),
-        HttpError::TooLarge => upstream("Twilio's answer exceeded the response-size cap".into()),
-        HttpError::NotAllowed(m) => PluginError::Internal(format!("request not allowed: {m}")),
-        HttpError::InvalidRequest(m) => PluginError::Internal(format!("invalid request: {m}")),
-        HttpError::CredentialUnavailable(m) => {
-            PluginError::Internal(format!("Twilio credentials unavailable: {m}"))
-        }
-    }
+    Err(upstream_status(detail, status, headers))
 }
 
 /// Sends one notification as an SMS or WhatsApp message.
@@ -235,14 +194,14 @@ pub fn send(message: &Notification) -> Result<DeliveryReceipt, PluginError> {
         connection: None,
         bearer_secret: Some(config.api_secret.clone()),
     })
-    .map_err(request_failure)?;
+    .map_err(|e| request_failure("Twilio Messages API", e, Credential::Secret))?;
     receipt_of(response.status, &response.headers, &response.body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_sdk::provider::Urgency;
+    use presence_sdk::provider::{UpstreamFailure, Urgency};
 
     fn config(pairs: &[(&str, &str)]) -> Result<MessagesConfig, PluginError> {
         let map: std::collections::BTreeMap<String, String> = pairs
