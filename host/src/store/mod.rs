@@ -40,6 +40,8 @@ pub enum StoreError {
     },
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error("the store is shutting down")]
+    Closed,
 }
 
 /// A secret's name: what plugins and operators use in place of its value.
@@ -113,6 +115,9 @@ pub struct Store {
     /// queueing writers here, in order, replaces SQLite's busy-wait retries
     /// (sleeps of up to 100 ms) with a fair wait for the connection.
     writer: SqlitePool,
+    /// Webhook commits, grouped into shared transactions by
+    /// [`presence::group_commit`] on the writer.
+    webhooks: tokio::sync::mpsc::Sender<presence::WebhookJob>,
     key: std::sync::Arc<MasterKey>,
     secrets: std::sync::Arc<std::sync::Mutex<SecretCache>>,
 }
@@ -159,9 +164,12 @@ impl Store {
             .max_connections(1)
             .connect_with(options)
             .await?;
+        let (webhooks, jobs) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(presence::group_commit(writer.clone(), jobs));
         Ok(Self {
             pool,
             writer,
+            webhooks,
             key: std::sync::Arc::new(key),
             secrets: Default::default(),
         })

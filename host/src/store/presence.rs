@@ -112,6 +112,116 @@ pub struct UserSettings<'a> {
     pub quiet_hours: Option<&'a crate::notify::windows::WindowsSpec>,
 }
 
+/// One webhook's commit, queued for the group committer.
+pub(super) struct WebhookJob {
+    plugin: String,
+    tenant: String,
+    delivery_id: Option<String>,
+    signals: Vec<KeyedSignal>,
+    rules: EngineRules,
+    reply: tokio::sync::oneshot::Sender<Result<(WebhookCommit, Effects), StoreError>>,
+}
+
+/// The most webhooks committed in one transaction.
+const GROUP_COMMIT_MAX: usize = 64;
+
+/// Group commit: webhooks waiting while a transaction commits go into the
+/// next one together, so concurrent deliveries share one commit (one WAL
+/// append, one lock hand-over) instead of queueing for one each. A lone
+/// webhook is committed at once: nothing waits to fill a batch. Each caller
+/// is answered only after its transaction committed. If a batch fails, its
+/// webhooks are committed one by one, so one bad delivery fails alone.
+pub(super) async fn group_commit(
+    writer: sqlx::SqlitePool,
+    mut jobs: tokio::sync::mpsc::Receiver<WebhookJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if batch.len() > 1 {
+            match commit_batch(&writer, &batch).await {
+                Ok(results) => {
+                    for (job, result) in batch.into_iter().zip(results) {
+                        // A caller that stopped waiting still had its webhook committed.
+                        let _ = job.reply.send(Ok(result));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, webhooks = batch.len(), "a group commit failed; committing its webhooks one by one");
+                }
+            }
+        }
+        for job in batch {
+            let result = commit_batch(&writer, std::slice::from_ref(&job))
+                .await
+                .map(|mut r| r.remove(0));
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+async fn commit_batch(
+    writer: &sqlx::SqlitePool,
+    batch: &[WebhookJob],
+) -> Result<Vec<(WebhookCommit, Effects)>, StoreError> {
+    let now = now_ms();
+    let mut tx = writer.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        results.push(apply_webhook(&mut tx, job, now).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Records one webhook's delivery and signals and re-derives the presence of
+/// the people it names, inside the caller's transaction.
+async fn apply_webhook(
+    tx: &mut SqliteConnection,
+    job: &WebhookJob,
+    now: Instant,
+) -> Result<(WebhookCommit, Effects), StoreError> {
+    let (plugin, tenant, rules) = (job.plugin.as_str(), job.tenant.as_str(), &job.rules);
+    if let Some(id) = &job.delivery_id {
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(plugin)
+        .bind(tenant)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok((WebhookCommit::Duplicate, Effects::default()));
+        }
+    }
+    let mut users = BTreeSet::new();
+    for keyed in &job.signals {
+        if keyed.signal.source == SignalSource::ProviderStatus
+            && is_echo(tx, tenant, plugin, &keyed.signal).await?
+        {
+            tracing::debug!(user = %keyed.signal.user, "status event repeats our own push; ignored");
+            continue;
+        }
+        upsert_signal(tx, tenant, keyed, now, rules).await?;
+        users.insert(keyed.signal.user.clone());
+    }
+    let mut effects = Effects::default();
+    for user in users {
+        effects.absorb(recompute(tx, tenant, &user, now, rules).await?);
+    }
+    Ok((WebhookCommit::Recorded, effects))
+}
+
 impl Store {
     /// Records a verified webhook's delivery id and its signals, and derives the
     /// affected people's presence, in one transaction; a delivery id seen before
@@ -125,41 +235,20 @@ impl Store {
         signals: &[KeyedSignal],
         rules: &EngineRules,
     ) -> Result<(WebhookCommit, Effects), StoreError> {
-        let now = now_ms();
-        let mut tx = self.writer.begin().await?;
-        if let Some(id) = delivery_id {
-            let inserted = sqlx::query(
-                "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(plugin)
-            .bind(tenant)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Ok((WebhookCommit::Duplicate, Effects::default()));
-            }
-        }
-        let mut users = BTreeSet::new();
-        for keyed in signals {
-            if keyed.signal.source == SignalSource::ProviderStatus
-                && is_echo(&mut tx, tenant, plugin, &keyed.signal).await?
-            {
-                tracing::debug!(user = %keyed.signal.user, "status event repeats our own push; ignored");
-                continue;
-            }
-            upsert_signal(&mut tx, tenant, keyed, now, rules).await?;
-            users.insert(keyed.signal.user.clone());
-        }
-        let mut effects = Effects::default();
-        for user in users {
-            effects.absorb(recompute(&mut tx, tenant, &user, now, rules).await?);
-        }
-        tx.commit().await?;
-        Ok((WebhookCommit::Recorded, effects))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = WebhookJob {
+            plugin: plugin.to_string(),
+            tenant: tenant.to_string(),
+            delivery_id: delivery_id.map(str::to_string),
+            signals: signals.to_vec(),
+            rules: rules.clone(),
+            reply,
+        };
+        self.webhooks
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Sets (`Some`) or removes (`None`) a person's manual presence.
