@@ -571,7 +571,10 @@ async fn quiet_hours_and_send_windows_hold_notes_but_never_an_emergency() {
     let before = host.digest().await;
     for (bad, says) in [
         (json!({"quiet_hours": {"nightly": ["22:00", "07:00"]}}), "not a day"),
-        (json!({"quiet_hours": {"daily": ["22:00", "22:00"]}}), "starts and ends"),
+        (
+            json!({"channels": [{"plugin": "twilio", "address": PHONE, "windows": {}}]}),
+            "name no day",
+        ),
         (
             json!({"channels": [{"plugin": "twilio", "address": PHONE, "windows": {"mon": ["8am", "20:00"]}}]}),
             "HH:MM",
@@ -757,8 +760,9 @@ async fn email_push_and_slack_deliver_and_each_providers_answer_decides_the_fall
 
     // The app was uninstalled (push refuses for good) and Resend is rate
     // limiting (429, retry in 2 s): the round fails, the retry waits at least
-    // as long as Resend asked, then email delivers. Push is tried again, as a
-    // later round may find its token registered anew.
+    // as long as Resend asked (the delay itself is unit-tested in the worker),
+    // then email delivers. Push is tried again, as a later round may find its
+    // token registered anew.
     fcm.unregister("tok-vendor");
     reach(
         &host,
@@ -903,4 +907,35 @@ async fn a_host_killed_between_claim_and_send_delivers_each_mail_exactly_once() 
     assert_eq!(attempts.last().unwrap()["provider_message_id"], email.id.as_str());
     let replays = resend.requests().into_iter().filter(|r| r.replayed).count();
     assert_eq!(replays, 1, "the retry was answered from Resend's idempotency record");
+}
+
+#[tokio::test]
+async fn open_channels_refusing_for_good_leave_the_note_to_channels_that_open_later() {
+    let twilio = TwilioEmulator::start(test_account()).await;
+    let host = start(&twilio, "");
+    let opens = chrono::Utc::now() + chrono::Duration::hours(2);
+    // The always-open channel cannot take it (no phone number); SMS opens later.
+    reach(
+        &host,
+        "vendor",
+        json!([{"plugin": "twilio", "address": "not-a-number"},
+               {"plugin": "twilio", "address": PHONE,
+                "windows": {"daily": [hhmm(opens), hhmm(opens + chrono::Duration::hours(1))]}}]),
+    )
+    .await;
+    let ids = submit(
+        &host,
+        json!({"recipients": ["vendor"], "urgency": "coordination", "body": "Chairs for 120"}),
+        None,
+    )
+    .await;
+    let n = wait_state(&host, &ids[0], "deferred").await;
+    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["reason"].as_str().unwrap().contains("waits for the others to open"),
+        "{n}"
+    );
+    assert_eq!(last["until"].as_i64().unwrap(), minute_floor(opens), "{n}");
+    assert_eq!(n["attempts"].as_array().unwrap().len(), 1, "{n}");
+    assert!(twilio.messages().is_empty());
 }

@@ -260,6 +260,12 @@ pub async fn put_user(
                 ));
             }
             if let Some(windows) = &c.windows {
+                if windows.is_empty() {
+                    return Err(ApiError::BadRequest(format!(
+                        "channels: {} windows name no day: give at least one, or leave windows out for always",
+                        c.plugin
+                    )));
+                }
                 crate::notify::windows::Weekly::parse(windows).map_err(|e| {
                     ApiError::BadRequest(format!("channels: {} windows: {e}", c.plugin))
                 })?;

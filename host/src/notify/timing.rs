@@ -14,6 +14,10 @@
 //! other; it is never waited for). With too little history (fewer than
 //! [`MIN_SAMPLES`] acknowledgements) it goes at once: the earliest free moment.
 //!
+//! An hour counts only if the router would deliver then (`deliverable`: the
+//! recipient's business and quiet hours, the channels' send windows, with the
+//! presence known now), so it never waits for an hour it would refuse.
+//!
 //! This runs only after the presence rules said "deliver now", for classes
 //! whose policy sets `optimal_timing` (by default `general`): it can delay a
 //! notification within its window, never past it.
@@ -92,6 +96,7 @@ pub fn best_moment(
     time_zone: Option<&str>,
     now: Instant,
     deliver_by: Instant,
+    deliverable: impl Fn(Instant) -> bool,
 ) -> Option<Suggestion> {
     let usable: Vec<&Ack> = history
         .iter()
@@ -135,6 +140,7 @@ pub fn best_moment(
         }
         if let Some(s) = known(slot)
             && s < best.1
+            && deliverable(slot)
         {
             best = (slot, s);
         }
@@ -187,9 +193,9 @@ mod tests {
     #[test]
     fn without_history_it_goes_at_once() {
         let now = utc("2026-06-10T18:10:00Z");
-        assert_eq!(best_moment(&[], None, now, now + 20 * HOUR_MS), None);
+        assert_eq!(best_moment(&[], None, now, now + 20 * HOUR_MS, |_| true), None);
         let two = weekly("2026-06-11T09:05:00Z", 2, MIN);
-        assert_eq!(best_moment(&two, None, now, now + 20 * HOUR_MS), None);
+        assert_eq!(best_moment(&two, None, now, now + 20 * HOUR_MS, |_| true), None);
     }
 
     #[test]
@@ -198,14 +204,14 @@ mod tests {
         let mut history = weekly("2026-06-10T18:20:00Z", 4, 60 * MIN);
         history.extend(weekly("2026-06-11T09:15:00Z", 4, MIN));
         let now = utc("2026-06-10T18:10:00Z"); // Wednesday
-        let s = best_moment(&history, None, now, utc("2026-06-11T12:00:00Z")).unwrap();
+        let s = best_moment(&history, None, now, utc("2026-06-11T12:00:00Z"), |_| true).unwrap();
         assert_eq!(s.at, utc("2026-06-11T09:00:00Z"));
         assert!(s.reason.contains("Thu 09:00"), "{}", s.reason);
         assert!(s.reason.contains("median 1 min over 4 notes"), "{}", s.reason);
         // A window that ends before Thursday 09:00 holds no hour known to be
         // better (the hours between are unknown, never waited for): go now.
         assert_eq!(
-            best_moment(&history, None, now, utc("2026-06-11T08:59:00Z")),
+            best_moment(&history, None, now, utc("2026-06-11T08:59:00Z"), |_| true),
             None
         );
     }
@@ -217,9 +223,9 @@ mod tests {
         let now = utc("2026-06-10T18:10:00Z");
         let by = utc("2026-06-11T12:00:00Z");
         // 9 against 10 minutes: under 20% better, not worth the wait.
-        assert_eq!(best_moment(&history, None, now, by), None);
+        assert_eq!(best_moment(&history, None, now, by, |_| true), None);
         let fast_now = weekly("2026-06-10T18:20:00Z", 4, MIN);
-        assert_eq!(best_moment(&fast_now, None, now, by), None);
+        assert_eq!(best_moment(&fast_now, None, now, by, |_| true), None);
     }
 
     #[test]
@@ -231,12 +237,12 @@ mod tests {
         history.extend(weekly("2026-06-12T15:15:00Z", 3, 90 * MIN));
         let now = utc("2026-06-10T18:10:00Z");
         assert_eq!(
-            best_moment(&history, None, now, utc("2026-06-13T00:00:00Z")),
+            best_moment(&history, None, now, utc("2026-06-13T00:00:00Z"), |_| true),
             None
         );
         // With a slow usual (mostly 90 min), Thursday's 2 min is worth waiting for.
         history.extend(weekly("2026-06-12T16:15:00Z", 3, 90 * MIN));
-        let s = best_moment(&history, None, now, utc("2026-06-13T00:00:00Z")).unwrap();
+        let s = best_moment(&history, None, now, utc("2026-06-13T00:00:00Z"), |_| true).unwrap();
         assert_eq!(s.at, utc("2026-06-11T09:00:00Z"));
     }
 
@@ -249,11 +255,11 @@ mod tests {
         // In winter (WET, UTC+0) Thursday 09:00 Lisbon is 09:00Z, not 08:00Z.
         let now = utc("2026-11-25T19:10:00Z"); // Wednesday, 19:10 Lisbon
         let by = utc("2026-11-26T12:00:00Z");
-        let s = best_moment(&history, Some("Europe/Lisbon"), now, by).unwrap();
+        let s = best_moment(&history, Some("Europe/Lisbon"), now, by, |_| true).unwrap();
         assert_eq!(s.at, utc("2026-11-26T09:00:00Z"));
         // Read in UTC, the same history names other hours: Thursday 08:xx is
         // the fast one, and 18:xx the slow one.
-        let s = best_moment(&history, None, utc("2026-11-25T18:10:00Z"), by).unwrap();
+        let s = best_moment(&history, None, utc("2026-11-25T18:10:00Z"), by, |_| true).unwrap();
         assert_eq!(s.at, utc("2026-11-26T08:00:00Z"));
     }
 
@@ -267,9 +273,26 @@ mod tests {
             &history,
             Some("Asia/Kolkata"),
             now,
-            utc("2026-06-11T10:00:00Z"),
-        )
+            utc("2026-06-11T10:00:00Z"), |_| true)
         .unwrap();
         assert_eq!(s.at, utc("2026-06-11T03:30:00Z"), "Thursday 09:00 IST");
+    }
+
+    #[test]
+    fn an_hour_the_router_would_refuse_is_never_waited_for() {
+        let mut history = weekly("2026-06-10T18:20:00Z", 4, 60 * MIN);
+        history.extend(weekly("2026-06-10T21:15:00Z", 4, MIN)); // fast at 21:xx
+        history.extend(weekly("2026-06-11T09:15:00Z", 4, 5 * MIN)); // good at 09:xx
+        let now = utc("2026-06-10T18:10:00Z");
+        let by = utc("2026-06-11T12:00:00Z");
+        let s = best_moment(&history, None, now, by, |_| true).unwrap();
+        assert_eq!(s.at, utc("2026-06-10T21:00:00Z"));
+        // 21:00 is outside business hours (09:00-18:00): the next best it would take.
+        let business = |t: Instant| {
+            let hour = (t / HOUR_MS) % 24;
+            (9..18).contains(&hour)
+        };
+        let s = best_moment(&history, None, now, by, business).unwrap();
+        assert_eq!(s.at, utc("2026-06-11T09:00:00Z"));
     }
 }

@@ -5,7 +5,8 @@
 //! A window is written like working hours, `{"mon": ["22:00", "07:00"]}`, with
 //! `"daily"` for every day not listed by name. A window whose end is not after
 //! its start runs past midnight into the next day, so quiet hours from 22:00
-//! to 07:00 are one window per evening. Times are wall-clock: across a DST
+//! to 07:00 are one window per evening, and one that ends when it starts
+//! (`["00:00", "00:00"]`) lasts the whole 24 hours. Times are wall-clock: across a DST
 //! change the window keeps its local hours, and a time the change skips is
 //! read as the first moment after it.
 
@@ -27,8 +28,8 @@ const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 pub struct Weekly([Option<(NaiveTime, NaiveTime)>; 7]);
 
 impl Weekly {
-    /// Checks and parses `spec`: known day names, `HH:MM` times, start and
-    /// end different (an end at or before the start runs past midnight).
+    /// Checks and parses `spec`: known day names and `HH:MM` times (an end at
+    /// or before the start runs past midnight).
     pub fn parse(spec: &WindowsSpec) -> Result<Self, String> {
         let mut days = [None; 7];
         let mut daily = None;
@@ -38,9 +39,6 @@ impl Weekly {
                     .map_err(|_| format!("{name}: {t:?} is not a time as HH:MM"))
             };
             let window = (time(start)?, time(end)?);
-            if window.0 == window.1 {
-                return Err(format!("{name}: the window starts and ends at {start}"));
-            }
             if name == "daily" {
                 daily = Some(window);
             } else {
@@ -190,6 +188,16 @@ mod tests {
         };
         assert!(bad("someday", "08:00", "09:00").contains("not a day"));
         assert!(bad("mon", "8", "09:00").contains("HH:MM"));
-        assert!(bad("mon", "09:00", "09:00").contains("starts and ends"));
+    }
+
+    #[test]
+    fn a_window_that_ends_when_it_starts_lasts_all_day() {
+        let always = weekly(&[("daily", "00:00", "00:00")]);
+        // Wednesday 2026-06-10 23:59:30 UTC: inside, until Thursday midnight.
+        assert_eq!(
+            always.open_until(None, utc("2026-06-10T23:59:30Z")),
+            Some(utc("2026-06-11T00:00:00Z"))
+        );
+        assert!(always.open_until(None, utc("2026-06-11T00:00:00Z")).is_some());
     }
 }

@@ -15,12 +15,12 @@
 //! emergency with an escalation path stays due until acknowledged; when its
 //! time runs out it goes to the path's next contact, the chain recorded.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
 
 use super::{Decision, Recipient, channels_now, decide};
 use crate::App;
@@ -32,11 +32,14 @@ use crate::store::notifications::{
 use crate::store::{StoreError, now_ms};
 
 const BATCH: u32 = 64;
-/// How many recipients' notifications are handled at once: channel calls
-/// overlap, store writes still go one at a time.
+/// How many recipients' notifications are handled at once, each by its own
+/// task: channel calls overlap, store writes still go one at a time.
 const CONCURRENT_RECIPIENTS: usize = 8;
 const MAX_IDLE: Duration = Duration::from_secs(60);
-/// Retry rounds: full jitter over `BASE * 2^round`, capped.
+/// How soon to look again when every free worker slot is taken, or all that
+/// was due belongs to recipients already being handled.
+const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
+/// Retry rounds: jittered over the upper nine tenths of `BASE * 2^round`, capped.
 const RETRY_BASE_MS: i64 = 5_000;
 const RETRY_CAP_MS: i64 = 15 * 60_000;
 
@@ -49,8 +52,17 @@ pub async fn run(app: Arc<App>) {
     let mut changes = app.engine.subscribe();
     // People with notifications waiting: presence changes of others are ignored.
     let mut waiting: HashSet<(String, String)> = HashSet::new();
+    // Recipients whose notifications are being handled, one task each: a
+    // recipient's notifications go one after another (a digest takes its
+    // companions along), different recipients' at once. A slow channel holds
+    // up its own recipient only; claiming goes on while tasks run.
+    let mut tasks: JoinSet<((String, String), bool)> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
     let mut sweep = true;
     loop {
+        while let Some(done) = tasks.try_join_next_with_id() {
+            finished(done, &mut running, &mut waiting);
+        }
         let now = now_ms();
         let mut run: Result<(), String> = Ok(());
         if sweep {
@@ -64,48 +76,73 @@ pub async fn run(app: Arc<App>) {
                 run = Err(e.to_string());
             }
         }
-        match app.store.claim_notifications(now, lease_ms(&app), BATCH).await {
-            Ok(due) if !due.is_empty() => {
-                // One recipient's notifications one after another (a digest
-                // takes its companions along), different recipients at once.
-                let mut groups: Vec<Vec<NotificationRecord>> = Vec::new();
-                for n in due {
-                    match groups
-                        .iter_mut()
-                        .find(|g| g[0].tenant == n.tenant && g[0].recipient == n.recipient)
-                    {
-                        Some(g) => g.push(n),
-                        None => groups.push(vec![n]),
+        // Only what was claimed for recipients already being handled: wait
+        // for one of them to finish rather than claim the same again.
+        let mut only_blocked = false;
+        if running.len() < CONCURRENT_RECIPIENTS {
+            match app.store.claim_notifications(now, lease_ms(&app), BATCH).await {
+                Ok(due) if !due.is_empty() => {
+                    let mut groups: Vec<Vec<NotificationRecord>> = Vec::new();
+                    for n in due {
+                        match groups
+                            .iter_mut()
+                            .find(|g| g[0].tenant == n.tenant && g[0].recipient == n.recipient)
+                        {
+                            Some(g) => g.push(n),
+                            None => groups.push(vec![n]),
+                        }
                     }
-                }
-                let handled: Vec<((String, String), bool)> = futures::stream::iter(groups)
-                    .map(|group| handle_group(&app, group))
-                    .buffer_unordered(CONCURRENT_RECIPIENTS)
-                    .collect()
-                    .await;
-                for (key, waits) in handled {
-                    if waits {
-                        waiting.insert(key);
+                    let mut started = false;
+                    let mut blocked = Vec::new();
+                    for group in groups {
+                        let key = (group[0].tenant.clone(), group[0].recipient.clone());
+                        if running.len() >= CONCURRENT_RECIPIENTS
+                            || running.values().any(|k| *k == key)
+                        {
+                            blocked.extend(group);
+                            continue;
+                        }
+                        let handle = tasks.spawn(handle_group(app.clone(), group));
+                        running.insert(handle.id(), key);
+                        started = true;
                     }
+                    if let Some(token) = blocked.first().and_then(|n| n.claim_token.clone()) {
+                        let ids: Vec<String> = blocked.iter().map(|n| n.id.clone()).collect();
+                        if let Err(e) = app.store.release_notifications(&ids, &token).await {
+                            tracing::error!(error = %e, "releasing notifications failed; they wait for their lease");
+                        }
+                    }
+                    if started {
+                        continue;
+                    }
+                    only_blocked = true;
                 }
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "claiming notifications failed");
-                run = Err(e.to_string());
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming notifications failed");
+                    run = Err(e.to_string());
+                }
             }
         }
-        let next = app.store.next_notification_due().await.ok().flatten();
-        let sleep = next.map_or(MAX_IDLE, |due| {
-            Duration::from_millis((due - now_ms()).clamp(5, MAX_IDLE.as_millis() as i64) as u64)
-        });
+        let sleep = if only_blocked || running.len() >= CONCURRENT_RECIPIENTS {
+            BLOCKED_RECHECK
+        } else {
+            let next = app.store.next_notification_due().await.ok().flatten();
+            next.map_or(MAX_IDLE, |due| {
+                Duration::from_millis(
+                    (due - now_ms()).clamp(5, MAX_IDLE.as_millis() as i64) as u64,
+                )
+            })
+        };
         app.health.job_ran(
             "notifications",
             run,
             Some(now_ms() + sleep.as_millis() as i64),
         );
         tokio::select! {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                finished(done, &mut running, &mut waiting);
+            }
             _ = tokio::time::sleep(sleep) => {}
             _ = app.engine.notifications_wake.notified() => {}
             change = changes.recv() => match change {
@@ -132,13 +169,39 @@ pub async fn run(app: Arc<App>) {
     }
 }
 
+type Finished = Result<(tokio::task::Id, ((String, String), bool)), tokio::task::JoinError>;
+
+/// A recipient's task ended: they may be handled again, and watched for
+/// presence changes if something of theirs waits.
+fn finished(
+    done: Finished,
+    running: &mut HashMap<tokio::task::Id, (String, String)>,
+    waiting: &mut HashSet<(String, String)>,
+) {
+    match done {
+        Ok((id, (key, waits))) => {
+            running.remove(&id);
+            if waits {
+                waiting.insert(key);
+            }
+        }
+        Err(e) => {
+            // Its claims run out and the notifications are handled again.
+            tracing::error!(error = %e, "a notification task failed");
+            if let Some(key) = running.remove(&e.id()) {
+                waiting.insert(key);
+            }
+        }
+    }
+}
+
 /// Handles one recipient's claimed notifications in order; the recipient, and
 /// whether any of them waits again.
-async fn handle_group(app: &App, group: Vec<NotificationRecord>) -> ((String, String), bool) {
+async fn handle_group(app: Arc<App>, group: Vec<NotificationRecord>) -> ((String, String), bool) {
     let key = (group[0].tenant.clone(), group[0].recipient.clone());
     let mut waits = false;
     for n in &group {
-        match handle(app, n).await {
+        match handle(&app, n).await {
             Ok(w) => waits |= w,
             Err(e) => {
                 tracing::error!(notification = %n.id, error = %e, "notification bookkeeping failed; retried when its lease runs out");
@@ -234,11 +297,13 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
         now,
     );
     let channels = app.store.user_channels(&n.tenant, &n.recipient).await?;
-    let (verdict, channels) = match presence_says {
+    // The channels to use now, and when closed ones open (if the open ones
+    // refuse it for good, it waits for those rather than failing).
+    let (verdict, channels, closed_open_at) = match presence_says {
         Decision::Deliver {
             all_channels: true,
             ..
-        } => (presence_says, channels),
+        } => (presence_says, channels, None),
         Decision::Deliver { .. } => {
             let urgent = n.urgency == super::Class::Emergency || now >= deliver_by;
             match channels_now(&channels, recipient.time_zone, now, urgent) {
@@ -248,20 +313,45 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
                         reason: "none of the recipient's channels is inside its send window; waits for the first to open, at the latest until then".into(),
                     },
                     channels,
+                    None,
                 ),
-                Ok(open) => match best_moment(app, n, recipient.time_zone, urgent, now).await? {
-                    Some(later) => (
-                        Decision::Defer {
-                            until: later.at,
-                            reason: later.reason,
-                        },
-                        channels,
-                    ),
-                    None => (presence_says, open),
-                },
+                Ok(open) => {
+                    // Would the router deliver at `t` (the presence known now)?
+                    let deliverable = |t: i64| {
+                        matches!(
+                            decide(&app.config.notifications, n.urgency, n.wedding.as_ref(), &recipient, deliver_by, t),
+                            Decision::Deliver { .. }
+                        ) && channels_now(&channels, recipient.time_zone, t, false).is_ok()
+                    };
+                    match best_moment(app, n, recipient.time_zone, urgent, now, deliverable).await? {
+                        Some(later) => (
+                            Decision::Defer {
+                                until: later.at,
+                                reason: later.reason,
+                            },
+                            channels,
+                            None,
+                        ),
+                        None => {
+                            let closed_open_at = (!urgent)
+                                .then(|| {
+                                    channels
+                                        .iter()
+                                        .filter(|c| !open.contains(c))
+                                        .filter_map(|c| {
+                                            c.send_windows()?.next_open(recipient.time_zone, now)
+                                        })
+                                        .min()
+                                })
+                                .flatten()
+                                .map(|t| t.min(deliver_by));
+                            (presence_says, open, closed_open_at)
+                        }
+                    }
+                }
             }
         }
-        Decision::Defer { .. } => (presence_says, channels),
+        Decision::Defer { .. } => (presence_says, channels, None),
     };
     match verdict {
         Decision::Defer { until, reason } => {
@@ -292,7 +382,17 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
             } else {
                 Vec::new()
             };
-            let delivered = deliver(app, n, token, &digest, &channels, all_channels, &reason).await;
+            let delivered = deliver(
+                app,
+                n,
+                token,
+                &digest,
+                &channels,
+                all_channels,
+                closed_open_at,
+                &reason,
+            )
+            .await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
                 let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
                 app.store.release_notifications(&ids, token).await?;
@@ -310,6 +410,7 @@ async fn best_moment(
     time_zone: Option<&str>,
     urgent: bool,
     now: i64,
+    deliverable: impl Fn(i64) -> bool,
 ) -> Result<Option<super::timing::Suggestion>, StoreError> {
     let Some(deliver_by) = n.deliver_by else {
         return Ok(None);
@@ -320,7 +421,11 @@ async fn best_moment(
     let since = now - super::timing::HISTORY_DAYS * 24 * 3_600_000;
     let history = app.store.ack_history(&n.tenant, &n.recipient, since).await?;
     Ok(super::timing::best_moment(
-        &history, time_zone, now, deliver_by,
+        &history,
+        time_zone,
+        now,
+        deliver_by,
+        deliverable,
     ))
 }
 
@@ -439,6 +544,7 @@ async fn deliver(
     digest: &[NotificationRecord],
     channels: &[Channel],
     all_channels: bool,
+    closed_open_at: Option<i64>,
     reason: &str,
 ) -> Result<bool, StoreError> {
     let rounds = n.rounds + 1;
@@ -472,7 +578,11 @@ async fn deliver(
             }
             Err(e) => {
                 all_permanent &= e.permanent;
-                retry_after_ms = retry_after_ms.max(e.retry_after_ms);
+                // The soonest any channel said it could take it again.
+                retry_after_ms = match (retry_after_ms, e.retry_after_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 errors.push(format!("{} {}: {}", channel.plugin, channel.address, e.message));
             }
         }
@@ -504,6 +614,20 @@ async fn deliver(
             .await?;
         return Ok(true);
     }
+    // The channels open now refused it for good, but others open later.
+    if all_permanent && let Some(until) = closed_open_at {
+        let mut entry = decision(
+            now,
+            "deferred",
+            "the channels inside their send window refused it for good; waits for the others to open",
+        );
+        entry["errors"] = errors.into();
+        entry["until"] = until.into();
+        app.store
+            .notification_decided(&n.id, token, "deferred", Some(until), rounds, Some(entry))
+            .await?;
+        return Ok(false);
+    }
     let max_rounds = i64::from(app.config.notifications.max_rounds.max(1));
     if rounds >= max_rounds || all_permanent {
         let why = if all_permanent {
@@ -530,19 +654,12 @@ async fn deliver(
         }
         return Ok(false);
     }
-    let ceiling = RETRY_BASE_MS
-        .saturating_mul(1i64 << rounds.clamp(0, 20))
-        .min(RETRY_CAP_MS);
-    let delay = rand::Rng::random_range(&mut rand::rng(), ceiling / 10..=ceiling);
-    // An emergency does not wait for a long backoff: its retry comes soon.
-    let delay = if n.urgency == super::Class::Emergency {
-        delay.min(RETRY_BASE_MS)
-    } else {
-        delay
-    };
-    // Never sooner than a provider asked (within the cap).
-    let asked = retry_after_ms.map_or(0, |ms| (ms as i64).min(RETRY_CAP_MS));
-    let delay = delay.max(asked);
+    let delay = retry_delay(
+        rounds,
+        n.urgency == super::Class::Emergency,
+        retry_after_ms,
+        rand::random::<f64>(),
+    );
     let mut entry = decision(now, "retry", "every channel failed; trying again");
     entry["errors"] = errors.into();
     entry["retry_at"] = (now + delay).into();
@@ -581,12 +698,37 @@ impl ChannelFailure {
             PluginFault::Unsupported(m) => {
                 Self::permanent(format!("the plugin does not send notifications: {m}"))
             }
-            // The plugins' own verdict: this address, these credentials or this
-            // configuration will not work however often it is tried.
-            PluginFault::Unauthorized(_) | PluginFault::InvalidInput(_) | PluginFault::Internal(_) => {
-                Self::permanent(fault.to_string())
-            }
+            // The plugin's verdict on this message or address: no retry helps.
+            PluginFault::InvalidInput(_) => Self::permanent(fault.to_string()),
+            // Credentials and configuration can come back (a token endpoint
+            // that was down, a refresh another host held, an operator fixing
+            // the config): tried again, up to the round limit.
+            PluginFault::Unauthorized(_) | PluginFault::Internal(_) => Self {
+                message: fault.to_string(),
+                permanent: false,
+                retry_after_ms: None,
+            },
         }
+    }
+}
+
+/// The wait before the next round once every channel failed `rounds` times:
+/// a random point (`jitter`, 0 to 1) in the upper nine tenths of
+/// `RETRY_BASE_MS * 2^rounds`, capped at `RETRY_CAP_MS`, and never sooner
+/// than a provider's `Retry-After`. An emergency waits `RETRY_BASE_MS` at
+/// most whatever a provider asked: it has other channels and an escalation
+/// path to get on with.
+fn retry_delay(rounds: i64, emergency: bool, retry_after_ms: Option<u64>, jitter: f64) -> i64 {
+    let ceiling = RETRY_BASE_MS
+        .saturating_mul(1i64 << rounds.clamp(0, 20))
+        .min(RETRY_CAP_MS);
+    let backoff = ceiling / 10 + ((ceiling - ceiling / 10) as f64 * jitter.clamp(0.0, 1.0)) as i64;
+    let asked = retry_after_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX).min(RETRY_CAP_MS));
+    let delay = backoff.max(asked);
+    if emergency {
+        delay.min(RETRY_BASE_MS)
+    } else {
+        delay
     }
 }
 
@@ -606,10 +748,12 @@ async fn send(
         .get(&channel.plugin)
         .filter(|p| p.world() == World::Provider)
     {
-        None => Err(ChannelFailure::permanent(format!(
-            "no provider plugin {:?} is loaded",
-            channel.plugin
-        ))),
+        // Perhaps being replaced (a plugin folder change): tried again later.
+        None => Err(ChannelFailure {
+            message: format!("no provider plugin {:?} is loaded", channel.plugin),
+            permanent: false,
+            retry_after_ms: None,
+        }),
         Some(plugin) => {
             let message = Notification {
                 recipient: channel.address.clone(),
@@ -652,5 +796,43 @@ async fn send(
             tracing::warn!(notification = %n.id, plugin = %channel.plugin, error = %e.message, permanent = e.permanent, "notification channel failed");
             Ok(Err(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_and_honour_retry_after_within_the_caps() {
+        // Jitter spans the upper nine tenths of BASE * 2^rounds.
+        assert_eq!(retry_delay(1, false, None, 0.0), 1_000);
+        assert_eq!(retry_delay(1, false, None, 1.0), 10_000);
+        assert_eq!(retry_delay(3, false, None, 1.0), 40_000);
+        assert_eq!(retry_delay(30, false, None, 1.0), RETRY_CAP_MS);
+        // A provider's Retry-After is the earliest retry, up to the cap.
+        assert_eq!(retry_delay(1, false, Some(30_000), 0.5), 30_000);
+        assert_eq!(retry_delay(1, false, Some(u64::MAX), 0.0), RETRY_CAP_MS);
+        assert_eq!(retry_delay(1, false, Some(500), 0.0), 1_000);
+        // An emergency waits the base at most, whatever was asked.
+        assert_eq!(retry_delay(4, true, None, 1.0), RETRY_BASE_MS);
+        assert_eq!(retry_delay(1, true, Some(900_000), 0.0), RETRY_BASE_MS);
+        assert_eq!(retry_delay(1, true, Some(2_000), 0.0), 2_000);
+    }
+
+    #[test]
+    fn only_a_verdict_on_the_message_is_final() {
+        let permanent = |f: PluginFault| ChannelFailure::of(f).permanent;
+        assert!(permanent(PluginFault::InvalidInput("not E.164".into())));
+        assert!(permanent(PluginFault::Unsupported("no".into())));
+        assert!(!permanent(PluginFault::Unauthorized("token refresh failed".into())));
+        assert!(!permanent(PluginFault::Internal("config from is not set".into())));
+        let throttled = ChannelFailure::of(PluginFault::Upstream {
+            message: "429".into(),
+            status: Some(429),
+            retry_after_ms: Some(2_000),
+        });
+        assert!(!throttled.permanent);
+        assert_eq!(throttled.retry_after_ms, Some(2_000));
     }
 }

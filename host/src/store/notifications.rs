@@ -272,7 +272,7 @@ impl Store {
                SELECT id FROM notifications
                WHERE due_at <= ? AND state IN ('due', 'deferred', 'delivered')
                  AND (claimed_until IS NULL OR claimed_until < ?)
-               ORDER BY due_at LIMIT ?)
+               ORDER BY urgency = 'emergency' DESC, due_at LIMIT ?)
              RETURNING *",
         )
         .bind(now + lease_ms)
@@ -289,7 +289,8 @@ impl Store {
         for n in &mut claimed {
             n.attempts = self.attempts(&n.id).await?;
         }
-        claimed.sort_by_key(|n| n.due_at);
+        // Emergencies first, as claimed: they get the free worker slots.
+        claimed.sort_by_key(|n| (n.urgency != Class::Emergency, n.due_at));
         Ok(claimed)
     }
 
@@ -607,6 +608,8 @@ impl Store {
                SELECT id FROM notifications
                WHERE tenant = ? AND recipient = ? AND urgency = 'general' AND id != ?
                  AND state IN ('deferred', 'due')
+                 -- Not one that waits out its own retry delay.
+                 AND NOT (state = 'due' AND due_at > ?)
                  AND (claimed_until IS NULL OR claimed_until < ? OR claim_token = ?)
                ORDER BY created_at LIMIT ?)
              RETURNING *",
@@ -617,6 +620,7 @@ impl Store {
         .bind(&lead.tenant)
         .bind(&lead.recipient)
         .bind(&lead.id)
+        .bind(now)
         .bind(now)
         .bind(token)
         .bind(limit)
