@@ -620,13 +620,14 @@ async fn days_off_keep_a_vendor_away_all_day_and_general_notes_wait() {
     // It waits for the next working day: tomorrow 00:00 UTC at the latest.
     let tomorrow = today.succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
     assert_eq!(n["deliver_by"].as_i64().unwrap(), tomorrow.timestamp_millis(), "{n}");
-    // The day off removed (hours unchanged): available, and the note goes.
+    // The day off removed, nothing else named: the hours stay, so the vendor
+    // is available, and the note goes.
     let (status, body) = host
         .api(
             "PUT",
             "/api/users/vendor",
             &admin,
-            Some(json!({"working_hours": every_day, "days_off": []})),
+            Some(json!({"days_off": []})),
         )
         .await;
     assert_eq!(status, 200, "{body}");

@@ -176,31 +176,42 @@ pub async fn delete_manual(
     announce_and_read(&app, &tenant, &user, effects).await
 }
 
-/// `PUT /api/users/{user}`: per-person settings.
+/// `PUT /api/users/{user}`: per-person settings. Each field left out stays as
+/// it is; `null` removes it (and `[]` or `{}` empties a list or map).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserSettings {
     /// IANA time zone ("Europe/Lisbon") statuses and working hours are in; none for UTC.
-    #[serde(default)]
-    pub time_zone: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub time_zone: Option<Option<String>>,
     /// `{"mon": ["09:00", "18:00"], ...}`; days not listed are days off.
-    #[serde(default)]
-    pub working_hours: Option<WorkingHours>,
+    #[serde(default, deserialize_with = "present")]
+    pub working_hours: Option<Option<WorkingHours>>,
     /// Where notifications reach the person, in order of preference:
     /// `[{"plugin": "twilio", "address": "+15551234567"}]`, each with an
     /// optional send window (`"windows": {"daily": ["08:00", "20:00"]}`).
-    /// Left out: unchanged; `[]` removes them.
-    #[serde(default)]
-    pub channels: Option<Vec<crate::store::notifications::Channel>>,
-    /// Dates (`YYYY-MM-DD`, in the person's zone) the working hours do not
-    /// apply. Left out: unchanged; `[]` removes them.
-    #[serde(default)]
-    pub days_off: Option<Vec<chrono::NaiveDate>>,
+    #[serde(default, deserialize_with = "present")]
+    pub channels: Option<Option<Vec<crate::store::notifications::Channel>>>,
+    /// Dates (`YYYY-MM-DD`, in the person's zone) the working hours do not apply.
+    #[serde(default, deserialize_with = "present")]
+    pub days_off: Option<Option<Vec<chrono::NaiveDate>>>,
     /// When only emergencies reach the person: `{"daily": ["22:00", "07:00"]}`.
-    /// Left out: unchanged; `{}` removes them.
-    #[serde(default)]
-    pub quiet_hours: Option<crate::notify::windows::WindowsSpec>,
+    #[serde(default, deserialize_with = "present")]
+    pub quiet_hours: Option<Option<crate::notify::windows::WindowsSpec>>,
 }
+
+/// A field that is present, `null` included (`Some(None)`); left out, the
+/// field's `default` makes it `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The most channels one person has.
+const MAX_CHANNELS: usize = 10;
 
 pub async fn put_user(
     State(app): State<Arc<App>>,
@@ -218,19 +229,18 @@ pub async fn put_user(
                     "{e}; expected {{\"time_zone\": \"Europe/Lisbon\", \"working_hours\": {{\"mon\": [\"09:00\", \"18:00\"]}}, \"days_off\": [\"2026-12-25\"], \"quiet_hours\": {{\"daily\": [\"22:00\", \"07:00\"]}}, \"channels\": [...]}}"
                 ))
             })?;
-    if let Some(zone) = &settings.time_zone
+    if let Some(Some(zone)) = &settings.time_zone
         && zone.parse::<chrono_tz::Tz>().is_err()
     {
         return Err(ApiError::BadRequest(format!(
             "time_zone {zone:?} is not an IANA time zone name"
         )));
     }
-    if let Some(hours) = &settings.working_hours {
+    if let Some(Some(hours)) = &settings.working_hours {
         Schedule::parse(hours)
-            .and_then(|s| s.with_days_off(settings.days_off.as_deref().unwrap_or_default()))
             .map_err(|e| ApiError::BadRequest(format!("working_hours: {e}")))?;
     }
-    if let Some(days) = &settings.days_off
+    if let Some(Some(days)) = &settings.days_off
         && days.len() > crate::presence::working_hours::MAX_DAYS_OFF
     {
         return Err(ApiError::BadRequest(format!(
@@ -238,11 +248,16 @@ pub async fn put_user(
             crate::presence::working_hours::MAX_DAYS_OFF
         )));
     }
-    if let Some(quiet) = &settings.quiet_hours {
+    if let Some(Some(quiet)) = &settings.quiet_hours {
         crate::notify::windows::Weekly::parse(quiet)
             .map_err(|e| ApiError::BadRequest(format!("quiet_hours: {e}")))?;
     }
-    if let Some(channels) = &settings.channels {
+    if let Some(Some(channels)) = &settings.channels {
+        if channels.len() > MAX_CHANNELS {
+            return Err(ApiError::BadRequest(format!(
+                "channels: at most {MAX_CHANNELS}"
+            )));
+        }
         for c in channels {
             if !app
                 .registry
@@ -272,11 +287,9 @@ pub async fn put_user(
             }
         }
     }
-    // Channels left out stay as they are (clients that set only the zone or
-    // hours keep the person reachable); `[]` removes them.
     if let Some(channels) = &settings.channels {
         app.store
-            .set_user_channels(&tenant, &user, channels)
+            .set_user_channels(&tenant, &user, channels.as_deref().unwrap_or_default())
             .await?;
     }
     let rules = engine::rules(&app).await;
@@ -286,10 +299,10 @@ pub async fn put_user(
             &tenant,
             &user,
             &crate::store::presence::UserSettings {
-                time_zone: settings.time_zone.as_deref(),
-                working_hours: settings.working_hours.as_ref(),
-                days_off: settings.days_off.as_deref(),
-                quiet_hours: settings.quiet_hours.as_ref(),
+                time_zone: settings.time_zone.as_ref().map(Option::as_deref),
+                working_hours: settings.working_hours.as_ref().map(Option::as_ref),
+                days_off: settings.days_off.as_ref().map(Option::as_deref),
+                quiet_hours: settings.quiet_hours.as_ref().map(Option::as_ref),
             },
             &rules,
         )

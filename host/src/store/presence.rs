@@ -101,15 +101,14 @@ fn same_text(a: Option<&str>, b: Option<&str>) -> bool {
     a.unwrap_or("").trim() == b.unwrap_or("").trim()
 }
 
-/// A person's settings as written by `PUT /api/users/{user}`. The time zone
-/// and working hours are replaced; days off and quiet hours are left as they
-/// are when None (an empty list or map removes them).
+/// A person's settings as written by `PUT /api/users/{user}`: for each,
+/// `None` leaves it as it is, `Some(None)` removes it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserSettings<'a> {
-    pub time_zone: Option<&'a str>,
-    pub working_hours: Option<&'a WorkingHours>,
-    pub days_off: Option<&'a [chrono::NaiveDate]>,
-    pub quiet_hours: Option<&'a crate::notify::windows::WindowsSpec>,
+    pub time_zone: Option<Option<&'a str>>,
+    pub working_hours: Option<Option<&'a WorkingHours>>,
+    pub days_off: Option<Option<&'a [chrono::NaiveDate]>>,
+    pub quiet_hours: Option<Option<&'a crate::notify::windows::WindowsSpec>>,
 }
 
 /// One webhook's commit, queued for the group committer.
@@ -420,34 +419,31 @@ impl Store {
     ) -> Result<Effects, StoreError> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
+        fn json<T: serde::Serialize + ?Sized>(v: Option<Option<&T>>) -> Option<String> {
+            v.flatten()
+                .map(|v| serde_json::to_string(v).expect("settings serialize"))
+        }
         sqlx::query(
             "INSERT INTO users (tenant, user_id, time_zone, working_hours, days_off, quiet_hours, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant, user_id) DO UPDATE SET time_zone = excluded.time_zone,
-               working_hours = excluded.working_hours,
-               days_off = COALESCE(excluded.days_off, users.days_off),
-               quiet_hours = COALESCE(excluded.quiet_hours, users.quiet_hours),
+             ON CONFLICT (tenant, user_id) DO UPDATE SET
+               time_zone = CASE WHEN ? THEN excluded.time_zone ELSE users.time_zone END,
+               working_hours = CASE WHEN ? THEN excluded.working_hours ELSE users.working_hours END,
+               days_off = CASE WHEN ? THEN excluded.days_off ELSE users.days_off END,
+               quiet_hours = CASE WHEN ? THEN excluded.quiet_hours ELSE users.quiet_hours END,
                updated_at = excluded.updated_at",
         )
         .bind(tenant)
         .bind(user)
-        .bind(settings.time_zone)
-        .bind(
-            settings
-                .working_hours
-                .map(|h| serde_json::to_string(h).expect("hours serialize")),
-        )
-        .bind(
-            settings
-                .days_off
-                .map(|d| serde_json::to_string(d).expect("dates serialize")),
-        )
-        .bind(
-            settings
-                .quiet_hours
-                .map(|q| serde_json::to_string(q).expect("windows serialize")),
-        )
+        .bind(settings.time_zone.flatten())
+        .bind(json(settings.working_hours))
+        .bind(json(settings.days_off))
+        .bind(json(settings.quiet_hours))
         .bind(now)
+        .bind(settings.time_zone.is_some())
+        .bind(settings.working_hours.is_some())
+        .bind(settings.days_off.is_some())
+        .bind(settings.quiet_hours.is_some())
         .execute(&mut *tx)
         .await?;
         let effects = recompute(&mut tx, tenant, user, now, rules).await?;
