@@ -864,19 +864,27 @@ async fn recompute(
     let derived = presence::derive(user, &signals, now);
     let next_due = presence::next_change(&signals, now);
     let json = presence_json(&derived);
-    let old: Option<String> =
-        sqlx::query_scalar("SELECT presence FROM presence_state WHERE tenant = ? AND user_id = ?")
-            .bind(tenant)
-            .bind(user)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if old.as_deref() == Some(json.as_str()) {
-        sqlx::query("UPDATE presence_state SET next_due_at = ? WHERE tenant = ? AND user_id = ?")
+    let old: Option<(String, Option<Instant>)> = sqlx::query_as(
+        "SELECT presence, next_due_at FROM presence_state WHERE tenant = ? AND user_id = ?",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((presence, due)) = old
+        && presence == json
+    {
+        // Unchanged: at most the next due time moves (a write saved when not).
+        if due != next_due {
+            sqlx::query(
+                "UPDATE presence_state SET next_due_at = ? WHERE tenant = ? AND user_id = ?",
+            )
             .bind(next_due)
             .bind(tenant)
             .bind(user)
             .execute(&mut *conn)
             .await?;
+        }
         return Ok(Effects {
             next_due,
             ..Effects::default()
