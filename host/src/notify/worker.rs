@@ -31,7 +31,8 @@ use crate::store::notifications::{
 };
 use crate::store::{StoreError, now_ms};
 
-const BATCH: u32 = 64;
+/// Notifications claimed per free worker slot.
+const PER_RECIPIENT: u32 = 8;
 /// How many recipients' notifications are handled at once, each by its own
 /// task: channel calls overlap, store writes still go one at a time.
 const CONCURRENT_RECIPIENTS: usize = 8;
@@ -76,11 +77,17 @@ pub async fn run(app: Arc<App>) {
                 run = Err(e.to_string());
             }
         }
-        // Only what was claimed for recipients already being handled: wait
-        // for one of them to finish rather than claim the same again.
+        // Only more recipients than free slots were claimed: wait for a slot
+        // rather than claim the same again.
         let mut only_blocked = false;
         if running.len() < CONCURRENT_RECIPIENTS {
-            match app.store.claim_notifications(now, lease_ms(&app), BATCH).await {
+            let busy: Vec<(String, String)> = running.values().cloned().collect();
+            let room = (CONCURRENT_RECIPIENTS - running.len()) as u32 * PER_RECIPIENT;
+            match app
+                .store
+                .claim_notifications(now, lease_ms(&app), room, &busy)
+                .await
+            {
                 Ok(due) if !due.is_empty() => {
                     let mut groups: Vec<Vec<NotificationRecord>> = Vec::new();
                     for n in due {
@@ -200,8 +207,9 @@ fn finished(
 async fn handle_group(app: Arc<App>, group: Vec<NotificationRecord>) -> ((String, String), bool) {
     let key = (group[0].tenant.clone(), group[0].recipient.clone());
     let mut waits = false;
+    let mut view = None;
     for n in &group {
-        match handle(&app, n).await {
+        match handle(&app, n, &mut view).await {
             Ok(w) => waits |= w,
             Err(e) => {
                 tracing::error!(notification = %n.id, error = %e, "notification bookkeeping failed; retried when its lease runs out");
@@ -230,15 +238,52 @@ fn next_contact(n: &NotificationRecord) -> Option<&String> {
 /// The most notes one digest carries (the first and this many more).
 const DIGEST_COMPANIONS: u32 = 9;
 
+/// What the router reads of a recipient: once per task, for all of their
+/// claimed notifications (nothing of it changes while they are handled).
+struct View {
+    presence: Option<crate::model::Presence>,
+    settings: crate::store::notifications::RecipientSettings,
+    channels: Vec<Channel>,
+}
+
+impl View {
+    async fn read(app: &App, n: &NotificationRecord, now: i64) -> Result<Self, StoreError> {
+        let signals = app.store.signals(&n.tenant, &n.recipient, now).await?;
+        Ok(Self {
+            presence: (!signals.is_empty())
+                .then(|| crate::presence::derive(&n.recipient, &signals, now)),
+            settings: app.store.recipient_settings(&n.tenant, &n.recipient).await?,
+            channels: app.store.user_channels(&n.tenant, &n.recipient).await?,
+        })
+    }
+}
+
 /// Decides and acts on one claimed notification; true when it waits again.
-async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
+/// `view` is the recipient as read for the first of their notifications.
+async fn handle(
+    app: &App,
+    n: &NotificationRecord,
+    view: &mut Option<View>,
+) -> Result<bool, StoreError> {
     let now = now_ms();
     let Some(token) = n.claim_token.as_deref() else {
         return Ok(false);
     };
-    // A batch is handled one by one: this copy is acted on only if its claim
-    // is still ours (a lapsed claim may have been taken over meanwhile).
-    if !app.store.renew_claim(&n.id, token, now + lease_ms(app)).await? {
+    // A recipient's notifications are handled one by one: this copy is acted
+    // on only if its claim is still ours (a digest sent before it may have
+    // taken it along, or a lapsed claim been taken over). A claim past half
+    // its lease is extended; a fresh one is only read.
+    let fresh = n
+        .claimed_until
+        .is_some_and(|until| until - now > lease_ms(app) / 2);
+    let holds = if fresh {
+        app.store.claim_holds(&n.id, token, now).await?
+    } else {
+        app.store
+            .renew_claim(&n.id, token, now + lease_ms(app))
+            .await?
+    };
+    if !holds {
         return Ok(false);
     }
     if n.state == "delivered" {
@@ -277,10 +322,14 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
             .await?;
         return Ok(false);
     }
-    let signals = app.store.signals(&n.tenant, &n.recipient, now).await?;
-    let presence =
-        (!signals.is_empty()).then(|| crate::presence::derive(&n.recipient, &signals, now));
-    let settings = app.store.recipient_settings(&n.tenant, &n.recipient).await?;
+    if view.is_none() {
+        *view = Some(View::read(app, n, now).await?);
+    }
+    let View {
+        presence,
+        settings,
+        channels,
+    } = view.as_ref().expect("read above");
     let recipient = Recipient {
         presence: presence.as_ref(),
         time_zone: settings.time_zone.as_deref(),
@@ -296,7 +345,7 @@ async fn handle(app: &App, n: &NotificationRecord) -> Result<bool, StoreError> {
         deliver_by,
         now,
     );
-    let channels = app.store.user_channels(&n.tenant, &n.recipient).await?;
+    let channels = channels.clone();
     // The channels to use now, and when closed ones open (if the open ones
     // refuse it for good, it waits for those rather than failing).
     let (verdict, channels, closed_open_at) = match presence_says {

@@ -102,9 +102,11 @@ pub struct NotificationRecord {
     pub acked_at: Option<Instant>,
     pub acked_by: Option<String>,
     pub attempts: Vec<Attempt>,
-    /// The claim this copy was read under (not shown).
+    /// The claim this copy was read under, and until when (not shown).
     #[serde(skip)]
     pub claim_token: Option<String>,
+    #[serde(skip)]
+    pub claimed_until: Option<Instant>,
     /// The digest this notification went out in, or was being sent in.
     pub digest_lead: Option<String>,
 }
@@ -159,6 +161,7 @@ fn record_from(r: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreE
         acked_by: r.try_get("acked_by")?,
         attempts: Vec::new(),
         claim_token: r.try_get("claim_token")?,
+        claimed_until: r.try_get("claimed_until")?,
         digest_lead: r.try_get("digest_lead")?,
     })
 }
@@ -236,15 +239,33 @@ impl Store {
     }
 
     async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self
+            .attempts_of(&[id.to_string()])
+            .await?
+            .remove(id)
+            .unwrap_or_default())
+    }
+
+    /// The attempts of several notifications, in one query.
+    async fn attempts_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Attempt>>, StoreError> {
+        let ids = serde_json::to_string(ids).expect("ids serialize");
         let rows = sqlx::query(
-            "SELECT * FROM notification_attempts WHERE notification_id = ? ORDER BY attempt",
+            "SELECT * FROM notification_attempts
+             WHERE notification_id IN (SELECT value FROM json_each(?))
+             ORDER BY notification_id, attempt",
         )
-        .bind(id)
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Attempt {
+        let mut by_id: std::collections::HashMap<String, Vec<Attempt>> = Default::default();
+        for r in &rows {
+            by_id
+                .entry(r.try_get("notification_id")?)
+                .or_default()
+                .push(Attempt {
                     attempt: r.try_get("attempt")?,
                     plugin: r.try_get("plugin")?,
                     address: r.try_get("address")?,
@@ -253,25 +274,33 @@ impl Store {
                     provider_message_id: r.try_get("provider_message_id")?,
                     error: r.try_get("error")?,
                     finished_at: r.try_get("finished_at")?,
-                })
-            })
-            .collect()
+                });
+        }
+        Ok(by_id)
     }
 
-    /// Claims up to `limit` due notifications for `lease_ms`, oldest due first.
+    /// Claims up to `limit` due notifications for `lease_ms`, emergencies
+    /// first, then the oldest due; none of the recipients in `busy`
+    /// (`(tenant, recipient)` pairs being handled already).
     pub async fn claim_notifications(
         &self,
         now: Instant,
         lease_ms: i64,
         limit: u32,
+        busy: &[(String, String)],
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let token = hex::encode(rand::random::<[u8; 12]>());
+        let busy: Vec<[&str; 2]> = busy.iter().map(|(t, r)| [t.as_str(), r.as_str()]).collect();
         let rows = sqlx::query(
             "UPDATE notifications SET claimed_until = ?, claim_token = ?
              WHERE id IN (
                SELECT id FROM notifications
                WHERE due_at <= ? AND state IN ('due', 'deferred', 'delivered')
                  AND (claimed_until IS NULL OR claimed_until < ?)
+                 AND NOT EXISTS (
+                   SELECT 1 FROM json_each(?) b
+                   WHERE b.value ->> 0 = notifications.tenant
+                     AND b.value ->> 1 = notifications.recipient)
                ORDER BY urgency = 'emergency' DESC, due_at LIMIT ?)
              RETURNING *",
         )
@@ -279,6 +308,7 @@ impl Store {
         .bind(&token)
         .bind(now)
         .bind(now)
+        .bind(serde_json::to_string(&busy).expect("pairs serialize"))
         .bind(limit)
         .fetch_all(&self.writer)
         .await?;
@@ -286,12 +316,27 @@ impl Store {
             .iter()
             .map(record_from)
             .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<String> = claimed.iter().map(|n| n.id.clone()).collect();
+        let mut attempts = self.attempts_of(&ids).await?;
         for n in &mut claimed {
-            n.attempts = self.attempts(&n.id).await?;
+            n.attempts = attempts.remove(&n.id).unwrap_or_default();
         }
         // Emergencies first, as claimed: they get the free worker slots.
         claimed.sort_by_key(|n| (n.urgency != Class::Emergency, n.due_at));
         Ok(claimed)
+    }
+
+    /// Whether the claim `token` on `id` still holds, read without writing.
+    pub async fn claim_holds(&self, id: &str, token: &str, now: Instant) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM notifications WHERE id = ? AND claim_token = ? AND claimed_until > ?",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
     }
 
     /// Extends a claim before acting on it; false when the claim lapsed and
@@ -666,16 +711,14 @@ impl Store {
         ids: &[String],
         token: &str,
     ) -> Result<(), StoreError> {
-        for id in ids {
-            sqlx::query(
-                "UPDATE notifications SET claimed_until = NULL, claim_token = NULL, digest_lead = NULL
-                 WHERE id = ? AND claim_token = ?",
-            )
-            .bind(id)
-            .bind(token)
-            .execute(&self.writer)
-            .await?;
-        }
+        sqlx::query(
+            "UPDATE notifications SET claimed_until = NULL, claim_token = NULL, digest_lead = NULL
+             WHERE id IN (SELECT value FROM json_each(?)) AND claim_token = ?",
+        )
+        .bind(serde_json::to_string(ids).expect("ids serialize"))
+        .bind(token)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 }
