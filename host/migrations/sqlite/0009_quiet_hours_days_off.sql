@@ -8,3 +8,6 @@ ALTER TABLE users ADD COLUMN quiet_hours TEXT;
 -- notifications, newest first.
 CREATE INDEX notifications_acked ON notifications (tenant, recipient, delivered_at)
     WHERE acked_at IS NOT NULL;
+-- Due emergencies, claimed before everything else.
+CREATE INDEX notifications_emergency_due ON notifications (due_at)
+    WHERE urgency = 'emergency' AND due_at IS NOT NULL;

@@ -113,7 +113,7 @@ pub async fn submit(
         None => None,
     };
     let now = now_ms();
-    let mut out = Vec::new();
+    let mut batch = Vec::with_capacity(submit.recipients.len());
     for recipient in &submit.recipients {
         let deliver_by = deliver_by_for(&app, &tenant, recipient, class, now).await?;
         let id = format!("ntf_{}", hex::encode(rand::random::<[u8; 10]>()));
@@ -135,12 +135,20 @@ pub async fn submit(
                 chain: Vec::new(),
             }),
         };
-        let (id, replayed) = match app.store.submit_notification(&n).await? {
-            Submitted::Created => (id, false),
-            Submitted::Existing(first) => (first, true),
-        };
-        out.push(serde_json::json!({ "id": id, "recipient": recipient, "replayed": replayed }));
+        batch.push(n);
     }
+    let submitted = app.store.submit_notifications(&batch).await?;
+    let out: Vec<serde_json::Value> = batch
+        .iter()
+        .zip(submitted)
+        .map(|(n, submitted)| {
+            let (id, replayed) = match submitted {
+                Submitted::Created => (n.id.clone(), false),
+                Submitted::Existing(first) => (first, true),
+            };
+            serde_json::json!({ "id": id, "recipient": n.recipient, "replayed": replayed })
+        })
+        .collect();
     app.engine.notifications_wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,

@@ -175,50 +175,70 @@ impl Store {
     /// Stores a new notification, due at once (the worker decides). A repeated
     /// idempotency key creates nothing and names the first notification.
     pub async fn submit_notification(&self, n: &NewNotification) -> Result<Submitted, StoreError> {
+        Ok(self
+            .submit_notifications(std::slice::from_ref(n))
+            .await?
+            .remove(0))
+    }
+
+    /// Queues several notifications in one transaction (one request's
+    /// recipients): all or none are stored.
+    pub async fn submit_notifications(
+        &self,
+        batch: &[NewNotification],
+    ) -> Result<Vec<Submitted>, StoreError> {
         let now = now_ms();
-        let wedding = n
-            .wedding
-            .as_ref()
-            .map(|w| serde_json::to_string(w).expect("a wedding serializes"));
         let decisions =
-            serde_json::Value::Array(vec![decision(now, "received", "queued for routing")]);
-        let inserted = sqlx::query(
-            "INSERT INTO notifications (id, tenant, recipient, urgency, wedding, subject, body,
-               idempotency_key, state, due_at, deliver_by, decisions, created_at, escalation)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due', ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-        )
-        .bind(&n.id)
-        .bind(&n.tenant)
-        .bind(&n.recipient)
-        .bind(n.class.as_str())
-        .bind(wedding)
-        .bind(&n.subject)
-        .bind(&n.body)
-        .bind(&n.idempotency_key)
-        .bind(now)
-        .bind(n.deliver_by)
-        .bind(decisions.to_string())
-        .bind(now)
-        .bind(
-            n.escalation
-                .as_ref()
-                .map(|e| serde_json::to_string(e).expect("an escalation serializes")),
-        )
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        if inserted > 0 {
-            return Ok(Submitted::Created);
+            serde_json::Value::Array(vec![decision(now, "received", "queued for routing")])
+                .to_string();
+        let mut tx = self.writer.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for n in batch {
+            let inserted = sqlx::query(
+                "INSERT INTO notifications (id, tenant, recipient, urgency, wedding, subject, body,
+                   idempotency_key, state, due_at, deliver_by, decisions, created_at, escalation)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due', ?, ?, ?, ?, ?)
+                 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+            )
+            .bind(&n.id)
+            .bind(&n.tenant)
+            .bind(&n.recipient)
+            .bind(n.class.as_str())
+            .bind(
+                n.wedding
+                    .as_ref()
+                    .map(|w| serde_json::to_string(w).expect("a wedding serializes")),
+            )
+            .bind(&n.subject)
+            .bind(&n.body)
+            .bind(&n.idempotency_key)
+            .bind(now)
+            .bind(n.deliver_by)
+            .bind(&decisions)
+            .bind(now)
+            .bind(
+                n.escalation
+                    .as_ref()
+                    .map(|e| serde_json::to_string(e).expect("an escalation serializes")),
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted > 0 {
+                out.push(Submitted::Created);
+                continue;
+            }
+            let existing: String = sqlx::query_scalar(
+                "SELECT id FROM notifications WHERE tenant = ? AND idempotency_key = ?",
+            )
+            .bind(&n.tenant)
+            .bind(&n.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(Submitted::Existing(existing));
         }
-        let existing: String = sqlx::query_scalar(
-            "SELECT id FROM notifications WHERE tenant = ? AND idempotency_key = ?",
-        )
-        .bind(&n.tenant)
-        .bind(&n.idempotency_key)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Submitted::Existing(existing))
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// A notification of `tenant`, with its attempts.
@@ -291,27 +311,53 @@ impl Store {
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let token = hex::encode(rand::random::<[u8; 12]>());
         let busy: Vec<[&str; 2]> = busy.iter().map(|(t, r)| [t.as_str(), r.as_str()]).collect();
-        let rows = sqlx::query(
-            "UPDATE notifications SET claimed_until = ?, claim_token = ?
-             WHERE id IN (
-               SELECT id FROM notifications
-               WHERE due_at <= ? AND state IN ('due', 'deferred', 'delivered')
-                 AND (claimed_until IS NULL OR claimed_until < ?)
-                 AND NOT EXISTS (
-                   SELECT 1 FROM json_each(?) b
-                   WHERE b.value ->> 0 = notifications.tenant
-                     AND b.value ->> 1 = notifications.recipient)
-               ORDER BY urgency = 'emergency' DESC, due_at LIMIT ?)
-             RETURNING *",
-        )
-        .bind(now + lease_ms)
-        .bind(&token)
-        .bind(now)
-        .bind(now)
-        .bind(serde_json::to_string(&busy).expect("pairs serialize"))
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
+        let busy = serde_json::to_string(&busy).expect("pairs serialize");
+        // Emergencies first, then the rest by due time; each query walks its
+        // own index on the due time and stops at the limit.
+        let mut rows = Vec::new();
+        for emergencies in [true, false] {
+            let room = limit.saturating_sub(rows.len() as u32);
+            if room == 0 {
+                break;
+            }
+            let claim = if emergencies {
+                "UPDATE notifications SET claimed_until = ?, claim_token = ?
+                 WHERE id IN (
+                   SELECT id FROM notifications INDEXED BY notifications_emergency_due
+                   WHERE urgency = 'emergency' AND due_at <= ?
+                     AND state IN ('due', 'deferred', 'delivered')
+                     AND (claimed_until IS NULL OR claimed_until < ?)
+                     AND NOT EXISTS (
+                       SELECT 1 FROM json_each(?) b
+                       WHERE b.value ->> 0 = notifications.tenant
+                         AND b.value ->> 1 = notifications.recipient)
+                   ORDER BY due_at LIMIT ?)
+                 RETURNING *"
+            } else {
+                "UPDATE notifications SET claimed_until = ?, claim_token = ?
+                 WHERE id IN (
+                   SELECT id FROM notifications INDEXED BY notifications_due
+                   WHERE due_at <= ? AND state IN ('due', 'deferred', 'delivered')
+                     AND (claimed_until IS NULL OR claimed_until < ?)
+                     AND NOT EXISTS (
+                       SELECT 1 FROM json_each(?) b
+                       WHERE b.value ->> 0 = notifications.tenant
+                         AND b.value ->> 1 = notifications.recipient)
+                   ORDER BY due_at LIMIT ?)
+                 RETURNING *"
+            };
+            rows.extend(
+                sqlx::query(claim)
+                    .bind(now + lease_ms)
+                    .bind(&token)
+                    .bind(now)
+                    .bind(now)
+                    .bind(&busy)
+                    .bind(room)
+                    .fetch_all(&self.writer)
+                    .await?,
+            );
+        }
         let mut claimed = rows
             .iter()
             .map(record_from)
