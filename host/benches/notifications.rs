@@ -14,11 +14,16 @@
 //!    messages sent per second, and each immediate message's time from its
 //!    submission being acknowledged to the emulator receiving it.
 //! 3. **Lateness**: the busy and do-not-disturb recipients then become free
-//!    one after another over 10 s (their manual presence gets an `expires_at`),
-//!    and every waiting notification must go out. Its lateness is the time from
-//!    its recipient's free moment to the emulator receiving its message (the
-//!    three general notes go out as one digest, counted for each). Target: p99
-//!    at most 1 s.
+//!    one after another over 60 s, from 30 s after the setup (their manual
+//!    presence was set with that `expires_at`;
+//!    `PRESENCE_BENCH_FREE_WINDOW_S` changes the window), and every waiting
+//!    notification must go out. Its lateness is the time from its recipient's
+//!    free moment to the emulator receiving its message (the three general
+//!    notes go out as one digest, counted for each). Target: p99 at most 1 s.
+//!    Each freed recipient has seven messages waiting (three timeline, three
+//!    coordination, one digest): over 60 s that is about 80 messages a second,
+//!    well inside the send rate of step 2; a window short enough to ask more
+//!    than that rate measures the queue, not the scheduler.
 //! 4. **Floor**: the same number of messages posted straight to the same
 //!    emulator by 16 concurrent clients, as any sender must at least do; the
 //!    host's send rate is reported as a ratio of it. Peak RSS of the host.
@@ -49,8 +54,9 @@ use support::{fmt_duration, percentile, proc_status};
 
 const ADMIN: &str = "bench-operator-token";
 const PER_RECIPIENT: usize = 10;
+/// From the setup to the first recipient becoming free.
+const LEAD: Duration = Duration::from_secs(30);
 const CONCURRENCY: usize = 16;
-const FREE_WINDOW: Duration = Duration::from_secs(10);
 
 fn class_of(round: usize) -> &'static str {
     match round {
@@ -106,6 +112,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let recipients = ((1000.0 * scale) as usize).max(30);
+    let window = Duration::from_secs(
+        std::env::var("PRESENCE_BENCH_FREE_WINDOW_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bundled = root.join("target/plugins/twilio");
     assert!(
@@ -116,10 +128,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(recipients, &bundled));
+    rt.block_on(run(recipients, window, &bundled));
 }
 
-async fn run(recipients: usize, bundled: &std::path::Path) {
+async fn run(recipients: usize, window: Duration, bundled: &std::path::Path) {
     let emulator = twilio::TwilioEmulator::start(twilio::test_account()).await;
     let work = tempfile::tempdir().unwrap();
     let plugins = work.path().join("plugins/twilio");
@@ -184,11 +196,32 @@ async fn run(recipients: usize, bundled: &std::path::Path) {
         }
     };
 
-    // 1. Setup: channels, and a third busy, a third in do-not-disturb.
-    let far = epoch_ms() + 3_600_000;
+    // 1. Setup: channels, and a third busy, a third in do-not-disturb, each
+    // until their own moment in the window that opens after LEAD, by when
+    // routing (step 2) is long done.
+    let opens = epoch_ms() + LEAD.as_millis() as i64;
+    let opens_at = Instant::now() + LEAD;
+    let busy: Vec<usize> = (0..recipients).filter(|i| i % 3 != 0).collect();
+    let step = window.as_millis() as i64 / busy.len().max(1) as i64;
+    let free_at: HashMap<usize, (i64, Instant)> = busy
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let offset = k as i64 * step;
+            (
+                i,
+                (
+                    opens + offset,
+                    opens_at + Duration::from_millis(offset as u64),
+                ),
+            )
+        })
+        .collect();
     let setup = put.clone();
+    let free_ms: HashMap<usize, i64> = free_at.iter().map(|(&i, &(ms, _))| (i, ms)).collect();
     each((0..recipients).collect(), move |i| {
         let put = setup.clone();
+        let free = free_ms.get(&i).copied();
         async move {
             put(
                 format!("/api/users/v{i}"),
@@ -202,7 +235,7 @@ async fn run(recipients: usize, bundled: &std::path::Path) {
             };
             put(
                 format!("/api/presence/v{i}"),
-                json!({"availability": availability, "status_text": "Ceremony", "expires_at": far}),
+                json!({"availability": availability, "status_text": "Ceremony", "expires_at": free}),
             )
             .await;
         }
@@ -277,43 +310,12 @@ async fn run(recipients: usize, bundled: &std::path::Path) {
     let sent_immediately = emulator.messages().len();
 
     // 3. Lateness: the others become free one after another.
-    let opens = epoch_ms() + 2_000;
-    let opens_at = Instant::now() + Duration::from_millis(2_000);
-    let busy: Vec<usize> = (0..recipients).filter(|i| i % 3 != 0).collect();
-    let step = FREE_WINDOW.as_millis() as i64 / busy.len().max(1) as i64;
-    let free_at: HashMap<usize, (i64, Instant)> = busy
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            let offset = k as i64 * step;
-            (
-                i,
-                (
-                    opens + offset,
-                    opens_at + Duration::from_millis(offset as u64),
-                ),
-            )
-        })
-        .collect();
-    let expiring = put.clone();
-    let frees: Vec<(usize, i64)> = free_at.iter().map(|(&i, &(ms, _))| (i, ms)).collect();
-    each(frees, move |(i, ms)| {
-        let put = expiring.clone();
-        async move {
-            let availability = if i % 3 == 1 { "busy" } else { "do_not_disturb" };
-            put(
-                format!("/api/presence/v{i}"),
-                json!({"availability": availability, "status_text": "Ceremony", "expires_at": ms}),
-            )
-            .await;
-        }
-    })
-    .await;
     assert!(
         Instant::now() < opens_at,
-        "setting the free moments took longer than the 2 s lead"
+        "routing took longer than the {} s lead: the lateness would count the queue",
+        LEAD.as_secs()
     );
-    let deadline = opens_at + FREE_WINDOW + Duration::from_secs(60);
+    let deadline = opens_at + window + Duration::from_secs(60);
     while seen(&emulator) < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -454,8 +456,9 @@ async fn run(recipients: usize, bundled: &std::path::Path) {
         fmt_duration(percentile(&immediate_latency, 0.99)),
     );
     println!(
-        "  deferred         {} notes ({digests} digests); lateness after the recipient is free: p50 {} p95 {} p99 {} max {} (target p99 <= 1 s)",
+        "  deferred         {} notes ({digests} digests), freed over {} s; lateness after the recipient is free: p50 {} p95 {} p99 {} max {} (target p99 <= 1 s)",
         lateness.len(),
+        window.as_secs(),
         fmt_duration(percentile(&lateness, 0.50)),
         fmt_duration(percentile(&lateness, 0.95)),
         fmt_duration(percentile(&lateness, 0.99)),
