@@ -509,7 +509,10 @@ async fn quiet_hours_and_send_windows_hold_notes_but_never_an_emergency() {
     let put = |body: serde_json::Value| {
         let host = &host;
         let admin = admin.clone();
-        async move { host.api("PUT", "/api/users/vendor", &admin, Some(body)).await }
+        async move {
+            host.api("PUT", "/api/users/vendor", &admin, Some(body))
+                .await
+        }
     };
     // Quiet from an hour ago until 40 minutes from now (UTC, the default zone).
     let quiet_end = now + chrono::Duration::minutes(40);
@@ -528,7 +531,11 @@ async fn quiet_hours_and_send_windows_hold_notes_but_never_an_emergency() {
         "{n}"
     );
     // It looks again when the quiet hours end, before its hour is up.
-    assert_eq!(last["until"].as_i64().unwrap(), minute_floor(quiet_end), "{n}");
+    assert_eq!(
+        last["until"].as_i64().unwrap(),
+        minute_floor(quiet_end),
+        "{n}"
+    );
     assert_eq!(n["due_at"], last["until"], "{n}");
     let emergency = submit(&host, note("emergency", "Generator failed"), None).await;
     wait_state(&host, &emergency[0], "delivered").await;
@@ -570,7 +577,10 @@ async fn quiet_hours_and_send_windows_hold_notes_but_never_an_emergency() {
     // Bad windows and dates are refused, naming what is wrong; nothing changes.
     let before = host.digest().await;
     for (bad, says) in [
-        (json!({"quiet_hours": {"nightly": ["22:00", "07:00"]}}), "not a day"),
+        (
+            json!({"quiet_hours": {"nightly": ["22:00", "07:00"]}}),
+            "not a day",
+        ),
         (
             json!({"channels": [{"plugin": "twilio", "address": PHONE, "windows": {}}]}),
             "name no day",
@@ -598,13 +608,21 @@ async fn days_off_keep_a_vendor_away_all_day_and_general_notes_wait() {
         .map(|d| (d.to_string(), json!(["00:00", "23:59"])))
         .collect::<serde_json::Map<_, _>>()
         .into();
-    let today = chrono::Utc::now().date_naive();
+    // A zone where it is not the day's last minutes (the hours end at 23:59).
+    use chrono::{TimeZone, Timelike};
+    let zone = if chrono::Utc::now().hour() >= 22 {
+        chrono_tz::Etc::GMTPlus6
+    } else {
+        chrono_tz::UTC
+    };
+    let today = chrono::Utc::now().with_timezone(&zone).date_naive();
     let (status, body) = host
         .api(
             "PUT",
             "/api/users/vendor",
             &admin,
-            Some(json!({"working_hours": every_day, "days_off": [today.to_string()],
+            Some(json!({"time_zone": zone.name(), "working_hours": every_day,
+                        "days_off": [today.to_string()],
                         "channels": [{"plugin": "twilio", "address": PHONE}]})),
         )
         .await;
@@ -617,11 +635,18 @@ async fn days_off_keep_a_vendor_away_all_day_and_general_notes_wait() {
     )
     .await;
     let n = wait_state(&host, &general[0], "deferred").await;
-    // It waits for the next working day: tomorrow 00:00 UTC at the latest.
-    let tomorrow = today.succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
-    assert_eq!(n["deliver_by"].as_i64().unwrap(), tomorrow.timestamp_millis(), "{n}");
-    // The day off removed, nothing else named: the hours stay, so the vendor
-    // is available, and the note goes.
+    // It waits for the next working day: tomorrow 00:00 in the vendor's zone.
+    let tomorrow = zone
+        .from_local_datetime(&today.succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap())
+        .single()
+        .unwrap();
+    assert_eq!(
+        n["deliver_by"].as_i64().unwrap(),
+        tomorrow.timestamp_millis(),
+        "{n}"
+    );
+    // The day off removed, nothing else named: the zone and hours stay, so
+    // the vendor is available, and the note goes.
     let (status, body) = host
         .api(
             "PUT",
@@ -631,10 +656,8 @@ async fn days_off_keep_a_vendor_away_all_day_and_general_notes_wait() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    if chrono::Utc::now().format("%H:%M").to_string() < "23:59".to_string() {
-        assert_eq!(body["availability"], "available", "{body}");
-        wait_state(&host, &general[0], "delivered").await;
-    }
+    assert_eq!(body["availability"], "available", "{body}");
+    wait_state(&host, &general[0], "delivered").await;
 }
 
 /// A host with the email, push and Slack channels against their emulators,
@@ -757,7 +780,11 @@ async fn email_push_and_slack_deliver_and_each_providers_answer_decides_the_fall
     assert_eq!(attempts[1]["provider_message_id"], pushes[0].name.as_str());
     let posted = slack.posted_to("U0VENDOR");
     assert_eq!(posted.len(), 1);
-    assert!(posted[0].text.contains("Evacuate the barn"), "{:?}", posted[0]);
+    assert!(
+        posted[0].text.contains("Evacuate the barn"),
+        "{:?}",
+        posted[0]
+    );
 
     // The app was uninstalled (push refuses for good) and Resend is rate
     // limiting (429, retry in 2 s): the round fails, the retry waits at least
@@ -902,12 +929,22 @@ async fn a_host_killed_between_claim_and_send_delivers_each_mail_exactly_once() 
     let email = resend
         .emails()
         .into_iter()
-        .find(|e| e.text.as_deref().is_some_and(|t| t.contains("side entrance")))
+        .find(|e| {
+            e.text
+                .as_deref()
+                .is_some_and(|t| t.contains("side entrance"))
+        })
         .unwrap();
     let attempts = n["attempts"].as_array().unwrap();
-    assert_eq!(attempts.last().unwrap()["provider_message_id"], email.id.as_str());
+    assert_eq!(
+        attempts.last().unwrap()["provider_message_id"],
+        email.id.as_str()
+    );
     let replays = resend.requests().into_iter().filter(|r| r.replayed).count();
-    assert_eq!(replays, 1, "the retry was answered from Resend's idempotency record");
+    assert_eq!(
+        replays, 1,
+        "the retry was answered from Resend's idempotency record"
+    );
 }
 
 #[tokio::test]
@@ -933,7 +970,10 @@ async fn open_channels_refusing_for_good_leave_the_note_to_channels_that_open_la
     let n = wait_state(&host, &ids[0], "deferred").await;
     let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
     assert!(
-        last["reason"].as_str().unwrap().contains("waits for the others to open"),
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waits for the others to open"),
         "{n}"
     );
     assert_eq!(last["until"].as_i64().unwrap(), minute_floor(opens), "{n}");

@@ -409,7 +409,8 @@ async fn run(recipients: usize, window: Duration, bundled: &std::path::Path) {
         );
         let client = client.clone();
         each((0..total).collect(), move |k| {
-            let (client, url, user, pass) = (client.clone(), url.clone(), user.clone(), pass.clone());
+            let (client, url, user, pass) =
+                (client.clone(), url.clone(), user.clone(), pass.clone());
             async move {
                 let r = client
                     .post(&url)
@@ -417,7 +418,10 @@ async fn run(recipients: usize, window: Duration, bundled: &std::path::Path) {
                     .form(&[
                         ("To", phone(k % recipients)),
                         ("From", twilio::SMS_NUMBER.to_string()),
-                        ("Body", format!("Smith wedding: [f{k}] the timeline changed")),
+                        (
+                            "Body",
+                            format!("Smith wedding: [f{k}] the timeline changed"),
+                        ),
                     ])
                     .send()
                     .await
@@ -468,7 +472,10 @@ async fn run(recipients: usize, window: Duration, bundled: &std::path::Path) {
         fmt_duration(floor_time),
         100.0 * send_rate / floor_rate
     );
-    println!("  host peak RSS    {:.1} MiB", host_rss as f64 / 1_048_576.0);
+    println!(
+        "  host peak RSS    {:.1} MiB",
+        host_rss as f64 / 1_048_576.0
+    );
 }
 
 fn body_of(m: &twilio::AcceptedMessage) -> String {

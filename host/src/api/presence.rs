@@ -237,8 +237,7 @@ pub async fn put_user(
         )));
     }
     if let Some(Some(hours)) = &settings.working_hours {
-        Schedule::parse(hours)
-            .map_err(|e| ApiError::BadRequest(format!("working_hours: {e}")))?;
+        Schedule::parse(hours).map_err(|e| ApiError::BadRequest(format!("working_hours: {e}")))?;
     }
     if let Some(Some(days)) = &settings.days_off
         && days.len() > crate::presence::working_hours::MAX_DAYS_OFF
@@ -308,7 +307,9 @@ pub async fn put_user(
         )
         .await?;
     // New channels, windows or hours may let a waiting notification go now.
-    app.store.wake_notifications(&tenant, &user, now_ms()).await?;
+    app.store
+        .wake_notifications(&tenant, &user, now_ms())
+        .await?;
     app.engine.notifications_wake.notify_one();
     announce_and_read(&app, &tenant, &user, effects).await
 }

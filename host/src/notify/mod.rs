@@ -32,8 +32,8 @@ use chrono::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Availability, Instant, Presence};
-use crate::store::notifications::Channel;
 use crate::presence::working_hours::{self, Schedule};
+use crate::store::notifications::Channel;
 
 /// The urgency classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -470,7 +470,14 @@ mod tests {
         let dnd = presence(Availability::DoNotDisturb);
         // 2026-06-13 02:00Z is still the 12th in New York: not the day yet.
         let eve = utc("2026-06-13T02:00:00Z");
-        let d = decide(&c, Class::Emergency, Some(&wedding), &who(&dnd, None, None), eve, eve);
+        let d = decide(
+            &c,
+            Class::Emergency,
+            Some(&wedding),
+            &who(&dnd, None, None),
+            eve,
+            eve,
+        );
         assert!(
             matches!(
                 d,
@@ -482,7 +489,14 @@ mod tests {
             "{d:?}"
         );
         let day = utc("2026-06-13T15:00:00Z");
-        let d = decide(&c, Class::Emergency, Some(&wedding), &who(&dnd, None, None), day, day);
+        let d = decide(
+            &c,
+            Class::Emergency,
+            Some(&wedding),
+            &who(&dnd, None, None),
+            day,
+            day,
+        );
         assert!(
             matches!(
                 d,
@@ -511,7 +525,14 @@ mod tests {
             friday_evening,
         );
         assert_eq!(by, utc("2026-03-30T08:00:00Z"));
-        let d = decide(&c, Class::General, None, &who(&available, Some(&hours), Some("Europe/Lisbon")), by, friday_evening);
+        let d = decide(
+            &c,
+            Class::General,
+            None,
+            &who(&available, Some(&hours), Some("Europe/Lisbon")),
+            by,
+            friday_evening,
+        );
         assert!(
             matches!(&d, Decision::Defer { until, reason } if *until == by && reason.contains("business hours")),
             "{d:?}"
@@ -525,11 +546,25 @@ mod tests {
             friday_evening,
         );
         assert_eq!(by, utc("2026-03-30T13:00:00Z"), "Monday 09:00 EDT");
-        let d = decide(&c, Class::General, None, &who(&available, Some(&hours), Some("America/New_York")), by, friday_evening);
+        let d = decide(
+            &c,
+            Class::General,
+            None,
+            &who(&available, Some(&hours), Some("America/New_York")),
+            by,
+            friday_evening,
+        );
         assert!(matches!(d, Decision::Deliver { .. }), "{d:?}");
         // Busy inside hours: waits, at the latest until the next business day starts.
         let busy = presence(Availability::Busy);
-        let d = decide(&c, Class::General, None, &who(&busy, Some(&hours), Some("America/New_York")), by, friday_evening);
+        let d = decide(
+            &c,
+            Class::General,
+            None,
+            &who(&busy, Some(&hours), Some("America/New_York")),
+            by,
+            friday_evening,
+        );
         assert!(
             matches!(d, Decision::Defer { until, .. } if until == by),
             "{d:?}"
@@ -559,8 +594,9 @@ mod tests {
             d,
             Decision::Defer {
                 until: utc("2026-06-11T06:00:00Z"),
-                reason: "it is the recipient's quiet hours; waits until free, at the latest until then"
-                    .into()
+                reason:
+                    "it is the recipient's quiet hours; waits until free, at the latest until then"
+                        .into()
             }
         );
         // 23:30 Lisbon: a timeline note waits its hour at most, not the night.
@@ -599,7 +635,14 @@ mod tests {
         let by = deliver_by(&c, Class::General, Some(&hours), None, now);
         assert_eq!(by, utc("2026-06-15T09:00:00Z"));
         let friday = utc("2026-06-12T10:00:00Z");
-        let d = decide(&c, Class::General, None, &who(&available, Some(&hours), None), by, friday);
+        let d = decide(
+            &c,
+            Class::General,
+            None,
+            &who(&available, Some(&hours), None),
+            by,
+            friday,
+        );
         assert!(
             matches!(&d, Decision::Defer { until, reason } if *until == by && reason.contains("business hours")),
             "{d:?}"

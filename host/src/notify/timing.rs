@@ -193,9 +193,15 @@ mod tests {
     #[test]
     fn without_history_it_goes_at_once() {
         let now = utc("2026-06-10T18:10:00Z");
-        assert_eq!(best_moment(&[], None, now, now + 20 * HOUR_MS, |_| true), None);
+        assert_eq!(
+            best_moment(&[], None, now, now + 20 * HOUR_MS, |_| true),
+            None
+        );
         let two = weekly("2026-06-11T09:05:00Z", 2, MIN);
-        assert_eq!(best_moment(&two, None, now, now + 20 * HOUR_MS, |_| true), None);
+        assert_eq!(
+            best_moment(&two, None, now, now + 20 * HOUR_MS, |_| true),
+            None
+        );
     }
 
     #[test]
@@ -207,7 +213,11 @@ mod tests {
         let s = best_moment(&history, None, now, utc("2026-06-11T12:00:00Z"), |_| true).unwrap();
         assert_eq!(s.at, utc("2026-06-11T09:00:00Z"));
         assert!(s.reason.contains("Thu 09:00"), "{}", s.reason);
-        assert!(s.reason.contains("median 1 min over 4 notes"), "{}", s.reason);
+        assert!(
+            s.reason.contains("median 1 min over 4 notes"),
+            "{}",
+            s.reason
+        );
         // A window that ends before Thursday 09:00 holds no hour known to be
         // better (the hours between are unknown, never waited for): go now.
         assert_eq!(
@@ -273,7 +283,9 @@ mod tests {
             &history,
             Some("Asia/Kolkata"),
             now,
-            utc("2026-06-11T10:00:00Z"), |_| true)
+            utc("2026-06-11T10:00:00Z"),
+            |_| true,
+        )
         .unwrap();
         assert_eq!(s.at, utc("2026-06-11T03:30:00Z"), "Thursday 09:00 IST");
     }

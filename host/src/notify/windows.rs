@@ -177,14 +177,22 @@ mod tests {
             weekdays.next_open(None, utc("2026-06-12T18:00:00Z")),
             Some(utc("2026-06-15T09:00:00Z"))
         );
-        assert_eq!(Weekly::parse(&WindowsSpec::new()).unwrap().next_open(None, 0), None);
+        assert_eq!(
+            Weekly::parse(&WindowsSpec::new())
+                .unwrap()
+                .next_open(None, 0),
+            None
+        );
     }
 
     #[test]
     fn bad_windows_are_refused_with_the_reason() {
         let bad = |d: &str, s: &str, e: &str| {
-            Weekly::parse(&WindowsSpec::from([(d.to_string(), (s.to_string(), e.to_string()))]))
-                .unwrap_err()
+            Weekly::parse(&WindowsSpec::from([(
+                d.to_string(),
+                (s.to_string(), e.to_string()),
+            )]))
+            .unwrap_err()
         };
         assert!(bad("someday", "08:00", "09:00").contains("not a day"));
         assert!(bad("mon", "8", "09:00").contains("HH:MM"));
@@ -198,6 +206,10 @@ mod tests {
             always.open_until(None, utc("2026-06-10T23:59:30Z")),
             Some(utc("2026-06-11T00:00:00Z"))
         );
-        assert!(always.open_until(None, utc("2026-06-11T00:00:00Z")).is_some());
+        assert!(
+            always
+                .open_until(None, utc("2026-06-11T00:00:00Z"))
+                .is_some()
+        );
     }
 }

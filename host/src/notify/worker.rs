@@ -136,9 +136,7 @@ pub async fn run(app: Arc<App>) {
         } else {
             let next = app.store.next_notification_due().await.ok().flatten();
             next.map_or(MAX_IDLE, |due| {
-                Duration::from_millis(
-                    (due - now_ms()).clamp(5, MAX_IDLE.as_millis() as i64) as u64,
-                )
+                Duration::from_millis((due - now_ms()).clamp(5, MAX_IDLE.as_millis() as i64) as u64)
             })
         };
         app.health.job_ran(
@@ -252,7 +250,10 @@ impl View {
         Ok(Self {
             presence: (!signals.is_empty())
                 .then(|| crate::presence::derive(&n.recipient, &signals, now)),
-            settings: app.store.recipient_settings(&n.tenant, &n.recipient).await?,
+            settings: app
+                .store
+                .recipient_settings(&n.tenant, &n.recipient)
+                .await?,
             channels: app.store.user_channels(&n.tenant, &n.recipient).await?,
         })
     }
@@ -350,8 +351,7 @@ async fn handle(
     // refuse it for good, it waits for those rather than failing).
     let (verdict, channels, closed_open_at) = match presence_says {
         Decision::Deliver {
-            all_channels: true,
-            ..
+            all_channels: true, ..
         } => (presence_says, channels, None),
         Decision::Deliver { .. } => {
             let urgent = n.urgency == super::Class::Emergency || now >= deliver_by;
@@ -431,17 +431,14 @@ async fn handle(
             } else {
                 Vec::new()
             };
-            let delivered = deliver(
-                app,
-                n,
-                token,
-                &digest,
-                &channels,
+            let plan = Plan {
+                digest: &digest,
+                channels: &channels,
                 all_channels,
                 closed_open_at,
-                &reason,
-            )
-            .await;
+                reason: &reason,
+            };
+            let delivered = deliver(app, n, token, &plan).await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
                 let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
                 app.store.release_notifications(&ids, token).await?;
@@ -468,7 +465,10 @@ async fn best_moment(
         return Ok(None);
     }
     let since = now - super::timing::HISTORY_DAYS * 24 * 3_600_000;
-    let history = app.store.ack_history(&n.tenant, &n.recipient, since).await?;
+    let history = app
+        .store
+        .ack_history(&n.tenant, &n.recipient, since)
+        .await?;
     Ok(super::timing::best_moment(
         &history,
         time_zone,
@@ -583,6 +583,21 @@ fn message_of(n: &NotificationRecord, digest: &[NotificationRecord]) -> Notifica
     }
 }
 
+/// How a notification goes out.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    /// The general notes riding along in one digest.
+    digest: &'a [NotificationRecord],
+    /// The channels to use, in order.
+    channels: &'a [Channel],
+    /// Every channel, not just the first that delivers (the wedding day).
+    all_channels: bool,
+    /// When channels outside their send window open, if any.
+    closed_open_at: Option<i64>,
+    /// Why it goes now.
+    reason: &'a str,
+}
+
 /// Sends `n` (with `digest`) through the recipient's channels and records the
 /// outcome on each notification; true when it was delivered. An emergency
 /// that cannot be delivered escalates at once.
@@ -590,12 +605,15 @@ async fn deliver(
     app: &App,
     n: &NotificationRecord,
     token: &str,
-    digest: &[NotificationRecord],
-    channels: &[Channel],
-    all_channels: bool,
-    closed_open_at: Option<i64>,
-    reason: &str,
+    plan: &Plan<'_>,
 ) -> Result<bool, StoreError> {
+    let Plan {
+        digest,
+        channels,
+        all_channels,
+        closed_open_at,
+        reason,
+    } = *plan;
     let rounds = n.rounds + 1;
     if channels.is_empty() {
         let why = format!(
@@ -632,7 +650,10 @@ async fn deliver(
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                errors.push(format!("{} {}: {}", channel.plugin, channel.address, e.message));
+                errors.push(format!(
+                    "{} {}: {}",
+                    channel.plugin, channel.address, e.message
+                ));
             }
         }
     }
@@ -772,7 +793,9 @@ fn retry_delay(rounds: i64, emergency: bool, retry_after_ms: Option<u64>, jitter
         .saturating_mul(1i64 << rounds.clamp(0, 20))
         .min(RETRY_CAP_MS);
     let backoff = ceiling / 10 + ((ceiling - ceiling / 10) as f64 * jitter.clamp(0.0, 1.0)) as i64;
-    let asked = retry_after_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX).min(RETRY_CAP_MS));
+    let asked = retry_after_ms.map_or(0, |ms| {
+        i64::try_from(ms).unwrap_or(i64::MAX).min(RETRY_CAP_MS)
+    });
     let delay = backoff.max(asked);
     if emergency {
         delay.min(RETRY_BASE_MS)
@@ -874,8 +897,12 @@ mod tests {
         let permanent = |f: PluginFault| ChannelFailure::of(f).permanent;
         assert!(permanent(PluginFault::InvalidInput("not E.164".into())));
         assert!(permanent(PluginFault::Unsupported("no".into())));
-        assert!(!permanent(PluginFault::Unauthorized("token refresh failed".into())));
-        assert!(!permanent(PluginFault::Internal("config from is not set".into())));
+        assert!(!permanent(PluginFault::Unauthorized(
+            "token refresh failed".into()
+        )));
+        assert!(!permanent(PluginFault::Internal(
+            "config from is not set".into()
+        )));
         let throttled = ChannelFailure::of(PluginFault::Upstream {
             message: "429".into(),
             status: Some(429),

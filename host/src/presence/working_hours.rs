@@ -257,7 +257,11 @@ mod tests {
             Some(utc("2027-01-04T09:00:00Z"))
         );
         // Wednesday the 23rd at 10:00 is a day off: not inside the hours.
-        assert!(!inside(&s, Some("Europe/Lisbon"), utc("2026-12-23T10:00:00Z")));
+        assert!(!inside(
+            &s,
+            Some("Europe/Lisbon"),
+            utc("2026-12-23T10:00:00Z")
+        ));
         assert!(inside(
             &nine_to_six_weekdays(),
             Some("Europe/Lisbon"),

@@ -373,7 +373,12 @@ impl Store {
     }
 
     /// Whether the claim `token` on `id` still holds, read without writing.
-    pub async fn claim_holds(&self, id: &str, token: &str, now: Instant) -> Result<bool, StoreError> {
+    pub async fn claim_holds(
+        &self,
+        id: &str,
+        token: &str,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar::<_, i64>(
             "SELECT 1 FROM notifications WHERE id = ? AND claim_token = ? AND claimed_until > ?",
         )
@@ -580,7 +585,12 @@ impl Store {
         tenant: &str,
         user: &str,
     ) -> Result<RecipientSettings, StoreError> {
-        type Row = (Option<String>, Option<String>, Option<String>, Option<String>);
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
         let row: Option<Row> = sqlx::query_as(
             "SELECT time_zone, working_hours, days_off, quiet_hours FROM users
              WHERE tenant = ? AND user_id = ?",
