@@ -306,6 +306,16 @@ async fn handle(
             .await?;
         return Ok(false);
     }
+    // It rode in a digest whose send was cut short: it goes out again only in
+    // that digest, when its lead is handled; look again shortly.
+    if let Some(lead) = n.digest_lead.as_deref().filter(|l| *l != n.id)
+        && app.store.open_attempt(lead).await?
+    {
+        app.store
+            .notification_decided(&n.id, token, &n.state, Some(now + 1_000), n.rounds, None)
+            .await?;
+        return Ok(false);
+    }
     // Delivered before a restart cut the bookkeeping short: never twice.
     if let Some(done) = n
         .attempts
@@ -424,13 +434,19 @@ async fn handle(
             reason,
         } => {
             // General notes that wait for the same person go out with it, as one.
+            // A send of this note was cut short (the host died mid-call): the
+            // message may have gone out, so it goes again exactly as it was.
+            let resuming = n.attempts.iter().any(|a| a.outcome.is_none());
             let digest = if n.urgency == super::Class::General {
                 app.store
-                    .claim_digest(n, token, now, lease_ms(app), DIGEST_COMPANIONS)
+                    .claim_digest(n, token, now, lease_ms(app), DIGEST_COMPANIONS, resuming)
                     .await?
             } else {
                 Vec::new()
             };
+            if resuming {
+                app.store.close_open_attempts(&n.id).await?;
+            }
             let plan = Plan {
                 digest: &digest,
                 channels: &channels,

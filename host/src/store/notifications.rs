@@ -72,7 +72,8 @@ pub struct Attempt {
     pub plugin: String,
     pub address: String,
     pub started_at: Instant,
-    /// `delivered`, `failed`, or null while in flight (or cut short by a crash).
+    /// `delivered`, `failed`, `interrupted` (the host stopped during the
+    /// send, which was then resumed), or null while in flight.
     pub outcome: Option<String>,
     pub provider_message_id: Option<String>,
     pub error: Option<String>,
@@ -702,6 +703,7 @@ impl Store {
         now: Instant,
         lease_ms: i64,
         limit: u32,
+        resuming: bool,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let rows = sqlx::query(
             "UPDATE notifications SET claimed_until = ?, claim_token = ?, digest_lead = ?
@@ -712,6 +714,14 @@ impl Store {
                  -- Not one that waits out its own retry delay.
                  AND NOT (state = 'due' AND due_at > ?)
                  AND (claimed_until IS NULL OR claimed_until < ? OR claim_token = ?)
+                 -- Not one that rode in another digest, or whose own send was
+                 -- cut short: that message may have gone out, and goes out
+                 -- again only as it was (same content, same idempotency key).
+                 AND (digest_lead IS NULL OR digest_lead = ?)
+                 AND NOT EXISTS (SELECT 1 FROM notification_attempts a
+                                 WHERE a.notification_id = notifications.id AND a.outcome IS NULL)
+                 -- Resuming a digest cut short: exactly the notes it carried.
+                 AND (? = 0 OR digest_lead = ?)
                ORDER BY created_at LIMIT ?)
              RETURNING *",
         )
@@ -724,6 +734,9 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(token)
+        .bind(&lead.id)
+        .bind(resuming)
+        .bind(&lead.id)
         .bind(limit)
         .fetch_all(&self.writer)
         .await?;
@@ -736,6 +749,33 @@ impl Store {
     }
 
     /// Whether `lead` has a recorded delivery (its digest went out).
+    /// Whether a send of `id` was started and never finished (the host died
+    /// during the channel's call): whether it went out is unknown.
+    pub async fn open_attempt(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM notification_attempts WHERE notification_id = ? AND outcome IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+
+    /// Closes the sends of `id` that a stopped host left open, as
+    /// `interrupted`: their outcome is unknown, and the send is being resumed.
+    pub async fn close_open_attempts(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE notification_attempts SET outcome = 'interrupted', finished_at = ?,
+               error = 'the host stopped during this send; whether it went out is unknown'
+             WHERE notification_id = ? AND outcome IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     pub async fn delivered_attempt(&self, lead: &str) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar::<_, i64>(
             "SELECT 1 FROM notification_attempts WHERE notification_id = ? AND outcome = 'delivered'",
