@@ -73,6 +73,9 @@ pub enum Command {
     /// Manage tenants' API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// The configuration: `config reference` prints every key, its default and its variable.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Dry run: classify every event occurrence of a calendar file (.ics, Google or Graph JSON).
     Classify {
         file: PathBuf,
@@ -162,6 +165,12 @@ pub enum ApiKeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration reference (Markdown; `docs/configuration.md`).
+    Reference,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Load every plugin of the plugins folder and report each one's state.
     List,
@@ -201,10 +210,11 @@ impl CommonArgs {
         if let Some(u) = &self.database_url {
             config.database_url = Some(u.clone());
         }
-        if let Ok(key) = std::env::var("PRESENCE_MASTER_KEY") {
+        use crate::config::reference::env_var;
+        if let Ok(key) = std::env::var(env_var("master_key")) {
             config.master_key = Some(key);
         }
-        if let Ok(keys) = std::env::var("PRESENCE_PREVIOUS_MASTER_KEYS") {
+        if let Ok(keys) = std::env::var(env_var("previous_master_keys")) {
             config.previous_master_keys = keys
                 .split(',')
                 .map(str::trim)
@@ -212,7 +222,7 @@ impl CommonArgs {
                 .map(String::from)
                 .collect();
         }
-        if let Ok(token) = std::env::var("PRESENCE_ADMIN_TOKEN") {
+        if let Ok(token) = std::env::var(env_var("admin_token")) {
             config.admin_token = Some(token);
         }
         Ok(config)
@@ -306,6 +316,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenant(command) => tenant_command(&config, command).await,
         Command::ApiKey(command) => api_key_command(&config, command).await,
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", crate::config::reference::reference());
+            Ok(())
+        }
         Command::Classify {
             file,
             tenant,

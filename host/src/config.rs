@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod reference;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read the configuration file: {source}")]
@@ -19,7 +21,7 @@ pub enum ConfigError {
 }
 
 /// Everything the host can be told. Every field has a default.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP server listens on. Default `127.0.0.1:8080`.
@@ -70,7 +72,7 @@ pub struct Config {
 /// provider named `google`, `microsoft`, `slack` or `zoom` starts from that
 /// provider's published endpoints; every field can be overridden (tests point
 /// the URLs at emulators). A provider is offered once it has a `client_id`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OAuthConfig {
     /// How long a started authorization may take before its callback, in seconds. Default 600.
@@ -92,18 +94,22 @@ impl Default for OAuthConfig {
 }
 
 /// `[oauth.providers.<name>]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OAuthProviderConfig {
     /// Which built-in provider's endpoints and conventions to start from
     /// (`google`, `microsoft`, `slack`, `zoom`); default: the provider's own name.
     pub template: Option<String>,
+    /// The client id the provider issued; the provider is offered once it is set.
     pub client_id: Option<String>,
     /// The name of the secret holding the client secret
     /// (default `oauth.<provider>.client-secret`, set with `presence-host secret set`).
     pub client_secret: Option<String>,
+    /// The authorization endpoint (default: the template's).
     pub authorize_url: Option<String>,
+    /// The token endpoint (default: the template's).
     pub token_url: Option<String>,
+    /// The revocation endpoint, where the provider has one (default: the template's).
     pub revoke_url: Option<String>,
     /// Where the provider publishes the keys its ID tokens are signed with.
     pub jwks_url: Option<String>,
@@ -118,7 +124,7 @@ pub struct OAuthProviderConfig {
 }
 
 /// Webhook rate limits (`[webhooks]`); see `webhooks::limits`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookLimits {
     /// Deliveries per second per endpoint (plugin and tenant), with bursts of
@@ -138,7 +144,7 @@ impl Default for WebhookLimits {
 }
 
 /// The presence engine's limits (`[presence]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PresenceConfig {
     /// Status pushes per person per provider connection in any hour; further
@@ -202,7 +208,7 @@ impl Default for Config {
 }
 
 /// What an operator adds to a plugin's manifest.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginOverrides {
     /// More `allowed_hosts` patterns (e.g. a provider emulator's address).
@@ -214,7 +220,7 @@ pub struct PluginOverrides {
     pub rate_limit_per_second: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantConfig {
     /// Classifier plugins tried in order; the first classification wins. Default `["wedding-keywords"]`.

@@ -45,7 +45,7 @@ impl Clock for SystemClock {
 }
 
 /// Health settings (`[health]`).
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// Consecutive failures of a connection's provider that open its breaker. Default 5.
@@ -55,6 +55,7 @@ pub struct HealthConfig {
     /// The first pause of an open breaker, in ms; it doubles while the provider
     /// keeps failing, up to `breaker_max_open_ms`. Defaults 30000 and 600000.
     pub breaker_open_ms: i64,
+    /// The longest pause of an open breaker, in ms. Default 600000.
     pub breaker_max_open_ms: i64,
     /// A plugin failing at least this share of its calls over 5 minutes raises an alert. Default 0.2.
     pub alert_failure_ratio: f64,
@@ -808,10 +809,12 @@ pub async fn run(app: Arc<crate::App>) {
 }
 
 /// Where alerts go as notifications (`[health.alert_to]`).
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRecipient {
+    /// The tenant the person belongs to.
     pub tenant: String,
+    /// The person, whose channels the alerts go out on.
     pub user: String,
     /// The urgency class they go out with. Default `timeline`.
     #[serde(default = "default_alert_urgency")]

@@ -36,7 +36,7 @@ use crate::presence::working_hours::{self, Schedule};
 use crate::store::notifications::Channel;
 
 /// The urgency classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     Emergency,
@@ -71,22 +71,25 @@ impl Class {
 }
 
 /// One class's policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Wait while the recipient is busy, in a call or out of office.
     pub defer_if_busy: bool,
+    /// Wait while the recipient is in do-not-disturb, and during their quiet hours.
     pub respect_dnd: bool,
     /// The longest a notification of this class waits, in minutes; none for
     /// `general`, which waits until the next business hours.
     pub max_delay_minutes: Option<u32>,
-    /// Within the time it may wait, deliver in the hour this recipient has
-    /// acknowledged fastest (see [`timing`]). Default: `general` only.
+    /// Within the time it may wait, deliver in the hour of the week this
+    /// recipient has acknowledged fastest (from the delivery log). Default:
+    /// `general` only.
     #[serde(default)]
     pub optimal_timing: bool,
 }
 
 /// `[notifications]`: the classes' policies and the delivery retries.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationsConfig {
     pub emergency: Policy,

@@ -14,10 +14,12 @@ use crate::model::{Availability, Instant, Presence, SignalSource};
 pub const MAX_STATUS_CHARS: usize = 100;
 
 /// A status line and its emoji.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusText {
+    /// The status line ("📸 Ceremony prep").
     pub text: String,
+    /// Its emoji as a short code (`:camera:`).
     pub emoji: String,
 }
 
