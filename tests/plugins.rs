@@ -275,15 +275,47 @@ async fn plugin_templates_build_pass_their_tests_and_classify_in_a_tenant_chain(
         let dir = work.path().join(name);
         let tests = cargo_in(&dir, &["test"]);
         assert!(tests.contains("test result: ok. 1 passed"), "{tests}");
-        cargo_in(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
-        let wasm = workspace_root()
-            .join("target/template-check/wasm32-wasip2/release")
-            .join(format!("{}.wasm", name.replace('-', "_")));
-        std::fs::copy(&wasm, dir.join("plugin.wasm")).unwrap();
-        let (ok, out, err) = cli(&["plugin", "check", dir.to_str().unwrap()], None);
-        assert!(ok && out.contains(&format!("world {world}")), "{out}{err}");
+        // `plugin build`: the wasm build, plugin.wasm beside plugin.toml, and its check.
+        let target_dir = workspace_root().join("target/template-check");
+        let (ok, out, err) = cli_with_env(
+            &["plugin", "build", dir.to_str().unwrap()],
+            None,
+            &[("CARGO_TARGET_DIR", target_dir.as_os_str())],
+        );
+        assert!(ok, "{out}{err}");
+        assert!(out.contains(&format!("world {world}")), "{out}{err}");
+        assert!(dir.join("plugin.wasm").is_file());
+        // Not a terminal: no spinner in the output.
+        assert!(!err.contains("building"), "{err}");
         built.push(dir);
     }
+
+    // A crate that does not compile: cargo's diagnostics, and no plugin.wasm.
+    let broken = &built[0];
+    let lib = broken.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(
+        &lib,
+        format!("{source}\nfn broken() -> u32 {{ \"not a number\" }}\n"),
+    )
+    .unwrap();
+    let before = std::fs::read(broken.join("plugin.wasm")).unwrap();
+    let (ok, _, err) = cli_with_env(
+        &["plugin", "build", broken.to_str().unwrap()],
+        None,
+        &[(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target/template-check").as_os_str(),
+        )],
+    );
+    assert!(
+        !ok && err.contains("cargo build failed") && err.contains("mismatched types"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(broken.join("plugin.wasm")).unwrap(), before);
+    std::fs::write(&lib, source).unwrap();
+    let (ok, _, err) = cli(&["plugin", "build", work.path().to_str().unwrap()], None);
+    assert!(!ok && err.contains("has no Cargo.toml"), "{err}");
 
     // Agency "acme" runs its rules before the bundled ones; tenant "default" does not.
     let plugins = PluginsDir::new()

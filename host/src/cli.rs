@@ -176,6 +176,13 @@ pub enum PluginCommand {
     List,
     /// Check a plugin (its folder, its plugin.toml or its .wasm) against this host's WIT, without serving.
     Check { path: PathBuf },
+    /// Build a plugin crate for wasm32-wasip2 (release), put the component
+    /// beside its plugin.toml as plugin.wasm, and check it.
+    Build {
+        /// The plugin crate's folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
     /// Write a new plugin crate, ready to build and test, into `<dir>/<name>/`.
     New {
         name: String,
@@ -340,6 +347,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Plugin(PluginCommand::Check { path }) => plugin_check(&path).await,
+        Command::Plugin(PluginCommand::Build { path }) => {
+            let wasm =
+                tokio::task::spawn_blocking(move || crate::plugins::build::build(&path)).await??;
+            println!("built {}", wasm.display());
+            plugin_check(&wasm).await
+        }
         Command::Plugin(PluginCommand::New { name, world, dir }) => {
             let world = match world {
                 WorldArg::Classifier => crate::plugins::World::Classifier,
@@ -348,7 +361,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let created = crate::plugins::scaffold::new_plugin(&dir, &name, world)?;
             println!("created {world} plugin {name} in {}", created.display());
             println!(
-                "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                "next: cd {} && cargo test && presence-host plugin build",
                 created.display()
             );
             Ok(())

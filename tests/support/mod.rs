@@ -123,9 +123,19 @@ pub fn binary() -> PathBuf {
 
 /// Runs a CLI command of the binary; returns (success, stdout, stderr).
 pub fn cli(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
+    cli_with_env(args, stdin, &[])
+}
+
+/// [`cli`] with extra environment variables.
+pub fn cli_with_env(
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (bool, String, String) {
     let mut child = Command::new(binary())
         .args(args)
         .env("PRESENCE_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

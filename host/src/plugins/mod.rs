@@ -1,5 +1,6 @@
 //! Plugins on disk: manifests, the registry of loaded plugins, and hot reload.
 
+pub mod build;
 pub mod manifest;
 pub mod registry;
 pub mod reload;
