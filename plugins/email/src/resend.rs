@@ -29,7 +29,7 @@
 use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError, Urgency, config};
 use presence_sdk::text::truncate_with_ellipsis;
-use presence_sdk::upstream::{Credential, request_failure, upstream, upstream_status};
+use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -183,23 +183,10 @@ pub fn receipt_of(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<DeliveryReceipt, PluginError> {
-    let answer: Option<Value> = serde_json::from_slice(body).ok();
     if (200..300).contains(&status) {
-        let id = answer
-            .as_ref()
-            .and_then(|a| a.get("id"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                upstream(
-                    format!("Resend answered {status} without the email's id"),
-                    Some(status),
-                    None,
-                )
-            })?;
-        return Ok(DeliveryReceipt {
-            provider_message_id: Some(id.to_string()),
-        });
+        return Ok(accepted(body, "id"));
     }
+    let answer: Option<Value> = serde_json::from_slice(body).ok();
     let field = |k: &str| {
         answer
             .as_ref()
@@ -503,10 +490,11 @@ mod tests {
             r.provider_message_id.as_deref(),
             Some("49a3999c-0ce1-4ea6-ab68-afcd6dc2e794")
         );
-        assert!(matches!(
-            receipt_of(200, &[], b"{}"),
-            Err(PluginError::Upstream(_))
-        ));
+        // Accepted without an id: delivered all the same, never sent again.
+        assert_eq!(
+            receipt_of(200, &[], b"{}").unwrap().provider_message_id,
+            None
+        );
     }
 
     fn error(status: u16, name: &str, message: &str, headers: &[(String, String)]) -> PluginError {

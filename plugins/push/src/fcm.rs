@@ -47,7 +47,7 @@ use presence_sdk::notify;
 use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError, Urgency, config};
 use presence_sdk::text::{truncate_bytes_with_ellipsis, truncate_with_ellipsis};
-use presence_sdk::upstream::{Credential, request_failure, upstream, upstream_status};
+use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
 use serde_json::{Value, json};
 
 /// Where FCM is, unless the `api_base` config key says otherwise.
@@ -175,23 +175,10 @@ pub fn receipt_of(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<DeliveryReceipt, PluginError> {
-    let answer: Option<Value> = serde_json::from_slice(body).ok();
     if (200..300).contains(&status) {
-        let name = answer
-            .as_ref()
-            .and_then(|a| a.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                upstream(
-                    format!("FCM answered {status} without the message's name"),
-                    Some(status),
-                    None,
-                )
-            })?;
-        return Ok(DeliveryReceipt {
-            provider_message_id: Some(name.to_string()),
-        });
+        return Ok(accepted(body, "name"));
     }
+    let answer: Option<Value> = serde_json::from_slice(body).ok();
     let error = answer.as_ref().and_then(|a| a.get("error"));
     let text = |k: &str| error.and_then(|e| e.get(k)).and_then(Value::as_str);
     let fcm_code = error
@@ -444,10 +431,11 @@ mod tests {
             r.provider_message_id.as_deref(),
             Some("projects/myproject-b5ae1/messages/0:1500415314455276%31bd1c9631bd1c96")
         );
-        assert!(matches!(
-            receipt_of(200, &[], b"{}"),
-            Err(PluginError::Upstream(_))
-        ));
+        // Accepted without a name: delivered all the same, never sent again.
+        assert_eq!(
+            receipt_of(200, &[], b"{}").unwrap().provider_message_id,
+            None
+        );
     }
 
     fn rpc(code: u16, status: &str, message: &str, fcm: Option<&str>) -> Vec<u8> {

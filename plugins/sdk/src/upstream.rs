@@ -94,6 +94,19 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// The receipt for a message the provider accepted (a 2xx answer): the id at
+/// `field` of its JSON answer. An answer without it still means the message
+/// was taken, so it is a delivery with no id rather than an error: an error
+/// would be retried, and the person would get the message twice.
+pub fn accepted(answer: &[u8], field: &str) -> crate::provider::DeliveryReceipt {
+    let id = serde_json::from_slice::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|a| a.get(field)?.as_str().map(str::to_string));
+    crate::provider::DeliveryReceipt {
+        provider_message_id: id,
+    }
+}
+
 /// The `upstream` plugin error: the provider failed, possibly for a while.
 pub fn upstream(
     message: impl Into<String>,

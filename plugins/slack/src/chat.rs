@@ -89,21 +89,18 @@ pub fn post_message_body(channel: &str, text: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The receipt for chat.postMessage's `ok: true` answer.
+/// The receipt for chat.postMessage's `ok: true` answer: `channel:ts`. Without
+/// a `ts` the message was still posted: a receipt with no id, never an error
+/// (which would be retried and post it twice).
 pub fn receipt_of(answer: &Value) -> Result<DeliveryReceipt, PluginError> {
-    let ts = answer.get("ts").and_then(Value::as_str).ok_or_else(|| {
-        presence_sdk::upstream::upstream(
-            "Slack chat.postMessage answered ok without the message's ts",
-            None,
-            None,
-        )
-    })?;
-    let id = match answer.get("channel").and_then(Value::as_str) {
-        Some(channel) => format!("{channel}:{ts}"),
-        None => ts.to_string(),
+    let ts = answer.get("ts").and_then(Value::as_str);
+    let id = match (answer.get("channel").and_then(Value::as_str), ts) {
+        (Some(channel), Some(ts)) => Some(format!("{channel}:{ts}")),
+        (None, ts) => ts.map(str::to_string),
+        (Some(_), None) => None,
     };
     Ok(DeliveryReceipt {
-        provider_message_id: Some(id),
+        provider_message_id: id,
     })
 }
 
@@ -215,10 +212,12 @@ mod tests {
             receipt_of(&answer).unwrap().provider_message_id.as_deref(),
             Some("C1H9RESGL:1503435956.000247")
         );
-        assert!(matches!(
-            receipt_of(&json!({"ok": true})),
-            Err(PluginError::Upstream(_))
-        ));
+        assert_eq!(
+            receipt_of(&json!({"ok": true}))
+                .unwrap()
+                .provider_message_id,
+            None
+        );
     }
 
     // chat.postMessage's errors: where the message cannot go is final; a dead

@@ -10,7 +10,7 @@
 
 use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError};
-use presence_sdk::upstream::{Credential, request_failure, upstream, upstream_status};
+use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
 
 use crate::form;
 
@@ -127,11 +127,6 @@ pub fn message_form(
     ])
 }
 
-#[derive(serde::Deserialize)]
-struct CreatedMessage {
-    sid: String,
-}
-
 /// Twilio's error answer: `{"code", "message", "more_info", "status"}`.
 #[derive(serde::Deserialize)]
 struct TwilioError {
@@ -147,16 +142,7 @@ pub fn receipt_of(
     body: &[u8],
 ) -> Result<DeliveryReceipt, PluginError> {
     if (200..300).contains(&status) {
-        let created: CreatedMessage = serde_json::from_slice(body).map_err(|e| {
-            upstream(
-                format!("Twilio answered {status} without a message sid: {e}"),
-                Some(status),
-                None,
-            )
-        })?;
-        return Ok(DeliveryReceipt {
-            provider_message_id: Some(created.sid),
-        });
+        return Ok(accepted(body, "sid"));
     }
     let detail = match serde_json::from_slice::<TwilioError>(body) {
         Ok(e) => format!(
@@ -340,9 +326,10 @@ mod tests {
                 ..
             }))
         ));
-        assert!(matches!(
-            receipt_of(201, &[], b"{}"),
-            Err(PluginError::Upstream(_))
-        ));
+        // Created without a sid: delivered all the same, never sent again.
+        assert_eq!(
+            receipt_of(201, &[], b"{}").unwrap().provider_message_id,
+            None
+        );
     }
 }
