@@ -37,10 +37,10 @@
 //! quotas, attachments, templates and batch sends; the wording of messages the
 //! docs do not give is the emulator's.
 
+use super::hold::{Holds, wait_until};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -116,13 +116,11 @@ struct Account {
     /// Idempotency key -> (the payload, the email's id).
     keys: HashMap<String, (Value, String)>,
     trouble: VecDeque<Trouble>,
-    held: usize,
 }
 
 struct Shared {
     account: Mutex<Account>,
-    /// Bumped by `release_held`; held requests wait for a change.
-    release: tokio::sync::watch::Sender<u64>,
+    holds: Holds,
 }
 
 /// The emulator, serving on a loopback port until its runtime ends.
@@ -140,7 +138,7 @@ impl ResendEmulator {
         account.domains.insert(VERIFIED_DOMAIN.into());
         let shared = Arc::new(Shared {
             account: Mutex::new(account),
-            release: tokio::sync::watch::channel(0).0,
+            holds: Holds::default(),
         });
         let app = axum::Router::new()
             .route("/emails", axum::routing::post(send_email))
@@ -249,44 +247,30 @@ impl ResendEmulator {
 
     /// Requests being held now (a held request whose client went away no longer counts).
     pub fn held(&self) -> usize {
-        self.account().held
+        self.shared.holds.held()
     }
 
     /// Waits until at least `n` requests are held (panics after 30 s).
     pub async fn wait_until_held(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.held() < n {
-            assert!(
-                Instant::now() < deadline,
-                "Resend emulator: {} of {n} requests held after 30 s",
-                self.held()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.shared
+            .holds
+            .wait_until_held(n, "Resend emulator")
+            .await
     }
 
     /// Waits until at least `n` emails were accepted (panics after 30 s); returns them all.
     pub async fn wait_for_emails(&self, n: usize) -> Vec<SentEmail> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let emails = self.emails();
-            if emails.len() >= n {
-                return emails;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Resend emulator: {} of {n} emails after 30 s",
-                emails.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(
+            "Resend emulator",
+            || Some(self.emails()).filter(|e| e.len() >= n),
+            || format!("{} of {n} emails", self.emails().len()),
+        )
+        .await
     }
 
     /// Lets every held request go on (a client that went away gets nothing).
     pub fn release_held(&self) {
-        self.shared
-            .release
-            .send_modify(|generation| *generation += 1);
+        self.shared.holds.release()
     }
 }
 
@@ -552,23 +536,6 @@ fn handle(account: &mut Account, key: Option<String>, raw: &[u8]) -> Response {
     }
 }
 
-/// Counts a request as held while it lives (a handler dropped with its
-/// connection stops counting too).
-struct Held(Arc<Shared>);
-
-impl Held {
-    fn new(shared: &Arc<Shared>) -> Self {
-        shared.account.lock().unwrap().held += 1;
-        Self(shared.clone())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.account.lock().unwrap().held -= 1;
-    }
-}
-
 async fn send_email(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -578,7 +545,7 @@ async fn send_email(
         .get("idempotency-key")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let json_body = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    let mut release = shared.release.subscribe();
+    let ticket = shared.holds.ticket();
     let trouble = {
         let mut account = shared.account.lock().unwrap();
         account.arrivals += 1;
@@ -646,15 +613,11 @@ async fn send_email(
         }
         Some(Trouble::HoldAfterAccepting) => {
             let response = handle(&mut shared.account.lock().unwrap(), key, &body);
-            let _held = Held::new(&shared);
-            let _ = release.changed().await;
+            shared.holds.hold(ticket).await;
             response
         }
         Some(Trouble::HoldBeforeAccepting) => {
-            {
-                let _held = Held::new(&shared);
-                let _ = release.changed().await;
-            }
+            shared.holds.hold(ticket).await;
             handle(&mut shared.account.lock().unwrap(), key, &body)
         }
     }

@@ -2,6 +2,7 @@
 //! real built plugins, and small loopback servers.
 #![allow(dead_code)]
 pub mod email;
+pub mod hold;
 pub mod push;
 pub mod slack;
 pub mod sse;

@@ -36,10 +36,10 @@
 //! by themselves (only on request), and the wording of messages the docs do not
 //! give, which is the emulator's.
 
+use super::hold::{Holds, wait_until};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -111,14 +111,13 @@ struct Project {
     requests: Vec<FcmRequest>,
     arrivals: usize,
     trouble: VecDeque<Trouble>,
-    held: usize,
     next_message: u64,
 }
 
 struct Shared {
     project_id: String,
     state: Mutex<Project>,
-    release: tokio::sync::watch::Sender<u64>,
+    holds: Holds,
 }
 
 /// The emulator, serving on a loopback port until its runtime ends.
@@ -135,7 +134,7 @@ impl FcmEmulator {
         let shared = Arc::new(Shared {
             project_id: PROJECT_ID.into(),
             state: Mutex::new(project),
-            release: tokio::sync::watch::channel(0).0,
+            holds: Holds::default(),
         });
         // axum cannot route on a colon inside a segment: the segment is read whole.
         let app = axum::Router::new()
@@ -246,44 +245,27 @@ impl FcmEmulator {
 
     /// Requests being held now (a held request whose client went away no longer counts).
     pub fn held(&self) -> usize {
-        self.state().held
+        self.shared.holds.held()
     }
 
     /// Waits until at least `n` requests are held (panics after 30 s).
     pub async fn wait_until_held(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.held() < n {
-            assert!(
-                Instant::now() < deadline,
-                "FCM emulator: {} of {n} requests held after 30 s",
-                self.held()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.shared.holds.wait_until_held(n, "FCM emulator").await
     }
 
     /// Waits until at least `n` messages were accepted (panics after 30 s); returns them all.
     pub async fn wait_for_messages(&self, n: usize) -> Vec<PushMessage> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let messages = self.messages();
-            if messages.len() >= n {
-                return messages;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "FCM emulator: {} of {n} messages after 30 s",
-                messages.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(
+            "FCM emulator",
+            || Some(self.messages()).filter(|m| m.len() >= n),
+            || format!("{} of {n} messages", self.messages().len()),
+        )
+        .await
     }
 
     /// Lets every held request go on.
     pub fn release_held(&self) {
-        self.shared
-            .release
-            .send_modify(|generation| *generation += 1);
+        self.shared.holds.release()
     }
 }
 
@@ -553,22 +535,6 @@ fn handle(shared: &Shared, project: &mut Project, project_id: &str, body: &Value
     answer
 }
 
-/// Counts a request as held while it lives.
-struct Held(Arc<Shared>);
-
-impl Held {
-    fn new(shared: &Arc<Shared>) -> Self {
-        shared.state.lock().unwrap().held += 1;
-        Self(shared.clone())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.state.lock().unwrap().held -= 1;
-    }
-}
-
 async fn send(
     State(shared): State<Arc<Shared>>,
     Path((project_id, action)): Path<(String, String)>,
@@ -576,7 +542,7 @@ async fn send(
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut release = shared.release.subscribe();
+    let ticket = shared.holds.ticket();
     let refuse = |state: &mut Project, refusal: Refusal| {
         state.requests.push(FcmRequest {
             project: project_id.clone(),
@@ -659,15 +625,11 @@ async fn send(
                 &project_id,
                 &body,
             );
-            let _held = Held::new(&shared);
-            let _ = release.changed().await;
+            shared.holds.hold(ticket).await;
             response
         }
         Some(Trouble::HoldBeforeAccepting) => {
-            {
-                let _held = Held::new(&shared);
-                let _ = release.changed().await;
-            }
+            shared.holds.hold(ticket).await;
             handle(
                 &shared,
                 &mut shared.state.lock().unwrap(),
