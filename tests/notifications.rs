@@ -107,6 +107,11 @@ async fn wait_state(host: &Host, id: &str, state: &str) -> serde_json::Value {
     panic!("{id} never became {state}: {}", state_of(host, id).await);
 }
 
+/// A notification's latest decision.
+fn last_decision(n: &serde_json::Value) -> serde_json::Value {
+    n["decisions"].as_array().unwrap().last().unwrap().clone()
+}
+
 fn decisions(n: &serde_json::Value) -> Vec<String> {
     n["decisions"]
         .as_array()
@@ -145,7 +150,7 @@ async fn urgency_decides_who_waits_for_a_busy_vendor_and_nothing_waits_past_a_ch
     );
     for id in [&timeline[0], &general[0]] {
         let n = wait_state(&host, id, "deferred").await;
-        let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+        let last = last_decision(&n);
         assert!(last["reason"].as_str().unwrap().contains("busy"), "{n}");
         assert!(last["until"].as_i64().unwrap() > n["created_at"].as_i64().unwrap());
     }
@@ -195,7 +200,7 @@ async fn the_latest_delivery_time_wins_over_a_busy_vendor() {
     )
     .await;
     let n = wait_state(&host, &ids[0], "delivered").await;
-    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    let last = last_decision(&n);
     assert!(
         last["reason"]
             .as_str()
@@ -406,7 +411,7 @@ async fn an_unacknowledged_emergency_escalates_through_two_contacts_with_its_cha
     )
     .await;
     let n = wait_state(&host, &ids[0], "failed").await;
-    let step = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    let step = last_decision(&n);
     assert_eq!(step["decision"], "escalated", "{n}");
     assert!(
         step["reason"].as_str().unwrap().contains("no channels"),
@@ -525,7 +530,7 @@ async fn quiet_hours_and_send_windows_hold_notes_but_never_an_emergency() {
     let note = |urgency: &str, body: &str| json!({"recipients": ["vendor"], "urgency": urgency, "body": body});
     let timeline = submit(&host, note("timeline", "Speeches moved up"), None).await;
     let n = wait_state(&host, &timeline[0], "deferred").await;
-    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    let last = last_decision(&n);
     assert!(
         last["reason"].as_str().unwrap().contains("quiet hours"),
         "{n}"
@@ -552,7 +557,7 @@ async fn quiet_hours_and_send_windows_hold_notes_but_never_an_emergency() {
     assert_eq!(status, 200, "{body}");
     let coordination = submit(&host, note("coordination", "Tables 4 and 5 swap"), None).await;
     let n = wait_state(&host, &coordination[0], "deferred").await;
-    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    let last = last_decision(&n);
     assert!(
         last["reason"].as_str().unwrap().contains("send window"),
         "{n}"
@@ -1019,7 +1024,7 @@ async fn open_channels_refusing_for_good_leave_the_note_to_channels_that_open_la
     )
     .await;
     let n = wait_state(&host, &ids[0], "deferred").await;
-    let last = n["decisions"].as_array().unwrap().last().unwrap().clone();
+    let last = last_decision(&n);
     assert!(
         last["reason"]
             .as_str()

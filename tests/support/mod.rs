@@ -123,6 +123,14 @@ pub fn binary() -> PathBuf {
 }
 
 /// Runs a CLI command of the binary; returns (success, stdout, stderr).
+/// Serves `app` on a free loopback port for the rest of the test; its address.
+pub async fn serve_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
 pub fn cli(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
     cli_with_env(args, stdin, &[])
 }
@@ -436,9 +444,7 @@ impl CountingServer {
                 }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = serve_loopback(app).await;
         Self { addr, hits }
     }
 

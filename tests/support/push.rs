@@ -140,9 +140,7 @@ impl FcmEmulator {
         let app = axum::Router::new()
             .route("/v1/projects/{project}/{action}", axum::routing::post(send))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve_loopback(app).await;
         Self { addr, shared }
     }
 
