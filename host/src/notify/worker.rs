@@ -59,10 +59,20 @@ pub async fn run(app: Arc<App>) {
     // up its own recipient only; claiming goes on while tasks run.
     let mut tasks: JoinSet<((String, String), bool)> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+    // Recipients whose presence changed while their task ran (it may have
+    // decided on what it read before): looked at again when it ends.
+    let mut changed_meanwhile: HashSet<(String, String)> = HashSet::new();
     let mut sweep = true;
     loop {
         while let Some(done) = tasks.try_join_next_with_id() {
-            finished(done, &mut running, &mut waiting);
+            finished(
+                &app,
+                done,
+                &mut running,
+                &mut waiting,
+                &mut changed_meanwhile,
+            )
+            .await;
         }
         let now = now_ms();
         let mut run: Result<(), String> = Ok(());
@@ -115,7 +125,7 @@ pub async fn run(app: Arc<App>) {
                     }
                     if let Some(token) = blocked.first().and_then(|n| n.claim_token.clone()) {
                         let ids: Vec<String> = blocked.iter().map(|n| n.id.clone()).collect();
-                        if let Err(e) = app.store.release_notifications(&ids, &token).await {
+                        if let Err(e) = app.store.release_claims(&ids, &token).await {
                             tracing::error!(error = %e, "releasing notifications failed; they wait for their lease");
                         }
                     }
@@ -131,7 +141,9 @@ pub async fn run(app: Arc<App>) {
                 }
             }
         }
-        let sleep = if only_blocked || running.len() >= CONCURRENT_RECIPIENTS {
+        // With tasks running, what is due may be theirs to take (a busy
+        // recipient's): their ends wake the loop, so no tight polling.
+        let sleep = if only_blocked || !running.is_empty() {
             BLOCKED_RECHECK
         } else {
             let next = app.store.next_notification_due().await.ok().flatten();
@@ -146,13 +158,16 @@ pub async fn run(app: Arc<App>) {
         );
         tokio::select! {
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                finished(done, &mut running, &mut waiting);
+                finished(&app, done, &mut running, &mut waiting, &mut changed_meanwhile).await;
             }
             _ = tokio::time::sleep(sleep) => {}
             _ = app.engine.notifications_wake.notified() => {}
             change = changes.recv() => match change {
                 Ok(change) => {
                     let key = (change.tenant.clone(), change.user.clone());
+                    if running.values().any(|k| *k == key) {
+                        changed_meanwhile.insert(key.clone());
+                    }
                     if waiting.remove(&key)
                         && let Err(e) = app.store.wake_notifications(&key.0, &key.1, now_ms()).await
                     {
@@ -177,26 +192,37 @@ pub async fn run(app: Arc<App>) {
 type Finished = Result<(tokio::task::Id, ((String, String), bool)), tokio::task::JoinError>;
 
 /// A recipient's task ended: they may be handled again, and watched for
-/// presence changes if something of theirs waits.
-fn finished(
+/// presence changes if something of theirs waits; if their presence changed
+/// while it ran, what waits is looked at again now.
+async fn finished(
+    app: &App,
     done: Finished,
     running: &mut HashMap<tokio::task::Id, (String, String)>,
     waiting: &mut HashSet<(String, String)>,
+    changed_meanwhile: &mut HashSet<(String, String)>,
 ) {
-    match done {
+    let key = match done {
         Ok((id, (key, waits))) => {
             running.remove(&id);
             if waits {
-                waiting.insert(key);
+                waiting.insert(key.clone());
             }
+            key
         }
         Err(e) => {
             // Its claims run out and the notifications are handled again.
             tracing::error!(error = %e, "a notification task failed");
-            if let Some(key) = running.remove(&e.id()) {
-                waiting.insert(key);
-            }
+            let Some(key) = running.remove(&e.id()) else {
+                return;
+            };
+            waiting.insert(key.clone());
+            key
         }
+    };
+    if changed_meanwhile.remove(&key)
+        && let Err(e) = app.store.wake_notifications(&key.0, &key.1, now_ms()).await
+    {
+        tracing::error!(error = %e, "waking notifications failed");
     }
 }
 
@@ -307,12 +333,13 @@ async fn handle(
         return Ok(false);
     }
     // It rode in a digest whose send was cut short: it goes out again only in
-    // that digest, when its lead is handled; look again shortly.
+    // that digest, when its lead is handled; it looks again just after the lead.
     if let Some(lead) = n.digest_lead.as_deref().filter(|l| *l != n.id)
-        && app.store.open_attempt(lead).await?
+        && let Some(lead_due) = app.store.interrupted_lead(lead).await?
     {
+        let again = lead_due.unwrap_or(now + lease_ms(app)).max(now) + 1_000;
         app.store
-            .notification_decided(&n.id, token, &n.state, Some(now + 1_000), n.rounds, None)
+            .notification_decided(&n.id, token, &n.state, Some(again), n.rounds, None)
             .await?;
         return Ok(false);
     }
@@ -327,6 +354,8 @@ async fn handle(
             "reason": "its delivery was recorded before a restart; not sent again",
             "plugin": done.plugin, "address": done.address,
         });
+        // Sends to other channels the restart cut short stay unknown, not in flight.
+        app.store.close_open_attempts(&n.id).await?;
         let due = escalation_due(app, n, now);
         app.store
             .notification_decided(&n.id, token, "delivered", due, n.rounds, Some(entry))

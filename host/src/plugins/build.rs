@@ -32,12 +32,15 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         );
     }
-    target_installed()?;
+    target_installed(dir)?;
     let manifest = manifest
         .canonicalize()
         .with_context(|| format!("reading {}", manifest.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // In the crate's folder: cargo reads its `.cargo/config.toml` (the
+    // scaffold's stack size) and rustup its toolchain file from there.
     let mut child = Command::new(cargo)
+        .current_dir(dir)
         .args(["build", "--release", "--target", TARGET])
         .args([
             "--message-format",
@@ -74,7 +77,10 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         progress.set_message(format!("compiled {compiled} crates ({name})"));
         let ours = message["manifest_path"]
             .as_str()
-            .is_some_and(|m| Path::new(m) == manifest);
+            .is_some_and(|m| Path::new(m) == manifest)
+            && message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
         if ours
             && let Some(file) = message["filenames"]
                 .as_array()
@@ -106,8 +112,9 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Fails with what to run when rustup says the target is missing (without
 /// rustup there is nothing to ask; cargo then says so itself).
-fn target_installed() -> anyhow::Result<()> {
+fn target_installed(dir: &Path) -> anyhow::Result<()> {
     let Ok(out) = Command::new("rustup")
+        .current_dir(dir)
         .args(["target", "list", "--installed"])
         .output()
     else {

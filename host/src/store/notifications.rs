@@ -711,8 +711,9 @@ impl Store {
                SELECT id FROM notifications
                WHERE tenant = ? AND recipient = ? AND urgency = 'general' AND id != ?
                  AND state IN ('deferred', 'due')
-                 -- Not one that waits out its own retry delay.
-                 AND NOT (state = 'due' AND due_at > ?)
+                 -- Not one that waits out its own retry delay (unless it rode in
+                 -- the digest being resumed, and waits for it).
+                 AND (? = 1 OR NOT (state = 'due' AND due_at > ?))
                  AND (claimed_until IS NULL OR claimed_until < ? OR claim_token = ?)
                  -- Not one that rode in another digest, or whose own send was
                  -- cut short: that message may have gone out, and goes out
@@ -731,6 +732,7 @@ impl Store {
         .bind(&lead.tenant)
         .bind(&lead.recipient)
         .bind(&lead.id)
+        .bind(resuming)
         .bind(now)
         .bind(now)
         .bind(token)
@@ -749,16 +751,21 @@ impl Store {
     }
 
     /// Whether `lead` has a recorded delivery (its digest went out).
-    /// Whether a send of `id` was started and never finished (the host died
-    /// during the channel's call): whether it went out is unknown.
-    pub async fn open_attempt(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT 1 FROM notification_attempts WHERE notification_id = ? AND outcome IS NULL",
+    /// When `lead` is looked at next, if a send of it was started and never
+    /// finished (the host died during the channel's call, so whether it went
+    /// out is unknown): `Some(due)`, `due` None when it is not scheduled.
+    pub async fn interrupted_lead(
+        &self,
+        lead: &str,
+    ) -> Result<Option<Option<Instant>>, StoreError> {
+        Ok(sqlx::query_scalar::<_, Option<Instant>>(
+            "SELECT n.due_at FROM notifications n
+             WHERE n.id = ? AND EXISTS (SELECT 1 FROM notification_attempts a
+                                        WHERE a.notification_id = n.id AND a.outcome IS NULL)",
         )
-        .bind(id)
+        .bind(lead)
         .fetch_optional(&self.pool)
-        .await?
-        .is_some())
+        .await?)
     }
 
     /// Closes the sends of `id` that a stopped host left open, as
@@ -802,6 +809,20 @@ impl Store {
     }
 
     /// Gives claims held under `token` back (a digest that could not go out).
+    /// Gives up claims taken for recipients that could not be started now,
+    /// leaving everything else (digest membership included) as it was.
+    pub async fn release_claims(&self, ids: &[String], token: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE notifications SET claimed_until = NULL, claim_token = NULL
+             WHERE id IN (SELECT value FROM json_each(?)) AND claim_token = ?",
+        )
+        .bind(serde_json::to_string(ids).expect("ids serialize"))
+        .bind(token)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     pub async fn release_notifications(
         &self,
         ids: &[String],

@@ -238,20 +238,34 @@ async fn process(
     }
 
     let rules = crate::presence::engine::rules(&app).await;
-    let (commit, effects) = app
-        .store
-        .commit_webhook(
-            &plugin_name,
-            &tenant,
-            outcome.delivery_id.as_deref(),
-            &signals,
-            &rules,
-        )
-        .await?;
+    // Committed and announced in a task of its own: a provider that gives up
+    // waiting (its deadline, a dropped connection) cancels this handler, not
+    // the commit, and a committed change is always announced (SSE, the
+    // router's wake, the scheduler), even though the redelivery is a duplicate.
+    let delivery_id = outcome.delivery_id.clone();
+    let committing = app.clone();
+    let commit = tokio::spawn(
+        async move {
+            let (commit, effects) = committing
+                .store
+                .commit_webhook(
+                    &plugin_name,
+                    &tenant,
+                    delivery_id.as_deref(),
+                    &signals,
+                    &rules,
+                )
+                .await?;
+            committing.engine.publish(effects);
+            Ok::<_, crate::store::StoreError>(commit)
+        }
+        .instrument(tracing::Span::current()),
+    )
+    .await
+    .map_err(|e| ApiError::Internal(format!("committing the webhook failed: {e}")))??;
     if commit == WebhookCommit::Duplicate {
         tracing::info!("redelivery acknowledged; already processed");
     }
-    app.engine.publish(effects);
     Ok(plugin_response(outcome.response))
 }
 

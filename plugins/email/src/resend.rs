@@ -184,7 +184,7 @@ pub fn receipt_of(
     body: &[u8],
 ) -> Result<DeliveryReceipt, PluginError> {
     if (200..300).contains(&status) {
-        return Ok(accepted(body, "id"));
+        return accepted("Resend", body, "id");
     }
     let answer: Option<Value> = serde_json::from_slice(body).ok();
     let field = |k: &str| {
@@ -495,6 +495,11 @@ mod tests {
             receipt_of(200, &[], b"{}").unwrap().provider_message_id,
             None
         );
+        // A 2xx that is not Resend's JSON (a proxy's page): the operator's to fix.
+        assert!(matches!(
+            receipt_of(200, &[], b"<html>Sign in to the Wi-Fi</html>"),
+            Err(PluginError::Internal(m)) if m.contains("api_base")
+        ));
     }
 
     fn error(status: u16, name: &str, message: &str, headers: &[(String, String)]) -> PluginError {

@@ -176,7 +176,7 @@ pub fn receipt_of(
     body: &[u8],
 ) -> Result<DeliveryReceipt, PluginError> {
     if (200..300).contains(&status) {
-        return Ok(accepted(body, "name"));
+        return accepted("FCM", body, "name");
     }
     let answer: Option<Value> = serde_json::from_slice(body).ok();
     let error = answer.as_ref().and_then(|a| a.get("error"));

@@ -95,16 +95,27 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// The receipt for a message the provider accepted (a 2xx answer): the id at
-/// `field` of its JSON answer. An answer without it still means the message
-/// was taken, so it is a delivery with no id rather than an error: an error
-/// would be retried, and the person would get the message twice.
-pub fn accepted(answer: &[u8], field: &str) -> crate::provider::DeliveryReceipt {
-    let id = serde_json::from_slice::<serde_json::Value>(answer)
-        .ok()
-        .and_then(|a| a.get(field)?.as_str().map(str::to_string));
-    crate::provider::DeliveryReceipt {
-        provider_message_id: id,
-    }
+/// `field` of its JSON answer. A JSON answer without it still means the
+/// message was taken, so it is a delivery with no id rather than an error (an
+/// error would be retried, and the person would get the message twice). A 2xx
+/// that is not a JSON object is not the provider's API answering (a proxy's
+/// or portal's page, a wrong `api_base`): `internal`, for the operator.
+pub fn accepted(
+    service: &str,
+    answer: &[u8],
+    field: &str,
+) -> Result<crate::provider::DeliveryReceipt, PluginError> {
+    let Ok(serde_json::Value::Object(answer)) = serde_json::from_slice(answer) else {
+        return Err(PluginError::Internal(format!(
+            "{service} answered 2xx with something that is not its JSON: check the plugin's api_base"
+        )));
+    };
+    Ok(crate::provider::DeliveryReceipt {
+        provider_message_id: answer
+            .get(field)
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    })
 }
 
 /// The `upstream` plugin error: the provider failed, possibly for a while.

@@ -142,7 +142,7 @@ pub fn receipt_of(
     body: &[u8],
 ) -> Result<DeliveryReceipt, PluginError> {
     if (200..300).contains(&status) {
-        return Ok(accepted(body, "sid"));
+        return accepted("Twilio", body, "sid");
     }
     let detail = match serde_json::from_slice::<TwilioError>(body) {
         Ok(e) => format!(
