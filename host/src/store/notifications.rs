@@ -313,32 +313,24 @@ impl Store {
         let token = hex::encode(rand::random::<[u8; 12]>());
         let busy: Vec<[&str; 2]> = busy.iter().map(|(t, r)| [t.as_str(), r.as_str()]).collect();
         let busy = serde_json::to_string(&busy).expect("pairs serialize");
-        // Emergencies first, then the rest by due time; each query walks its
-        // own index on the due time and stops at the limit.
+        // Emergencies first, then the rest by due time.
         let mut rows = Vec::new();
         for emergencies in [true, false] {
             let room = limit.saturating_sub(rows.len() as u32);
             if room == 0 {
                 break;
             }
-            let claim = if emergencies {
-                "UPDATE notifications SET claimed_until = ?, claim_token = ?
-                 WHERE id IN (
-                   SELECT id FROM notifications INDEXED BY notifications_emergency_due
-                   WHERE urgency = 'emergency' AND due_at <= ?
-                     AND state IN ('due', 'deferred', 'delivered')
-                     AND (claimed_until IS NULL OR claimed_until < ?)
-                     AND NOT EXISTS (
-                       SELECT 1 FROM json_each(?) b
-                       WHERE b.value ->> 0 = notifications.tenant
-                         AND b.value ->> 1 = notifications.recipient)
-                   ORDER BY due_at LIMIT ?)
-                 RETURNING *"
+            // Each walks its own index on the due time and stops at the limit.
+            let (index, only) = if emergencies {
+                ("notifications_emergency_due", "urgency = 'emergency' AND ")
             } else {
+                ("notifications_due", "")
+            };
+            let claim = format!(
                 "UPDATE notifications SET claimed_until = ?, claim_token = ?
                  WHERE id IN (
-                   SELECT id FROM notifications INDEXED BY notifications_due
-                   WHERE due_at <= ? AND state IN ('due', 'deferred', 'delivered')
+                   SELECT id FROM notifications INDEXED BY {index}
+                   WHERE {only}due_at <= ? AND state IN ('due', 'deferred', 'delivered')
                      AND (claimed_until IS NULL OR claimed_until < ?)
                      AND NOT EXISTS (
                        SELECT 1 FROM json_each(?) b
@@ -346,9 +338,9 @@ impl Store {
                          AND b.value ->> 1 = notifications.recipient)
                    ORDER BY due_at LIMIT ?)
                  RETURNING *"
-            };
+            );
             rows.extend(
-                sqlx::query(claim)
+                sqlx::query(&claim)
                     .bind(now + lease_ms)
                     .bind(&token)
                     .bind(now)

@@ -28,6 +28,7 @@
 
 use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError, Urgency, config};
+use presence_sdk::settings::{api_base, setting};
 use presence_sdk::text::truncate_with_ellipsis;
 use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
 use serde_json::{Value, json};
@@ -60,17 +61,9 @@ impl ResendConfig {
     /// unset. A missing `from` is reported when a mail is sent, not here, so a
     /// plugin the operator has not configured yet still loads.
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Self {
-        let value = |key: &str| {
-            get(key)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
         Self {
-            api_base: value("api_base")
-                .unwrap_or_else(|| DEFAULT_API_BASE.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            from: value("from"),
+            api_base: api_base(&get, DEFAULT_API_BASE),
+            from: setting(&get, "from"),
         }
     }
 

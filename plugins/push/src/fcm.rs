@@ -46,6 +46,7 @@
 use presence_sdk::notify;
 use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError, Urgency, config};
+use presence_sdk::settings::{api_base, setting};
 use presence_sdk::text::{truncate_bytes_with_ellipsis, truncate_with_ellipsis};
 use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
 use serde_json::{Value, json};
@@ -79,18 +80,10 @@ impl FcmConfig {
     /// `project_id` is reported when a message is sent, not here, so a plugin
     /// the operator has not configured yet still loads.
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Self {
-        let value = |key: &str| {
-            get(key)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
         Self {
-            api_base: value("api_base")
-                .unwrap_or_else(|| DEFAULT_API_BASE.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            project_id: value("project_id"),
-            default_connection: value(notify::CONNECTION_CONFIG_KEY),
+            api_base: api_base(&get, DEFAULT_API_BASE),
+            project_id: setting(&get, "project_id"),
+            default_connection: setting(&get, notify::CONNECTION_CONFIG_KEY),
         }
     }
 

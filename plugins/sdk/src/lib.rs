@@ -16,6 +16,7 @@
 //! cryptography with named secrets through [`signature`], storage through `kv`,
 //! logging through [`log`]. A plugin never holds a secret value.
 
+pub mod settings;
 pub mod text;
 
 #[cfg(feature = "classifier")]

@@ -10,6 +10,7 @@
 
 use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError};
+use presence_sdk::settings::{api_base, setting};
 use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
 
 use crate::form;
@@ -33,11 +34,7 @@ pub struct MessagesConfig {
 impl MessagesConfig {
     /// Reads the settings through `get` (the `config` import); an empty value is unset.
     pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<Self, PluginError> {
-        let value = |key: &str| {
-            get(key)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let value = |key: &str| setting(&get, key);
         let account_sid = value("account_sid").ok_or_else(|| {
             PluginError::Internal(
                 "config account_sid is not set: set plugins.twilio.config.account_sid to the Account SID (AC...)".into(),
@@ -50,10 +47,7 @@ impl MessagesConfig {
             )));
         }
         Ok(Self {
-            api_base: value("api_base")
-                .unwrap_or_else(|| DEFAULT_API_BASE.to_string())
-                .trim_end_matches('/')
-                .to_string(),
+            api_base: api_base(&get, DEFAULT_API_BASE),
             account_sid,
             api_secret: value("api_secret").unwrap_or_else(|| DEFAULT_API_SECRET.to_string()),
             from_number: value("from_number"),
