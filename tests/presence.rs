@@ -478,6 +478,17 @@ mod slack_push {
 // --- presence webhooks to tenants' own systems ------------------------------------
 
 mod presence_webhooks {
+    /// The listed endpoint with `id`.
+    fn endpoint<'a>(
+        listed: &'a serde_json::Value,
+        id: &serde_json::Value,
+    ) -> &'a serde_json::Value {
+        listed["endpoints"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["id"] == *id))
+            .unwrap_or(&serde_json::Value::Null)
+    }
+
     use super::*;
     use std::sync::{Arc, Mutex};
 
@@ -626,12 +637,13 @@ mod presence_webhooks {
                 .await
                 .unwrap();
             listed = resp.json().await.unwrap();
-            if listed["endpoints"][1]["enabled"] == false {
+            if endpoint(&listed, &bad_ep["id"])["enabled"] == false {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let failing = &listed["endpoints"][1];
+        // Two endpoints made in the same millisecond list in id order: found by id.
+        let failing = endpoint(&listed, &bad_ep["id"]);
         assert_eq!(failing["id"], bad_ep["id"]);
         assert_eq!(failing["enabled"], false, "{listed}");
         assert!(
@@ -640,8 +652,9 @@ mod presence_webhooks {
                 .unwrap()
                 .contains("HTTP 500")
         );
-        assert_eq!(listed["endpoints"][0]["enabled"], true);
-        assert!(listed["endpoints"][0]["last_success_at"].is_i64());
+        let working = endpoint(&listed, &good_ep["id"]);
+        assert_eq!(working["enabled"], true);
+        assert!(working["last_success_at"].is_i64());
         tokio::time::sleep(Duration::from_millis(600)).await;
         let attempts = bad.received.lock().unwrap().len();
         assert!((3..=6).contains(&attempts), "{attempts} attempts");
