@@ -125,7 +125,7 @@ pub async fn run(app: Arc<App>) {
                     }
                     if let Some(token) = blocked.first().and_then(|n| n.claim_token.clone()) {
                         let ids: Vec<String> = blocked.iter().map(|n| n.id.clone()).collect();
-                        if let Err(e) = app.store.release_claims(&ids, &token).await {
+                        if let Err(e) = app.store.release_claims(&ids, &token, false).await {
                             tracing::error!(error = %e, "releasing notifications failed; they wait for their lease");
                         }
                     }
@@ -486,7 +486,7 @@ async fn handle(
             let delivered = deliver(app, n, token, &plan).await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
                 let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
-                app.store.release_notifications(&ids, token).await?;
+                app.store.release_claims(&ids, token, true).await?;
             }
             delivered.map(|_| false)
         }

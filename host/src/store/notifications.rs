@@ -800,30 +800,22 @@ impl Store {
         Ok(false)
     }
 
-    /// Gives claims held under `token` back (a digest that could not go out).
-    /// Gives up claims taken for recipients that could not be started now,
-    /// leaving everything else (digest membership included) as it was.
-    pub async fn release_claims(&self, ids: &[String], token: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE notifications SET claimed_until = NULL, claim_token = NULL
-             WHERE id IN (SELECT value FROM json_each(?)) AND claim_token = ?",
-        )
-        .bind(serde_json::to_string(ids).expect("ids serialize"))
-        .bind(token)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn release_notifications(
+    /// Gives claims held under `token` back. `digest_failed`: they rode in a
+    /// digest that could not go out, and leave it; otherwise (recipients that
+    /// could not be started now) everything else, digest membership included,
+    /// stays as it was.
+    pub async fn release_claims(
         &self,
         ids: &[String],
         token: &str,
+        digest_failed: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE notifications SET claimed_until = NULL, claim_token = NULL, digest_lead = NULL
+            "UPDATE notifications SET claimed_until = NULL, claim_token = NULL,
+               digest_lead = CASE WHEN ? THEN NULL ELSE digest_lead END
              WHERE id IN (SELECT value FROM json_each(?)) AND claim_token = ?",
         )
+        .bind(digest_failed)
         .bind(serde_json::to_string(ids).expect("ids serialize"))
         .bind(token)
         .execute(&self.writer)
