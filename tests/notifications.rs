@@ -1034,5 +1034,38 @@ async fn open_channels_refusing_for_good_leave_the_note_to_channels_that_open_la
     );
     assert_eq!(last["until"].as_i64().unwrap(), minute_floor(opens), "{n}");
     assert_eq!(n["attempts"].as_array().unwrap().len(), 1, "{n}");
+
+    // Presence cannot open a send window: a change wakes what waits for the
+    // vendor to be free, and leaves this note to its time.
+    set_presence(&host, "vendor", Some("busy")).await;
+    let later = submit(
+        &host,
+        json!({"recipients": ["vendor"], "urgency": "coordination", "body": "Linen count"}),
+        None,
+    )
+    .await;
+    let busy = wait_state(&host, &later[0], "deferred").await;
+    assert!(last_decision(&busy)["reason"].as_str().unwrap().contains("busy"), "{busy}");
+    set_presence(&host, "vendor", None).await;
+    for _ in 0..150 {
+        let n = state_of(&host, &later[0]).await;
+        if last_decision(&n)["reason"] != last_decision(&busy)["reason"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let woken = state_of(&host, &later[0]).await;
+    assert!(
+        last_decision(&woken)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waits for the others to open"),
+        "the free vendor's note was looked at again: {woken}"
+    );
+    // The same wake-up would have made the first note due now, or tried the
+    // refusing channel again.
+    let first = state_of(&host, &ids[0]).await;
+    assert_eq!(first["due_at"].as_i64().unwrap(), minute_floor(opens), "{first}");
+    assert_eq!(first["attempts"].as_array().unwrap().len(), 1, "{first}");
     assert!(twilio.messages().is_empty());
 }

@@ -739,7 +739,7 @@ async fn deliver(
         entry["errors"] = errors.into();
         entry["until"] = until.into();
         app.store
-            .notification_decided(&n.id, token, "deferred", Some(until), rounds, Some(entry))
+            .notification_waits_for_windows(&n.id, token, until, rounds, entry)
             .await?;
         return Ok(false);
     }

@@ -406,7 +406,6 @@ impl Store {
     /// Records a decision and where the notification stands after it: its
     /// state, when it is looked at next (None: never again), and its rounds.
     /// Only under the claim `token`; false (nothing written) without it.
-    #[allow(clippy::too_many_arguments)]
     pub async fn notification_decided(
         &self,
         id: &str,
@@ -416,10 +415,40 @@ impl Store {
         rounds: i64,
         entry: Option<serde_json::Value>,
     ) -> Result<bool, StoreError> {
+        self.decided(id, token, state, due_at, rounds, entry, true)
+            .await
+    }
+
+    /// Defers a notification until `until` because the channels open now
+    /// refused it for good: only time (another channel's send window) helps,
+    /// so the recipient's presence changes do not make it due again.
+    pub async fn notification_waits_for_windows(
+        &self,
+        id: &str,
+        token: &str,
+        until: Instant,
+        rounds: i64,
+        entry: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.decided(id, token, "deferred", Some(until), rounds, Some(entry), false)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn decided(
+        &self,
+        id: &str,
+        token: &str,
+        state: &str,
+        due_at: Option<Instant>,
+        rounds: i64,
+        entry: Option<serde_json::Value>,
+        presence_wakes: bool,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
         let n = sqlx::query(
             "UPDATE notifications SET state = ?, due_at = ?, attempts = ?, claimed_until = NULL,
-               claim_token = NULL,
+               claim_token = NULL, presence_wakes = ?,
                decisions = CASE WHEN ? IS NULL THEN decisions
                                 ELSE json_insert(decisions, '$[#]', json(?)) END,
                delivered_at = CASE WHEN ? = 'delivered' THEN COALESCE(delivered_at, ?)
@@ -429,6 +458,7 @@ impl Store {
         .bind(state)
         .bind(due_at)
         .bind(rounds)
+        .bind(presence_wakes)
         .bind(entry.as_ref().map(|e| e.to_string()))
         .bind(entry.map(|e| e.to_string()))
         .bind(state)
@@ -487,7 +517,7 @@ impl Store {
         Ok(())
     }
 
-    /// Makes `user`'s waiting notifications due now (their presence changed);
+    /// Makes `user`'s notifications waiting on their presence due now (it changed);
     /// returns how many.
     pub async fn wake_notifications(
         &self,
@@ -497,7 +527,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "UPDATE notifications SET due_at = ?
-             WHERE tenant = ? AND recipient = ? AND state = 'deferred' AND due_at > ?",
+             WHERE tenant = ? AND recipient = ? AND state = 'deferred' AND presence_wakes
+               AND due_at > ?",
         )
         .bind(now)
         .bind(tenant)
@@ -508,11 +539,12 @@ impl Store {
         .rows_affected())
     }
 
-    /// Makes every waiting notification due now (at start-up, or after the
+    /// Makes every notification waiting on presence due now (at start-up, or after the
     /// worker missed presence changes).
     pub async fn wake_all_notifications(&self, now: Instant) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE notifications SET due_at = ? WHERE state = 'deferred' AND due_at > ?",
+            "UPDATE notifications SET due_at = ?
+             WHERE state = 'deferred' AND presence_wakes AND due_at > ?",
         )
         .bind(now)
         .bind(now)
@@ -640,7 +672,8 @@ impl Store {
     /// The people with notifications waiting for them.
     pub async fn recipients_waiting(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT DISTINCT tenant, recipient FROM notifications WHERE state = 'deferred'",
+            "SELECT DISTINCT tenant, recipient FROM notifications
+             WHERE state = 'deferred' AND presence_wakes",
         )
         .fetch_all(&self.pool)
         .await?)
