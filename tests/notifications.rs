@@ -1045,7 +1045,13 @@ async fn open_channels_refusing_for_good_leave_the_note_to_channels_that_open_la
     )
     .await;
     let busy = wait_state(&host, &later[0], "deferred").await;
-    assert!(last_decision(&busy)["reason"].as_str().unwrap().contains("busy"), "{busy}");
+    assert!(
+        last_decision(&busy)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("busy"),
+        "{busy}"
+    );
     set_presence(&host, "vendor", None).await;
     for _ in 0..150 {
         let n = state_of(&host, &later[0]).await;
@@ -1065,7 +1071,11 @@ async fn open_channels_refusing_for_good_leave_the_note_to_channels_that_open_la
     // The same wake-up would have made the first note due now, or tried the
     // refusing channel again.
     let first = state_of(&host, &ids[0]).await;
-    assert_eq!(first["due_at"].as_i64().unwrap(), minute_floor(opens), "{first}");
+    assert_eq!(
+        first["due_at"].as_i64().unwrap(),
+        minute_floor(opens),
+        "{first}"
+    );
     assert_eq!(first["attempts"].as_array().unwrap().len(), 1, "{first}");
     assert!(twilio.messages().is_empty());
 }

@@ -430,8 +430,16 @@ impl Store {
         rounds: i64,
         entry: serde_json::Value,
     ) -> Result<bool, StoreError> {
-        self.decided(id, token, "deferred", Some(until), rounds, Some(entry), false)
-            .await
+        self.decided(
+            id,
+            token,
+            "deferred",
+            Some(until),
+            rounds,
+            Some(entry),
+            false,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
