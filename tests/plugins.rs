@@ -366,3 +366,254 @@ async fn plugin_templates_build_pass_their_tests_and_classify_in_a_tenant_chain(
         assert_eq!(presence["status_text"], expected, "{tenant}: {title}");
     }
 }
+
+/// `plugin run`'s JSON report of one call.
+fn run_json(args: &[&str]) -> (bool, serde_json::Value, String) {
+    let mut all = vec!["plugin", "run"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (ok, out, err) = cli(&all, None);
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    (ok, report, err)
+}
+
+fn recorded(name: &str) -> String {
+    workspace_root()
+        .join("tests/fixtures/recorded")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn plugin_run_replays_a_recorded_slack_event_and_reports_its_signals_and_cost() {
+    let slack = bundled("slack");
+    let slack = slack.to_str().unwrap();
+    let event = recorded("slack-user-status-changed.json");
+    let imports = recorded("slack-imports.json");
+    // Signed at 2026-05-29T10:00:00Z: the plugin's clock is set to then.
+    let (ok, report, err) = run_json(&[slack, &event, "--imports", &imports, "--at", "1780048800"]);
+    assert!(ok, "{report}{err}");
+    let result = &report["result"]["ok"];
+    assert_eq!(result["response"]["status"], 200, "{report}");
+    assert_eq!(result["delivery_id"], "Ev08MFMKH6");
+    let signals = result["signals"].as_array().unwrap();
+    assert_eq!(signals.len(), 1, "{report}");
+    assert_eq!(signals[0]["user"], "U0G9QF9C6");
+    assert_eq!(signals[0]["availability"], "busy");
+    assert_eq!(signals[0]["status_text"], "Ceremony prep - Old Barn");
+    assert_eq!(signals[0]["expires"], 1_780_063_200_000i64);
+    let cost = &report["cost"];
+    assert!(cost["fuel"].as_u64().unwrap() > 1_000, "{cost}");
+    let peak = cost["peak_memory_bytes"].as_u64().unwrap();
+    assert!(peak > 0 && peak <= 16 << 20, "{cost}");
+    assert!(cost["output_bytes"].as_u64().unwrap() > 0, "{cost}");
+    assert_eq!(cost["output_limit_bytes"], 1 << 20);
+    let calls = cost["host_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{cost}");
+    assert_eq!(calls[0]["import"], "secrets.hmac-verify");
+    assert_eq!(calls[0]["answer"], "true");
+    assert!(
+        calls[0]["args"]
+            .as_str()
+            .unwrap()
+            .starts_with("\"slack.signing-secret\" sha256"),
+        "{cost}"
+    );
+    // The secret's value appears nowhere in the report.
+    assert!(
+        !report
+            .to_string()
+            .contains("8f742231b10e8888abcd99yyyzzz85a5")
+    );
+
+    // The same for a person: the signal and the host call, in words.
+    let (ok, out, err) = cli(
+        &[
+            "plugin",
+            "run",
+            slack,
+            &event,
+            "--imports",
+            &imports,
+            "--at",
+            "2026-05-29T10:00:00Z",
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("signal   U0G9QF9C6 busy \"Ceremony prep - Old Barn\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("secrets.hmac-verify") && out.contains("fuel"),
+        "{out}"
+    );
+
+    // Now, the recording is stale: the plugin refuses it and the run fails.
+    let (ok, report, _) = run_json(&[slack, &event, "--imports", &imports]);
+    assert!(!ok);
+    let fault = report["result"]["fault"].as_str().unwrap();
+    assert!(fault.contains("outside the 300 s window"), "{report}");
+    // Without the secret the host says which one is missing.
+    let (ok, report, _) = run_json(&[slack, &event, "--at", "1780048800"]);
+    assert!(!ok);
+    assert!(
+        report["cost"]["host_calls"][0]["answer"]
+            .as_str()
+            .unwrap()
+            .contains("NotSet(\"slack.signing-secret\")"),
+        "{report}"
+    );
+}
+
+#[test]
+fn plugin_run_answers_outbound_requests_from_recordings_inside_the_allow_list() {
+    let plugins = PluginsDir::new().with_fixture(
+        "hostile",
+        "hostile",
+        "[capabilities]\nallowed_hosts = [\"https://api.example.com\"]\n[config]\nattack = \"http\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let request = dir.path().join("request.json");
+    std::fs::write(
+        &request,
+        r#"{"headers": [["content-type", "text/plain"]], "body": "hi"}"#,
+    )
+    .unwrap();
+    let imports = |target: &str| {
+        let path = dir.path().join("imports.json");
+        std::fs::write(
+            &path,
+            serde_json::json!({
+                "config": {"target": target},
+                "http": [{"method": "GET", "url": "https://api.example.com/v1/*", "status": 202,
+                          "json": {"queued": true}},
+                         {"method": "GET", "url": "https://elsewhere.example.net/x", "status": 200}]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        path
+    };
+    let plugin = plugins.path().join("hostile");
+    let plugin = plugin.to_str().unwrap();
+    let request = request.to_str().unwrap();
+
+    let allowed = imports("https://api.example.com/v1/people");
+    let (ok, report, err) = run_json(&[plugin, request, "--imports", allowed.to_str().unwrap()]);
+    assert!(ok, "{report}{err}");
+    assert_eq!(report["result"]["ok"]["response"]["body"], "reached: 202");
+    let calls = report["cost"]["host_calls"].as_array().unwrap();
+    let call = calls.last().unwrap();
+    assert_eq!(call["import"], "http.send", "{report}");
+    assert!(
+        calls[..calls.len() - 1]
+            .iter()
+            .all(|c| c["import"] == "config.get"),
+        "{report}"
+    );
+    assert_eq!(
+        call["args"],
+        "GET https://api.example.com/v1/people (0 body bytes)"
+    );
+    assert_eq!(call["answer"], "202 (15 bytes)");
+
+    // A recording does not widen the manifest's allow-list.
+    let outside = imports("https://elsewhere.example.net/x");
+    let (ok, report, _) = run_json(&[plugin, request, "--imports", outside.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        report["result"]["fault"]
+            .as_str()
+            .unwrap()
+            .contains("NotAllowed"),
+        "{report}"
+    );
+    // An allowed request nobody recorded an answer for says so.
+    let unrecorded = imports("https://api.example.com/v2/people");
+    let (ok, report, _) = run_json(&[plugin, request, "--imports", unrecorded.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        report["result"]["fault"]
+            .as_str()
+            .unwrap()
+            .contains("no recorded answer for GET https://api.example.com/v2/people"),
+        "{report}"
+    );
+}
+
+#[test]
+fn plugin_run_classifies_an_event_and_sends_a_message_through_a_recorded_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"title": "Smith wedding ceremony", "location": "Old Barn",
+            "start": "2026-06-20T14:00:00+01:00", "end": "2026-06-20T16:00:00+01:00"}"#,
+    )
+    .unwrap();
+    let keywords = bundled("wedding-keywords");
+    let (ok, report, err) = run_json(&[keywords.to_str().unwrap(), event.to_str().unwrap()]);
+    assert!(ok, "{report}{err}");
+    assert_eq!(report["export"], "classify");
+    assert_eq!(report["result"]["ok"]["category"], "ceremony", "{report}");
+    assert!(report["cost"]["fuel"].as_u64().unwrap() > 0);
+
+    // A channel plugin's send, answered by a recorded Messages API reply.
+    let message = dir.path().join("message.json");
+    std::fs::write(
+        &message,
+        r#"{"id": "ntf_1", "recipient": "+15558675310", "subject": null,
+            "body": "Cake arrives 15:30", "urgency": "high"}"#,
+    )
+    .unwrap();
+    let imports = dir.path().join("imports.json");
+    std::fs::write(
+        &imports,
+        serde_json::json!({
+            "config": {"account_sid": "AC00000000000000000000000000000001",
+                       "from_number": "+15017122661", "api_key_sid": "SK1"},
+            "http": [{"method": "POST",
+                      "url": "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json",
+                      "status": 201,
+                      "json": {"sid": "SM00000000000000000000000000000042", "status": "queued"}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let twilio = bundled("twilio");
+    let (ok, report, err) = run_json(&[
+        twilio.to_str().unwrap(),
+        message.to_str().unwrap(),
+        "--export",
+        "send-notification",
+        "--imports",
+        imports.to_str().unwrap(),
+    ]);
+    assert!(ok, "{report}{err}");
+    assert_eq!(
+        report["result"]["ok"]["provider_message_id"],
+        "SM00000000000000000000000000000042"
+    );
+    let send = report["cost"]["host_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["import"] == "http.send")
+        .cloned()
+        .unwrap_or_else(|| panic!("no http.send in {report}"));
+    assert!(
+        send["args"]
+            .as_str()
+            .unwrap()
+            .starts_with("POST https://api.twilio.com/"),
+        "{send}"
+    );
+    assert!(
+        send["answer"].as_str().unwrap().starts_with("201"),
+        "{send}"
+    );
+}

@@ -183,6 +183,36 @@ pub enum PluginCommand {
         #[arg(default_value = ".")]
         path: PathBuf,
     },
+    /// Call a plugin once on a recorded input (a webhook request, a calendar
+    /// event or a message, as JSON) and report what it did and cost: time,
+    /// fuel, peak memory, output size and every host import it called.
+    Run {
+        /// The plugin: its folder, its plugin.toml or its .wasm.
+        path: PathBuf,
+        /// The recorded input, as JSON.
+        input: PathBuf,
+        /// The call to make (default: handle-webhook for providers, classify
+        /// for classifiers).
+        #[arg(long, value_enum)]
+        export: Option<crate::plugins::run::Export>,
+        /// A JSON file with what the host imports hold: `secrets`, `kv`,
+        /// `config`, and recorded `http` answers (without it requests go out).
+        #[arg(long)]
+        imports: Option<PathBuf>,
+        /// The tenant the call is made for.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// The connection a send-notification uses.
+        #[arg(long, default_value = "")]
+        connection: String,
+        /// The plugin's wall clock at the call (RFC 3339 or epoch seconds), e.g.
+        /// when a recorded request was signed.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a new plugin crate, ready to build and test, into `<dir>/<name>/`.
     New {
         name: String,
@@ -352,6 +382,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || crate::plugins::build::build(&path)).await??;
             println!("built {}", wasm.display());
             plugin_check(&wasm).await
+        }
+        Command::Plugin(PluginCommand::Run {
+            path,
+            input,
+            export,
+            imports,
+            tenant,
+            connection,
+            at,
+            json,
+        }) => {
+            let at = at
+                .as_deref()
+                .map(crate::plugins::run::parse_at)
+                .transpose()?;
+            let report = crate::plugins::run::run(crate::plugins::run::RunRequest {
+                plugin: &path,
+                input: &input,
+                export,
+                imports: imports.as_deref(),
+                tenant: &tenant,
+                connection: &connection,
+                at,
+                overrides: &config.plugins,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if report.succeeded {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("the call did not succeed"))
+            }
         }
         Command::Plugin(PluginCommand::New { name, world, dir }) => {
             let world = match world {

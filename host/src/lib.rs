@@ -136,12 +136,14 @@ impl App {
             &RuntimeConfig {
                 max_concurrent_calls: config.max_concurrent_calls,
                 cache_dir: Some(config.cache_dir()),
+                profile: false,
             },
             HostServices {
                 store: store.clone(),
                 http: capabilities::http::client(),
                 oauth: oauth.clone(),
                 health: health.clone(),
+                stand: None,
             },
         )?);
         let plugins_dir = config.plugins_dir();

@@ -196,6 +196,23 @@ fn build_headers(requested: &[(String, String)]) -> Result<HeaderMap, HttpError>
     Ok(headers)
 }
 
+/// Checks a request against the plugin's grants as [`send`] would, without
+/// sending it; the URL it would go to.
+pub fn check(grants: &Grants, req: &OutboundRequest) -> Result<Url, HttpError> {
+    Ok(prepare(grants, req)?.1)
+}
+
+fn prepare(
+    grants: &Grants,
+    req: &OutboundRequest,
+) -> Result<(reqwest::Method, Url, HeaderMap), HttpError> {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| HttpError::InvalidRequest(format!("method {:?}", req.method)))?;
+    let url = check_url(grants, &req.url)?;
+    let headers = build_headers(&req.headers)?;
+    Ok((method, url, headers))
+}
+
 /// Sends `req` for the plugin whose grants are given, following allowed redirects.
 ///
 /// A request made with a connection whose provider answers 401 is retried once
@@ -208,10 +225,7 @@ pub async fn send(
     tenant: &str,
     req: OutboundRequest,
 ) -> Result<OutboundResponse, HttpError> {
-    let method = reqwest::Method::from_bytes(req.method.as_bytes())
-        .map_err(|_| HttpError::InvalidRequest(format!("method {:?}", req.method)))?;
-    let url = check_url(grants, &req.url)?;
-    let headers = build_headers(&req.headers)?;
+    let (method, url, headers) = prepare(grants, &req)?;
     let mut retried = false;
     loop {
         let (authorization, connection) =

@@ -4,6 +4,7 @@ pub mod build;
 pub mod manifest;
 pub mod registry;
 pub mod reload;
+pub mod run;
 pub mod scaffold;
 
 pub use manifest::{Manifest, PluginName, World};

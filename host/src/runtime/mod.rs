@@ -6,6 +6,7 @@
 //! a [`CallError`]; the host and every other plugin keep serving.
 
 pub mod cache;
+pub mod profile;
 pub mod since_v0_1_0;
 pub mod state;
 
@@ -46,6 +47,9 @@ pub struct RuntimeConfig {
     pub max_concurrent_calls: u32,
     /// Where compiled components are cached; `None` compiles on every load.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Meter fuel and record each call's [`profile::CallProfile`] (slower;
+    /// for `plugin run`, never for serving).
+    pub profile: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -136,6 +140,7 @@ pub struct Runtime {
     provider_linker: Linker<CallState>,
     cache: ComponentCache,
     services: Arc<HostServices>,
+    profiles: Option<profile::Profiles>,
     _ticker: EpochTicker,
 }
 
@@ -183,7 +188,7 @@ impl<T: OutputSize, E: OutputSize> OutputSize for Result<T, E> {
 
 impl Runtime {
     pub fn new(config: &RuntimeConfig, services: HostServices) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(config.max_concurrent_calls))
+        let engine = Engine::new(&engine_config(config.max_concurrent_calls, config.profile))
             .map_err(anyhow::Error::from)?;
         let mut classifier_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut classifier_linker)
@@ -209,6 +214,7 @@ impl Runtime {
             provider_linker,
             cache,
             services: Arc::new(services),
+            profiles: config.profile.then(profile::Profiles::default),
             _ticker: ticker,
         })
     }
@@ -220,6 +226,36 @@ impl Runtime {
         max_concurrent_calls: u32,
         cache_dir: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
+        Self::standalone_with(
+            RuntimeConfig {
+                max_concurrent_calls,
+                cache_dir,
+                profile: false,
+            },
+            None,
+        )
+        .await
+    }
+
+    /// A standalone runtime that profiles every call and stands `stand` in for
+    /// the outside world: what `plugin run` uses.
+    pub async fn for_run(stand: profile::Stand) -> anyhow::Result<Self> {
+        Self::standalone_with(
+            RuntimeConfig {
+                max_concurrent_calls: 1,
+                // Metered code is not the code serving runs: never cached with it.
+                cache_dir: None,
+                profile: true,
+            },
+            Some(Arc::new(stand)),
+        )
+        .await
+    }
+
+    async fn standalone_with(
+        config: RuntimeConfig,
+        stand: Option<Arc<profile::Stand>>,
+    ) -> anyhow::Result<Self> {
         let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
         let key = crate::store::MasterKey::from_base64(&base64::Engine::encode(
@@ -228,10 +264,7 @@ impl Runtime {
         ))?;
         let store = crate::store::Store::open("sqlite::memory:", key).await?;
         Self::new(
-            &RuntimeConfig {
-                max_concurrent_calls,
-                cache_dir,
-            },
+            &config,
             HostServices {
                 store,
                 http: crate::capabilities::http::client(),
@@ -243,8 +276,17 @@ impl Runtime {
                     Default::default(),
                     std::sync::Arc::new(crate::health::SystemClock),
                 )),
+                stand,
             },
         )
+    }
+
+    /// The profiles of the calls made since the last take (profiling runtimes only).
+    pub fn take_profiles(&self) -> Vec<profile::CallProfile> {
+        self.profiles
+            .as_ref()
+            .map(profile::Profiles::take)
+            .unwrap_or_default()
     }
 
     pub fn services(&self) -> &Arc<HostServices> {
@@ -321,6 +363,12 @@ impl Runtime {
             CallState::new(grants.clone(), self.services.clone(), tenant),
         );
         store.limiter(|s| &mut s.limiter);
+        if self.profiles.is_some() {
+            store
+                .set_fuel(u64::MAX)
+                .expect("fuel is metered in a profiling engine");
+            store.data_mut().trace = Some(Vec::new());
+        }
         store.set_epoch_deadline(limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
         store.epoch_deadline_trap();
         let fail = |kind: CallErrorKind| CallError {
@@ -332,11 +380,13 @@ impl Runtime {
         // import (a slow HTTP answer) once the whole call is out of time.
         let outcome =
             tokio::time::timeout(Duration::from_millis(limits.timeout_ms), call(&mut store)).await;
+        let limit = limits.max_output_kib as usize * 1024;
+        let mut output_bytes = 0;
         let result = match outcome {
             Err(_elapsed) => Err(fail(CallErrorKind::Deadline(limits.timeout_ms))),
             Ok(Ok(value)) => {
                 let size = value.output_size();
-                let limit = limits.max_output_kib as usize * 1024;
+                output_bytes = size;
                 if size > limit {
                     Err(fail(CallErrorKind::OutputTooLarge { size, limit }))
                 } else {
@@ -350,6 +400,18 @@ impl Runtime {
                 limits.memory_mib,
             ))),
         };
+        if let Some(profiles) = &self.profiles {
+            profiles.push(profile::CallProfile {
+                export,
+                micros: started.elapsed().as_micros() as u64,
+                fuel: u64::MAX - store.get_fuel().unwrap_or(u64::MAX),
+                peak_memory_bytes: store.data().limiter.memory_in_use,
+                memory_limit_bytes: store.data().limiter.memory_limit,
+                output_bytes,
+                output_limit_bytes: limit,
+                host_calls: store.data_mut().trace.take().unwrap_or_default(),
+            });
+        }
         let host_calls = store.data().host_calls;
         let outcome = match &result {
             Ok(value) => value.outcome(export),
@@ -504,10 +566,11 @@ fn wrong_world(grants: &Grants, export: &'static str) -> CallError {
     }
 }
 
-fn engine_config(max_concurrent_calls: u32) -> Config {
+fn engine_config(max_concurrent_calls: u32, fuel: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.consume_fuel(fuel);
     let n = max_concurrent_calls.max(1);
     let mut pool = PoolingAllocationConfig::new();
     // A Rust wasip2 component holds a few core instances, memories and tables

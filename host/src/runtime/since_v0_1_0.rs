@@ -44,7 +44,7 @@ impl t::Host for CallState {}
 
 impl wit_log::Host for CallState {
     async fn write(&mut self, level: wit_log::Level, message: String) {
-        self.host_calls += 1;
+        let started = self.import_starts();
         let level = match level {
             wit_log::Level::Trace => capabilities::log::Level::Trace,
             wit_log::Level::Debug => capabilities::log::Level::Debug,
@@ -53,13 +53,26 @@ impl wit_log::Host for CallState {
             wit_log::Level::Error => capabilities::log::Level::Error,
         };
         capabilities::log::write(self.grants.plugin.as_str(), &self.tenant, level, &message);
+        self.import_ended(
+            started,
+            "log.write",
+            || format!("{level:?} {message:?}"),
+            String::new,
+        );
     }
 }
 
 impl wit_config::Host for CallState {
     async fn get(&mut self, key: String) -> Option<String> {
-        self.host_calls += 1;
-        capabilities::config::get(&self.grants, &key)
+        let started = self.import_starts();
+        let value = capabilities::config::get(&self.grants, &key);
+        self.import_ended(
+            started,
+            "config.get",
+            || format!("{key:?}"),
+            || format!("{value:?}"),
+        );
+        value
     }
 }
 
@@ -69,7 +82,7 @@ impl wit_http::Host for CallState {
         req: wit_http::Request,
     ) -> Result<wit_http::Response, wit_http::HttpError> {
         use capabilities::http::HttpError as E;
-        self.host_calls += 1;
+        let started = self.import_starts();
         let request = OutboundRequest {
             method: req.method,
             url: req.url,
@@ -78,15 +91,46 @@ impl wit_http::Host for CallState {
             connection: req.connection,
             bearer_secret: req.bearer_secret,
         };
-        let result = capabilities::http::send(
-            &self.services.http,
-            &self.services.store,
-            &self.services.oauth,
-            &self.grants,
-            &self.tenant,
-            request,
-        )
-        .await;
+        let args = (started.is_some()).then(|| {
+            let mut args = format!(
+                "{} {} ({} body bytes)",
+                request.method,
+                request.url,
+                request.body.len()
+            );
+            if let Some(c) = &request.connection {
+                args.push_str(&format!(", connection {c:?}"));
+            }
+            if let Some(s) = &request.bearer_secret {
+                args.push_str(&format!(", bearer secret {s:?}"));
+            }
+            args
+        });
+        let result = match self.services.stand.clone().filter(|s| s.replays_http()) {
+            // A run with recorded answers: the same checks, then the recording.
+            Some(stand) => capabilities::http::check(&self.grants, &request)
+                .and_then(|_| stand.answer(&request.method, &request.url)),
+            None => {
+                capabilities::http::send(
+                    &self.services.http,
+                    &self.services.store,
+                    &self.services.oauth,
+                    &self.grants,
+                    &self.tenant,
+                    request,
+                )
+                .await
+            }
+        };
+        self.import_ended(
+            started,
+            "http.send",
+            || args.unwrap_or_default(),
+            || match &result {
+                Ok(r) => format!("{} ({} bytes)", r.status, r.body.len()),
+                Err(e) => format!("error: {e}"),
+            },
+        );
         match result {
             Ok(r) => Ok(wit_http::Response {
                 status: r.status,
@@ -122,10 +166,25 @@ fn secret_error(
     }
 }
 
+fn algorithm_name(a: wit_secrets::HmacAlgorithm) -> &'static str {
+    match a {
+        wit_secrets::HmacAlgorithm::Sha1 => "sha1",
+        wit_secrets::HmacAlgorithm::Sha256 => "sha256",
+    }
+}
+
 fn algorithm(a: wit_secrets::HmacAlgorithm) -> capabilities::secrets::HmacAlgorithm {
     match a {
         wit_secrets::HmacAlgorithm::Sha1 => capabilities::secrets::HmacAlgorithm::Sha1,
         wit_secrets::HmacAlgorithm::Sha256 => capabilities::secrets::HmacAlgorithm::Sha256,
+    }
+}
+
+/// A profiled answer: the value's summary, or the error.
+fn summary<T, E: std::fmt::Debug>(result: &Result<T, E>, ok: impl FnOnce(&T) -> String) -> String {
+    match result {
+        Ok(v) => ok(v),
+        Err(e) => format!("error: {e:?}"),
     }
 }
 
@@ -136,8 +195,8 @@ impl wit_secrets::Host for CallState {
         alg: wit_secrets::HmacAlgorithm,
         message: Vec<u8>,
     ) -> Result<Vec<u8>, wit_secrets::SecretError> {
-        self.host_calls += 1;
-        capabilities::secrets::hmac_sign(
+        let started = self.import_starts();
+        let result = capabilities::secrets::hmac_sign(
             &self.services.store,
             &self.grants,
             &self.tenant,
@@ -146,7 +205,20 @@ impl wit_secrets::Host for CallState {
             &message,
         )
         .await
-        .map_err(|e| secret_error(self, e))
+        .map_err(|e| secret_error(self, e));
+        self.import_ended(
+            started,
+            "secrets.hmac-sign",
+            || {
+                format!(
+                    "{secret:?} {} over {} bytes",
+                    algorithm_name(alg),
+                    message.len()
+                )
+            },
+            || summary(&result, |mac| format!("{} bytes", mac.len())),
+        );
+        result
     }
 
     async fn hmac_verify(
@@ -156,8 +228,8 @@ impl wit_secrets::Host for CallState {
         message: Vec<u8>,
         signature: Vec<u8>,
     ) -> Result<bool, wit_secrets::SecretError> {
-        self.host_calls += 1;
-        capabilities::secrets::hmac_verify(
+        let started = self.import_starts();
+        let result = capabilities::secrets::hmac_verify(
             &self.services.store,
             &self.grants,
             &self.tenant,
@@ -167,7 +239,20 @@ impl wit_secrets::Host for CallState {
             &signature,
         )
         .await
-        .map_err(|e| secret_error(self, e))
+        .map_err(|e| secret_error(self, e));
+        self.import_ended(
+            started,
+            "secrets.hmac-verify",
+            || {
+                format!(
+                    "{secret:?} {} over {} bytes",
+                    algorithm_name(alg),
+                    message.len()
+                )
+            },
+            || summary(&result, |ok| format!("{ok}")),
+        );
+        result
     }
 
     async fn equals(
@@ -175,8 +260,8 @@ impl wit_secrets::Host for CallState {
         secret: String,
         candidate: Vec<u8>,
     ) -> Result<bool, wit_secrets::SecretError> {
-        self.host_calls += 1;
-        capabilities::secrets::equals(
+        let started = self.import_starts();
+        let result = capabilities::secrets::equals(
             &self.services.store,
             &self.grants,
             &self.tenant,
@@ -184,7 +269,14 @@ impl wit_secrets::Host for CallState {
             &candidate,
         )
         .await
-        .map_err(|e| secret_error(self, e))
+        .map_err(|e| secret_error(self, e));
+        self.import_ended(
+            started,
+            "secrets.equals",
+            || format!("{secret:?} against {} bytes", candidate.len()),
+            || summary(&result, |ok| format!("{ok}")),
+        );
+        result
     }
 }
 
@@ -199,15 +291,27 @@ fn kv_error(e: capabilities::kv::KvError) -> wit_kv::KvError {
 
 impl wit_kv::Host for CallState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, wit_kv::KvError> {
-        self.host_calls += 1;
-        capabilities::kv::get(&self.services.store, &self.grants, &self.tenant, &key)
+        let started = self.import_starts();
+        let result = capabilities::kv::get(&self.services.store, &self.grants, &self.tenant, &key)
             .await
-            .map_err(kv_error)
+            .map_err(kv_error);
+        self.import_ended(
+            started,
+            "kv.get",
+            || format!("{key:?}"),
+            || {
+                summary(&result, |v| match v {
+                    Some(v) => format!("{} bytes", v.len()),
+                    None => "none".into(),
+                })
+            },
+        );
+        result
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit_kv::KvError> {
-        self.host_calls += 1;
-        capabilities::kv::set(
+        let started = self.import_starts();
+        let result = capabilities::kv::set(
             &self.services.store,
             &self.grants,
             &self.tenant,
@@ -215,14 +319,29 @@ impl wit_kv::Host for CallState {
             &value,
         )
         .await
-        .map_err(kv_error)
+        .map_err(kv_error);
+        self.import_ended(
+            started,
+            "kv.set",
+            || format!("{key:?} ({} bytes)", value.len()),
+            || summary(&result, |_| "ok".into()),
+        );
+        result
     }
 
     async fn delete(&mut self, key: String) -> Result<(), wit_kv::KvError> {
-        self.host_calls += 1;
-        capabilities::kv::delete(&self.services.store, &self.grants, &self.tenant, &key)
-            .await
-            .map_err(kv_error)
+        let started = self.import_starts();
+        let result =
+            capabilities::kv::delete(&self.services.store, &self.grants, &self.tenant, &key)
+                .await
+                .map_err(kv_error);
+        self.import_ended(
+            started,
+            "kv.delete",
+            || format!("{key:?}"),
+            || summary(&result, |_| "ok".into()),
+        );
+        result
     }
 
     async fn list_keys(
@@ -230,8 +349,8 @@ impl wit_kv::Host for CallState {
         prefix: String,
         limit: u32,
     ) -> Result<Vec<String>, wit_kv::KvError> {
-        self.host_calls += 1;
-        capabilities::kv::list_keys(
+        let started = self.import_starts();
+        let result = capabilities::kv::list_keys(
             &self.services.store,
             &self.grants,
             &self.tenant,
@@ -239,7 +358,14 @@ impl wit_kv::Host for CallState {
             limit,
         )
         .await
-        .map_err(kv_error)
+        .map_err(kv_error);
+        self.import_ended(
+            started,
+            "kv.list-keys",
+            || format!("{prefix:?} limit {limit}"),
+            || summary(&result, |keys| format!("{} keys", keys.len())),
+        );
+        result
     }
 }
 

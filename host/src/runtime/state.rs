@@ -6,6 +6,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::Grants;
+use crate::runtime::profile::{HostCall, Stand};
 use crate::store::Store;
 
 /// Services shared by all calls.
@@ -17,6 +18,9 @@ pub struct HostServices {
     pub oauth: Arc<crate::oauth::OAuth>,
     /// Where each call's outcome is counted.
     pub health: Arc<crate::health::Health>,
+    /// What a `plugin run` puts in place of the outside world (recorded HTTP
+    /// answers, a set wall clock); `None` when serving.
+    pub stand: Option<Arc<Stand>>,
 }
 
 /// Per-call state. A new one is built for every call and dropped after it.
@@ -29,6 +33,8 @@ pub struct CallState {
     pub tenant: String,
     /// Host imports the call made, for its log line.
     pub host_calls: u32,
+    /// Each host import the call made, when the call is profiled.
+    pub(crate) trace: Option<Vec<HostCall>>,
 }
 
 impl CallState {
@@ -36,11 +42,14 @@ impl CallState {
         // WASI is linked only because Rust's std imports it. Nothing is granted:
         // no preopened directories, no environment or arguments, no sockets, no
         // name lookups; stdio goes nowhere. Clocks and randomness are harmless.
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Some(clock) = services.stand.as_ref().and_then(|s| s.wall_clock()) {
+            wasi.wall_clock(clock);
+        }
+        let wasi = wasi.build();
         let memory_limit = grants.limits.memory_mib as usize * 1024 * 1024;
         Self {
             wasi,
@@ -54,6 +63,32 @@ impl CallState {
             services,
             tenant: tenant.to_string(),
             host_calls: 0,
+            trace: None,
+        }
+    }
+
+    /// A host import starts: counted, and timed when the call is profiled.
+    pub(crate) fn import_starts(&mut self) -> Option<std::time::Instant> {
+        self.host_calls += 1;
+        self.trace.is_some().then(std::time::Instant::now)
+    }
+
+    /// A host import ended; in a profiled call, what it was asked and answered
+    /// (the summaries are only made then).
+    pub(crate) fn import_ended(
+        &mut self,
+        started: Option<std::time::Instant>,
+        import: &'static str,
+        args: impl FnOnce() -> String,
+        answer: impl FnOnce() -> String,
+    ) {
+        if let (Some(trace), Some(started)) = (self.trace.as_mut(), started) {
+            trace.push(HostCall {
+                import,
+                args: args(),
+                answer: answer(),
+                micros: started.elapsed().as_micros() as u64,
+            });
         }
     }
 }
