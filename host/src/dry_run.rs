@@ -91,10 +91,16 @@ pub async fn run(
     if to <= from {
         bail!("--to must be after --from");
     }
+    // Progress goes to stderr, and only when it is a terminal (indicatif
+    // hides it otherwise): the listing on stdout stays clean for pipes.
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    progress.set_message(format!("reading {}", file.display()));
     let reading = calendar::read_file(file, Window { from, to }, floating)?;
     for w in &reading.warnings {
-        eprintln!("warning: {}: {w}", file.display());
+        progress.suspend(|| eprintln!("warning: {}: {w}", file.display()));
     }
+    progress.set_message("loading plugins");
 
     let runtime = Arc::new(crate::runtime::Runtime::standalone(4, Some(config.cache_dir())).await?);
     let registry = PluginRegistry::new(
@@ -104,7 +110,7 @@ pub async fn run(
     );
     let report = registry.reload().await;
     for f in &report.failed {
-        eprintln!("warning: plugin not loaded: {}", f.error);
+        progress.suspend(|| eprintln!("warning: plugin not loaded: {}", f.error));
     }
     let tenant = tenant.unwrap_or(crate::webhooks::DEFAULT_TENANT);
     // A chain set through the admin API lives in the store: read it when there is one.
@@ -132,27 +138,37 @@ pub async fn run(
         None => None,
     };
 
-    println!(
-        "{} occurrence(s) in {} from {} to {}, tenant {tenant}, chain [{}]",
-        reading.occurrences.len(),
-        file.display(),
-        from.format("%Y-%m-%d %H:%M UTC"),
-        to.format("%Y-%m-%d %H:%M UTC"),
-        chain.join(", ")
+    progress.suspend(|| {
+        println!(
+            "{} occurrence(s) in {} from {} to {}, tenant {tenant}, chain [{}]",
+            reading.occurrences.len(),
+            file.display(),
+            from.format("%Y-%m-%d %H:%M UTC"),
+            to.format("%Y-%m-%d %H:%M UTC"),
+            chain.join(", ")
+        )
+    });
+    progress.set_length(reading.occurrences.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} classified, {eta} left")
+            .expect("a valid template"),
     );
     let mut disagreements = 0;
     for o in &reading.occurrences {
+        progress.inc(1);
         let decision = if o.event.transparency == Transparency::Transparent {
             None
         } else {
             classify::classify(&registry, &chain, tenant, &o.event).await
         };
-        println!(
-            "{:<42} {:<60} {}",
-            when(o),
-            verdict(&decision, &o.event),
-            o.event.title
-        );
+        progress.suspend(|| {
+            println!(
+                "{:<42} {:<60} {}",
+                when(o),
+                verdict(&decision, &o.event),
+                o.event.title
+            )
+        });
         if let Some(other) = &other {
             let theirs = match o.event.transparency {
                 Transparency::Transparent => None,
@@ -169,14 +185,17 @@ pub async fn run(
                 == theirs.as_ref().map(|d| &d.classification);
             if !same {
                 disagreements += 1;
-                println!(
-                    "  differs: {} says {}",
-                    other.name(),
-                    verdict(&theirs, &o.event)
-                );
+                progress.suspend(|| {
+                    println!(
+                        "  differs: {} says {}",
+                        other.name(),
+                        verdict(&theirs, &o.event)
+                    )
+                });
             }
         }
     }
+    progress.finish_and_clear();
     if let Some(other) = &other {
         println!(
             "{disagreements} occurrence(s) classified differently by {}",
