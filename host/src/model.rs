@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub type Instant = i64;
 
 /// What a person can be reached for right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Availability {
     Available,
@@ -82,7 +82,7 @@ pub struct CalendarEvent {
 }
 
 /// The wedding categories; `Other` carries an agency's own category name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     Ceremony,
@@ -135,7 +135,19 @@ pub struct Classification {
 }
 
 /// Where a presence signal comes from. Declaration order is precedence, highest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalSource {
     Manual,
@@ -170,7 +182,7 @@ impl SignalSource {
 }
 
 /// One source's statement about a person, valid for a window of time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PresenceSignal {
     pub user: String,
     pub source: SignalSource,
@@ -187,7 +199,7 @@ pub struct PresenceSignal {
 
 /// A signal as stored: with the key that tells it apart from the same source's
 /// other statements (one per calendar event), and the plugin it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyedSignal {
     pub key: String,
     pub origin: String,
@@ -228,7 +240,7 @@ pub struct WebhookOutcome {
 }
 
 /// A person's effective presence, derived from their active signals.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Presence {
     pub user: String,
     pub availability: Availability,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 pub mod email;
 pub mod hold;
+pub mod openapi;
 pub mod push;
 pub mod slack;
 pub mod sse;
@@ -116,6 +117,9 @@ pub struct Host {
     pub plugins: PluginsDir,
     pub client: reqwest::Client,
     log: PathBuf,
+    /// The host's `/api/openapi.json`, read on first use: every answer of
+    /// `api`, `get_json` and `post` is checked against it.
+    spec: tokio::sync::OnceCell<Arc<openapi::SpecValidator>>,
 }
 
 pub fn binary() -> PathBuf {
@@ -194,7 +198,55 @@ impl Host {
             plugins,
             client: reqwest::Client::new(),
             log,
+            spec: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The host's OpenAPI description, as a validator (fetched once).
+    pub async fn spec(&self) -> Arc<openapi::SpecValidator> {
+        self.spec
+            .get_or_init(|| async {
+                let resp = self
+                    .client
+                    .get(self.url("/api/openapi.json"))
+                    .send()
+                    .await
+                    .expect("GET /api/openapi.json");
+                assert_eq!(resp.status(), 200, "GET /api/openapi.json");
+                let spec: serde_json::Value = resp.json().await.expect("/api/openapi.json is JSON");
+                Arc::new(openapi::SpecValidator::new(spec))
+            })
+            .await
+            .clone()
+    }
+
+    /// Checks answers against `spec` instead of the host's own description
+    /// (to show that a mismatch fails); before the first call only.
+    pub fn use_spec(&mut self, spec: openapi::SpecValidator) {
+        self.spec = tokio::sync::OnceCell::new_with(Some(Arc::new(spec)));
+    }
+
+    /// Reads an answer and checks it against the OpenAPI description
+    /// (panicking with what differs); its status and body.
+    async fn checked(&self, method: &str, path: &str, resp: reqwest::Response) -> (u16, Vec<u8>) {
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.unwrap().to_vec();
+        let answer = openapi::Answer {
+            method,
+            path,
+            status,
+            content_type: content_type.as_deref(),
+            body: &body,
+        };
+        if let Err(mismatch) = self.spec().await.check(&answer) {
+            panic!("the answer does not match the OpenAPI description: {mismatch}");
+        }
+        (status, body)
     }
 
     /// Stops the host (SIGKILL) and starts it again on the same data and plugins.
@@ -233,7 +285,8 @@ impl Host {
             req = req.header(*k, v);
         }
         let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
+        let (status, body) = self.checked("POST", path, resp).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Posts a JSON body with nothing else: for plugins that verify nothing.
@@ -267,8 +320,11 @@ impl Host {
             req = req.json(&body);
         }
         let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+        let (status, body) = self.checked(method, path, resp).await;
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Creates tenant `name` and a key for it (as the operator); returns the key.

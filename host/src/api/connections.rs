@@ -13,36 +13,62 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::auth::Caller;
 use super::error::{ApiError, no_content_or_not_found};
+use super::openapi::ErrorBody;
 use crate::App;
 use crate::oauth::refresh::{Reason, RefreshError};
 use crate::plugins::World;
 use crate::store::connections::{Connection, valid_connection_name};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutConnection {
     /// The provider plugin that acts through this connection.
     pub plugin: String,
     /// The person it belongs to, as presence knows them.
     pub user: String,
+    #[schema(value_type = String)]
     pub access_token: Zeroizing<String>,
     #[serde(default)]
     pub expires_at: Option<i64>,
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionList {
+    pub connections: Vec<Connection>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tenant}/connections",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "The tenant")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "The tenant's connections, without their tokens", body = ConnectionList)),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConnectionList>, ApiError> {
     let connections = app.store.connections(&tenant, None).await?;
-    Ok(Json(serde_json::json!({ "connections": connections })))
+    Ok(Json(ConnectionList { connections }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tenant}/connections/{name}",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The connection, without its token", body = Connection),
+        (status = 404, description = "No such connection (or tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(app): State<Arc<App>>,
     Path((tenant, name)): Path<(String, String)>,
@@ -58,6 +84,18 @@ fn missing(tenant: &str, name: &str) -> ApiError {
     ApiError::NotFound(format!("no connection {name:?} in tenant {tenant:?}"))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/tenants/{tenant}/connections/{name}",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
+    request_body = PutConnection,
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The connection, seeded with the token (which never comes back out)", body = Connection),
+        (status = 400, description = "A malformed body or name, or no provider plugin of that name (or an invalid tenant name)", body = ErrorBody),
+    ),
+)]
 pub async fn put(
     State(app): State<Arc<App>>,
     Path((tenant, name)): Path<(String, String)>,
@@ -107,7 +145,7 @@ pub async fn put(
     Ok(Json(stored.unwrap_or(connection)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// Refresh only if the token is still this version (what a caller that saw
@@ -118,6 +156,21 @@ pub struct RefreshRequest {
 
 /// `POST .../connections/{name}/refresh`: refreshes the token now (or makes
 /// sure it is newer than `if_version`), and answers with the connection.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tenant}/connections/{name}/refresh",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
+    request_body(content = Option<RefreshRequest>, description = "Optional: refresh only if the token is still this version"),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The connection after the refresh", body = Connection),
+        (status = 400, description = "A malformed body (or an invalid tenant name)", body = ErrorBody),
+        (status = 404, description = "No such connection (or tenant)", body = ErrorBody),
+        (status = 409, description = "The connection cannot be refreshed (a seeded token) or needs the person's consent again", body = ErrorBody),
+        (status = 502, description = "The provider's token endpoint failed", body = ErrorBody),
+    ),
+)]
 pub async fn refresh(
     State(app): State<Arc<App>>,
     Path((tenant, name)): Path<(String, String)>,
@@ -153,6 +206,17 @@ pub async fn refresh(
     get(State(app), Path((tenant, name))).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tenant}/connections/{name}",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 204, description = "Revoked at the provider (best effort) and forgotten"),
+        (status = 404, description = "No such connection (or tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     Path((tenant, name)): Path<(String, String)>,

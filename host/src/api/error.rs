@@ -71,7 +71,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status(),
-            Json(serde_json::json!({ "error": self.to_string() })),
+            Json(super::openapi::ErrorBody {
+                error: self.to_string(),
+            }),
         )
             .into_response();
         if let Self::TooManyRequests { retry_after, .. } = &self {

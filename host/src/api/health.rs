@@ -17,10 +17,21 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::auth::{Caller, authenticate_browser};
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use crate::App;
 use crate::health::breaker::BreakerState;
 use crate::health::{Report, Status};
 
+#[utoipa::path(
+    get,
+    path = "/api/integrations/health",
+    tag = "operations",
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "`ok` or `degraded`: every plugin's calls, errors, latency and success ratios, troubled connections, jobs, the outbox and alerts (a tenant key sees its own tenant's view)", body = Report),
+        (status = 503, description = "`down`: the same report", body = Report),
+    ),
+)]
 pub async fn integrations(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -38,17 +49,66 @@ pub async fn integrations(
     (status, Json(report)).into_response()
 }
 
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String, example = "ok")),
+)]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: whether the store answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the store answers", body = Readiness),
+        (status = 503, description = "Not ready, with the reason", body = Readiness),
+    ),
+)]
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     match app.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Readiness {
+                ready: true,
+                reason: None,
+            }),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "ready": false, "reason": format!("store: {e}") })),
+            Json(Readiness {
+                ready: false,
+                reason: Some(format!("store: {e}")),
+            }),
         )
             .into_response(),
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus metrics in the OpenMetrics text format", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        (status = 403, description = "Only the operator reads the metrics", body = ErrorBody),
+    ),
+)]
 pub async fn metrics(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -64,6 +124,18 @@ pub async fn metrics(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    tag = "operations",
+    security(("admin_token" = []), ("admin_basic" = [])),
+    responses(
+        (status = 200, description = "The operator's page, rendered from the health report; it reloads every 10 s", content_type = "text/html; charset=utf-8", body = String),
+        (status = 401, description = "No admin token: a Basic challenge, so a browser prompts", content_type = "text/plain; charset=utf-8", body = String,
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"presence-host\"`"))),
+        (status = 403, description = "A tenant key: the dashboard is the operator's", content_type = "text/plain; charset=utf-8", body = String),
+    ),
+)]
 pub async fn dashboard(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let challenge = || {
         (

@@ -5,6 +5,7 @@ pub mod connections;
 pub mod error;
 pub mod health;
 pub mod notifications;
+pub mod openapi;
 pub mod presence;
 pub mod presence_webhooks;
 pub mod tenants;
@@ -12,110 +13,110 @@ pub mod tenants;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{delete, get, post, put};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::{Extension, Json, Router, middleware};
 use serde::Serialize;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::App;
 use crate::{oauth, webhooks};
 
+/// The routes, and the OpenAPI description built from the same calls (served
+/// at `/api/openapi.json`).
 pub fn router(app: Arc<App>) -> Router {
     let webhook_limit = app.config.max_webhook_body_bytes;
     // The providers' side: authenticated by the providers' own signatures.
-    let webhook_routes = Router::new()
-        .route("/api/webhooks/{plugin}", post(webhooks::receive_default))
-        .route(
-            "/api/webhooks/{plugin}/{tenant}",
-            post(webhooks::receive_for_tenant),
-        )
+    let webhook_routes = OpenApiRouter::new()
+        .routes(routes!(webhooks::receive_default))
+        .routes(routes!(webhooks::receive_for_tenant))
         .layer(DefaultBodyLimit::max(webhook_limit));
     // A tenant's own resources: the caller must be that tenant or the operator.
-    let tenant_routes = Router::new()
-        .route(
-            "/api/tenants/{tenant}/api-keys",
-            get(tenants::list_keys).post(tenants::issue_key),
-        )
-        .route(
-            "/api/tenants/{tenant}/api-keys/{id}",
-            delete(tenants::revoke_key),
-        )
-        .route(
-            "/api/tenants/{tenant}/api-keys/{id}/rotate",
-            post(tenants::rotate_key),
-        )
-        .route("/api/tenants/{tenant}/audit", get(tenants::audit))
-        .route(
-            "/api/tenants/{tenant}/classifiers",
-            get(tenants::get_chain)
-                .put(tenants::put_chain)
-                .delete(tenants::delete_chain),
-        )
-        .route("/api/tenants/{tenant}/connections", get(connections::list))
-        .route(
-            "/api/tenants/{tenant}/connections/{name}",
-            get(connections::get)
-                .put(connections::put)
-                .delete(connections::delete),
-        )
-        .route(
-            "/api/tenants/{tenant}/connections/{name}/refresh",
-            post(connections::refresh),
-        )
-        .route(
-            "/api/tenants/{tenant}/presence-webhooks",
-            get(presence_webhooks::list).post(presence_webhooks::create),
-        )
-        .route(
-            "/api/tenants/{tenant}/presence-webhooks/{id}",
-            delete(presence_webhooks::delete),
-        )
-        .route(
-            "/api/tenants/{tenant}/presence-webhooks/{id}/enable",
-            post(presence_webhooks::enable),
-        )
+    let mut tenant_routes = OpenApiRouter::new()
+        .routes(routes!(tenants::list_keys, tenants::issue_key))
+        .routes(routes!(tenants::revoke_key))
+        .routes(routes!(tenants::rotate_key))
+        .routes(routes!(tenants::audit))
+        .routes(routes!(
+            tenants::get_chain,
+            tenants::put_chain,
+            tenants::delete_chain
+        ))
+        .routes(routes!(connections::list))
+        .routes(routes!(
+            connections::get,
+            connections::put,
+            connections::delete
+        ))
+        .routes(routes!(connections::refresh))
+        .routes(routes!(presence_webhooks::list, presence_webhooks::create))
+        .routes(routes!(presence_webhooks::delete))
+        .routes(routes!(presence_webhooks::enable))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::tenant_route,
         ));
+    openapi::guarded_by_tenant_check(tenant_routes.get_openapi_mut());
     // Everything else needs a key (or the admin token).
-    let api_routes = Router::new()
-        .route(
-            "/api/tenants",
-            get(tenants::list_tenants).post(tenants::create_tenant),
-        )
-        .route("/api/presence/stream", get(crate::presence::stream::stream))
-        .route(
-            "/api/presence/{user}",
-            get(presence::get_presence)
-                .put(presence::put_manual)
-                .delete(presence::delete_manual),
-        )
-        .route("/api/users/{user}", put(presence::put_user))
-        .route("/api/plugins", get(list_plugins))
-        .route("/api/integrations/health", get(health::integrations))
-        .route("/api/notifications", post(notifications::submit))
-        .route("/api/notifications/{id}", get(notifications::get))
-        .route("/api/notifications/{id}/ack", post(notifications::ack))
-        .route("/metrics", get(health::metrics))
-        .route("/api/oauth/{provider}/start", get(oauth::flow::start))
+    let mut api_routes = OpenApiRouter::new()
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(crate::presence::stream::stream))
+        .routes(routes!(
+            presence::get_presence,
+            presence::put_manual,
+            presence::delete_manual
+        ))
+        .routes(routes!(presence::put_user))
+        .routes(routes!(list_plugins))
+        .routes(routes!(health::integrations))
+        .routes(routes!(notifications::submit))
+        .routes(routes!(notifications::get))
+        .routes(routes!(notifications::ack))
+        .routes(routes!(health::metrics))
+        .routes(routes!(oauth::flow::start))
         .merge(tenant_routes)
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_caller,
         ));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(health::readyz))
+    openapi::guarded_by_caller_check(api_routes.get_openapi_mut());
+    let (router, mut spec) = OpenApiRouter::with_openapi(openapi::Frame::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
         // The operator's page; it authenticates itself (HTTP Basic for browsers).
-        .route("/dashboard", get(health::dashboard))
+        .routes(routes!(health::dashboard))
         // The person's browser, back from the provider: the state is the credential.
-        .route("/api/oauth/{provider}/callback", get(oauth::flow::callback))
+        .routes(routes!(oauth::flow::callback))
+        .routes(routes!(openapi_json))
         .merge(api_routes)
         .merge(webhook_routes)
-        .with_state(app)
+        .split_for_parts();
+    spec.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let spec = Arc::new(SpecJson(
+        spec.to_pretty_json()
+            .expect("the OpenAPI description serializes"),
+    ));
+    router.layer(Extension(spec)).with_state(app)
 }
 
-#[derive(Debug, Serialize)]
+/// The OpenAPI description, serialized once when the router is built.
+#[derive(Debug)]
+struct SpecJson(String);
+
+/// This API's OpenAPI 3.1 description, generated from the handlers and their types.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json", body = Object)),
+)]
+async fn openapi_json(Extension(spec): Extension<Arc<SpecJson>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], spec.0.clone())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
     pub name: String,
     pub version: String,
@@ -127,12 +128,25 @@ pub struct PluginSummary {
     pub component_sha256: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PluginList {
     plugins: Vec<PluginSummary>,
     /// Plugins that failed to load: the operator's concern, not shown to tenants.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<LoadFailureSchema>>)]
     failures: Option<Vec<crate::plugins::registry::LoadFailure>>,
+}
+
+/// The wire shape of `plugins::registry::LoadFailure` (a plugin folder that
+/// failed to load), described here because that module is the registry's.
+#[derive(utoipa::ToSchema)]
+#[schema(as = LoadFailure)]
+#[allow(dead_code)]
+struct LoadFailureSchema {
+    /// The plugin's folder.
+    dir: String,
+    /// Why it did not load.
+    error: String,
 }
 
 pub fn summarize(p: &crate::plugins::LoadedPlugin) -> PluginSummary {
@@ -148,6 +162,13 @@ pub fn summarize(p: &crate::plugins::LoadedPlugin) -> PluginSummary {
 
 /// Every tenant can use every loaded plugin; only the operator sees where
 /// they live on disk and which failed to load.
+#[utoipa::path(
+    get,
+    path = "/api/plugins",
+    tag = "operations",
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "The loaded plugins; the operator also sees their folders and load failures", body = PluginList)),
+)]
 async fn list_plugins(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<auth::Caller>,

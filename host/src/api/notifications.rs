@@ -12,21 +12,23 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use super::presence::{TenantQuery, tenant_of};
 use crate::App;
 use crate::notify::{Class, Wedding, deliver_by_for};
 use crate::store::notifications::{Escalation, NewNotification, NotificationRecord, Submitted};
 use crate::store::now_ms;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
     pub recipients: Vec<String>,
     /// `emergency`, `timeline`, `coordination` or `general`.
+    #[schema(value_type = Class)]
     pub urgency: String,
     #[serde(default)]
     pub wedding: Option<Wedding>,
@@ -41,13 +43,44 @@ pub struct Submit {
 
 const EXAMPLE: &str = r#"{"recipients": ["U123"], "urgency": "timeline", "wedding": {"id": "smith-2026", "date": "2026-06-13", "time_zone": "Europe/Lisbon", "venue": "Old Barn"}, "subject": "Smith wedding", "body": "First look moved to 15:30"}"#;
 
+/// One notification made by a submission: one per recipient.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SubmittedNotification {
+    pub id: String,
+    pub recipient: String,
+    /// True when the `Idempotency-Key` was seen before: `id` is the first submission's.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SubmittedNotifications {
+    pub notifications: Vec<SubmittedNotification>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/notifications",
+    tag = "notifications",
+    params(
+        TenantQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "1-200 characters: a retry with the same key answers the same ids and sends nothing again"),
+    ),
+    request_body = Submit,
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 202, description = "Stored: the router decides and delivers in the background", body = SubmittedNotifications),
+        (status = 400, description = "A malformed or invalid submission, or an invalid tenant name", body = ErrorBody),
+        (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+)]
 pub async fn submit(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<SubmittedNotifications>), ApiError> {
     let tenant = tenant_of(&app, &caller, &headers, q.tenant.as_deref()).await?;
     let submit: Submit = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {EXAMPLE}: {e}")))?;
@@ -138,7 +171,7 @@ pub async fn submit(
         batch.push(n);
     }
     let submitted = app.store.submit_notifications(&batch).await?;
-    let out: Vec<serde_json::Value> = batch
+    let notifications: Vec<SubmittedNotification> = batch
         .iter()
         .zip(submitted)
         .map(|(n, submitted)| {
@@ -146,16 +179,33 @@ pub async fn submit(
                 Submitted::Created => (n.id.clone(), false),
                 Submitted::Existing(first) => (first, true),
             };
-            serde_json::json!({ "id": id, "recipient": n.recipient, "replayed": replayed })
+            SubmittedNotification {
+                id,
+                recipient: n.recipient.clone(),
+                replayed,
+            }
         })
         .collect();
     app.engine.notifications_wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "notifications": out })),
+        Json(SubmittedNotifications { notifications }),
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/notifications/{id}",
+    tag = "notifications",
+    params(("id" = String, Path, description = "The notification's id (`ntf_...`)"), TenantQuery),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The notification's state, every decision with its reason, and every channel attempt", body = NotificationRecord),
+        (status = 400, description = "An invalid tenant name", body = ErrorBody),
+        (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
+        (status = 404, description = "No such notification (or tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -173,6 +223,19 @@ pub async fn get(
 
 /// `POST /api/notifications/{id}/ack`: the recipient saw it; an emergency's
 /// escalation stops. 204, or 404 for an unknown notification.
+#[utoipa::path(
+    post,
+    path = "/api/notifications/{id}/ack",
+    tag = "notifications",
+    params(("id" = String, Path, description = "The notification's id (`ntf_...`)"), TenantQuery),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 204, description = "Acknowledged: an emergency's escalation stops"),
+        (status = 400, description = "An invalid tenant name", body = ErrorBody),
+        (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
+        (status = 404, description = "No such notification (or tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn ack(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,

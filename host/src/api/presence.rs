@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use crate::App;
 use crate::model::{Availability, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource};
 use crate::presence::working_hours::{Schedule, WorkingHours};
@@ -54,8 +55,39 @@ pub struct TenantQuery {
     pub tenant: Option<String>,
 }
 
+/// The two ways a request names its tenant, as the OpenAPI description lists them.
+impl utoipa::IntoParams for TenantQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let param = |name: &str, place: ParameterIn, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(place)
+                .required(utoipa::openapi::Required::False)
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build()
+        };
+        vec![
+            param(
+                "X-Presence-Tenant",
+                ParameterIn::Header,
+                "The tenant this request acts for: the operator's choice (default `default`); a tenant key may name only its own",
+            ),
+            param(
+                "tenant",
+                ParameterIn::Query,
+                "The same as `X-Presence-Tenant`, for clients that cannot set headers; the header wins",
+            ),
+        ]
+    }
+}
+
 /// A person's presence, the signals behind it, and what happens next.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PresenceView {
     #[serde(flatten)]
     pub presence: Presence,
@@ -63,9 +95,36 @@ pub struct PresenceView {
     /// When the effective state next changes on its own (a signal starts or ends).
     pub next_change_at: Option<Instant>,
     /// Status pushes not yet delivered, with their last error.
+    #[schema(value_type = Vec<PendingPush>)]
     pub pending_pushes: Vec<serde_json::Value>,
 }
 
+/// The wire shape of a pending status push, as `store::presence` reads it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PendingPush {
+    /// The connection the push goes through.
+    connection: String,
+    plugin: String,
+    /// When it is next tried (ms since the epoch).
+    due_at: Instant,
+    attempts: i64,
+    last_error: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/presence/{user}",
+    tag = "presence",
+    params(("user" = String, Path, description = "The person, as presence knows them"), TenantQuery),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The effective presence, the signals behind it, the next scheduled change and pending status pushes", body = PresenceView),
+        (status = 400, description = "The named tenant is not a valid tenant name", body = ErrorBody),
+        (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant, or nothing is known of this person", body = ErrorBody),
+    ),
+)]
 pub async fn get_presence(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
@@ -96,7 +155,7 @@ pub async fn get_presence(
 }
 
 /// `PUT /api/presence/{user}`: a manual override.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManualPresence {
     pub availability: Availability,
@@ -111,6 +170,20 @@ pub struct ManualPresence {
     pub duration_minutes: Option<u32>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/presence/{user}",
+    tag = "presence",
+    params(("user" = String, Path, description = "The person, as presence knows them"), TenantQuery),
+    request_body = ManualPresence,
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The person's presence with the override", body = Presence),
+        (status = 400, description = "A malformed body, an invalid user id or tenant name", body = ErrorBody),
+        (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+)]
 pub async fn put_manual(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
@@ -163,6 +236,19 @@ pub async fn put_manual(
     announce_and_read(&app, &tenant, &user, effects).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/presence/{user}",
+    tag = "presence",
+    params(("user" = String, Path, description = "The person, as presence knows them"), TenantQuery),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The person's presence without the override", body = Presence),
+        (status = 400, description = "A malformed body, an invalid user id or tenant name", body = ErrorBody),
+        (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+)]
 pub async fn delete_manual(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
@@ -178,7 +264,7 @@ pub async fn delete_manual(
 
 /// `PUT /api/users/{user}`: per-person settings. Each field left out stays as
 /// it is; `null` removes it (and `[]` or `{}` empties a list or map).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSettings {
     /// IANA time zone ("Europe/Lisbon") statuses and working hours are in; none for UTC.
@@ -186,6 +272,7 @@ pub struct UserSettings {
     pub time_zone: Option<Option<String>>,
     /// `{"mon": ["09:00", "18:00"], ...}`; days not listed are days off.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, super::openapi::TimeSpan>>)]
     pub working_hours: Option<Option<WorkingHours>>,
     /// Where notifications reach the person, in order of preference:
     /// `[{"plugin": "twilio", "address": "+15551234567"}]`, each with an
@@ -197,6 +284,7 @@ pub struct UserSettings {
     pub days_off: Option<Option<Vec<chrono::NaiveDate>>>,
     /// When only emergencies reach the person: `{"daily": ["22:00", "07:00"]}`.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, super::openapi::TimeSpan>>)]
     pub quiet_hours: Option<Option<crate::notify::windows::WindowsSpec>>,
 }
 
@@ -213,6 +301,20 @@ where
 /// The most channels one person has.
 const MAX_CHANNELS: usize = 10;
 
+#[utoipa::path(
+    put,
+    path = "/api/users/{user}",
+    tag = "presence",
+    params(("user" = String, Path, description = "The person, as presence knows them"), TenantQuery),
+    request_body = UserSettings,
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The person's presence under the new settings", body = Presence),
+        (status = 400, description = "A malformed body, an invalid user id or tenant name", body = ErrorBody),
+        (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+)]
 pub async fn put_user(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{ApiError, no_content_or_not_found};
+use super::openapi::ErrorBody;
 use crate::App;
 use crate::presence::webhooks_out::new_secret;
+use crate::store::presence_webhooks::PresenceWebhook;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     pub url: String,
@@ -26,12 +28,35 @@ pub struct NewEndpoint {
     pub users: Option<Vec<String>>,
 }
 
+/// A registered endpoint with its signing secret, shown this once. (Fields
+/// in name order, as the answer has always listed them.)
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedEndpoint {
+    pub id: String,
+    /// The Standard Webhooks signing secret (`whsec_...`): shown this once.
+    pub secret: String,
+    pub url: String,
+    pub users: Option<Vec<String>>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tenant}/presence-webhooks",
+    tag = "presence-webhooks",
+    params(("tenant" = String, Path, description = "The tenant")),
+    request_body = NewEndpoint,
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 201, description = "The endpoint, registered, with its signing secret (shown this once)", body = CreatedEndpoint),
+        (status = 400, description = "A malformed body or URL, or (for a tenant key) a URL that is not public https (or an invalid tenant name)", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
     let new: NewEndpoint = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"url\": \"https://...\", \"users\": [\"...\"]}}: {e}"
@@ -65,23 +90,47 @@ pub async fn create(
     tracing::info!(%tenant, endpoint = %id, url = %url, "presence webhook registered");
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "id": id,
-            "url": url.as_str(),
-            "users": new.users,
-            "secret": secret_text,
-        })),
+        Json(CreatedEndpoint {
+            id,
+            secret: secret_text,
+            url: url.to_string(),
+            users: new.users,
+        }),
     ))
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EndpointList {
+    pub endpoints: Vec<PresenceWebhook>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tenant}/presence-webhooks",
+    tag = "presence-webhooks",
+    params(("tenant" = String, Path, description = "The tenant")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "The tenant's endpoints with their health, without their secrets", body = EndpointList)),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EndpointList>, ApiError> {
     let endpoints = app.store.presence_webhooks(&tenant).await?;
-    Ok(Json(serde_json::json!({ "endpoints": endpoints })))
+    Ok(Json(EndpointList { endpoints }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tenant}/presence-webhooks/{id}",
+    tag = "presence-webhooks",
+    params(("tenant" = String, Path, description = "The tenant"), ("id" = String, Path, description = "The endpoint's id (`ep_...`)")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such endpoint (or tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(app): State<Arc<App>>,
     Path((tenant, id)): Path<(String, String)>,
@@ -90,6 +139,17 @@ pub async fn delete(
     no_content_or_not_found(found, || missing(&tenant, &id))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tenant}/presence-webhooks/{id}/enable",
+    tag = "presence-webhooks",
+    params(("tenant" = String, Path, description = "The tenant"), ("id" = String, Path, description = "The endpoint's id (`ep_...`)")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 204, description = "Enabled: deliveries resume"),
+        (status = 404, description = "No such endpoint (or tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn enable(
     State(app): State<Arc<App>>,
     Path((tenant, id)): Path<(String, String)>,

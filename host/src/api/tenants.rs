@@ -24,13 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{ApiError, no_content_or_not_found};
+use super::openapi::ErrorBody;
 use crate::App;
 use crate::plugins::World;
 use crate::store::audit::AuditEvent;
 use crate::store::tenants::{ApiKey, IssuedKey, Tenant};
 
 /// Where a tenant's chain comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChainSource {
     Api,
@@ -38,14 +39,14 @@ pub enum ChainSource {
     Default,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantChain {
     pub tenant: String,
     pub classifiers: Vec<String>,
     pub source: ChainSource,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetChain {
     pub classifiers: Vec<String>,
@@ -71,6 +72,14 @@ pub async fn chain_for(app: &App, tenant: &str) -> Result<TenantChain, ApiError>
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tenant}/classifiers",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "The tenant's classifier chain and where it comes from", body = TenantChain)),
+)]
 pub async fn get_chain(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
@@ -78,6 +87,18 @@ pub async fn get_chain(
     Ok(Json(chain_for(&app, &tenant).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/tenants/{tenant}/classifiers",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant")),
+    request_body = SetChain,
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The chain, set", body = TenantChain),
+        (status = 400, description = "A malformed body, an empty chain, or a name that is not a loaded classifier (or an invalid tenant name)", body = ErrorBody),
+    ),
+)]
 pub async fn put_chain(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
@@ -115,6 +136,14 @@ pub async fn put_chain(
     Ok(Json(chain_for(&app, &tenant).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tenant}/classifiers",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "The chain the tenant falls back to (the configuration file's, else the default)", body = TenantChain)),
+)]
 pub async fn delete_chain(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
@@ -133,7 +162,7 @@ pub(crate) fn tenant_name(tenant: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     pub name: String,
@@ -142,6 +171,19 @@ pub struct NewTenant {
 }
 
 /// `POST /api/tenants` (operator): 201 with the tenant, 409 if it exists.
+#[utoipa::path(
+    post,
+    path = "/api/tenants",
+    tag = "tenants",
+    request_body = NewTenant,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The tenant, created", body = Tenant),
+        (status = 400, description = "A malformed body or an invalid tenant name", body = ErrorBody),
+        (status = 403, description = "Only the operator creates tenants", body = ErrorBody),
+        (status = 409, description = "The tenant exists", body = ErrorBody),
+    ),
+)]
 pub async fn create_tenant(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -182,18 +224,30 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantList {
+    pub tenants: Vec<Tenant>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/tenants",
+    tag = "tenants",
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "Every tenant for the operator; its own for a tenant key", body = TenantList)),
+)]
 pub async fn list_tenants(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TenantList>, ApiError> {
     let tenants = match &caller {
         Caller::Operator => app.store.tenants().await?,
         Caller::Tenant { tenant, .. } => app.store.tenant(tenant).await?.into_iter().collect(),
     };
-    Ok(Json(serde_json::json!({ "tenants": tenants })))
+    Ok(Json(TenantList { tenants }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     #[serde(default)]
@@ -215,6 +269,18 @@ fn parse_or_default<T: serde::de::DeserializeOwned + Default>(
 }
 
 /// `POST /api/tenants/{tenant}/api-keys` (operator): 201 with the key, shown this once.
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tenant}/api-keys",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant")),
+    request_body(content = Option<NewKey>, description = "Optional: an empty body issues a key labelled `api key` that does not expire"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The key, with its secret: shown this once", body = IssuedKey),
+        (status = 400, description = "A malformed body or label (or an invalid tenant name)", body = ErrorBody),
+    ),
+)]
 pub async fn issue_key(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
@@ -246,15 +312,39 @@ pub async fn issue_key(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKey>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tenant}/api-keys",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses((status = 200, description = "The tenant's keys, without their secrets", body = ApiKeyList)),
+)]
 pub async fn list_keys(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let keys: Vec<ApiKey> = app.store.api_keys(&tenant).await?;
-    Ok(Json(serde_json::json!({ "api_keys": keys })))
+) -> Result<Json<ApiKeyList>, ApiError> {
+    let api_keys: Vec<ApiKey> = app.store.api_keys(&tenant).await?;
+    Ok(Json(ApiKeyList { api_keys }))
 }
 
 /// The operator, or the tenant itself (a leaked key can be killed by its owner).
+#[utoipa::path(
+    delete,
+    path = "/api/tenants/{tenant}/api-keys/{id}",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant"), ("id" = String, Path, description = "The key's id (the 12 hex digits after `phk_`)")),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 204, description = "Revoked: the key stops working at once"),
+        (status = 404, description = "No live key with this id in the tenant (or no such tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn revoke_key(
     State(app): State<Arc<App>>,
     Path((tenant, id)): Path<(String, String)>,
@@ -271,7 +361,7 @@ pub async fn revoke_key(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     /// How long the old key keeps working, in seconds. Default 3600.
@@ -279,6 +369,19 @@ pub struct Rotate {
     pub grace_seconds: Option<u32>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tenants/{tenant}/api-keys/{id}/rotate",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant"), ("id" = String, Path, description = "The key's id")),
+    request_body(content = Option<Rotate>, description = "Optional: the old key's grace period (default an hour)"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The replacement key, with its secret: shown this once", body = IssuedKey),
+        (status = 400, description = "A malformed body (or an invalid tenant name)", body = ErrorBody),
+        (status = 404, description = "No live key with this id in the tenant (or no such tenant)", body = ErrorBody),
+    ),
+)]
 pub async fn rotate_key(
     State(app): State<Arc<App>>,
     Path((tenant, id)): Path<(String, String)>,
@@ -309,7 +412,8 @@ pub async fn rotate_key(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Events after this `seq` (0: from the start).
@@ -323,13 +427,27 @@ pub struct AuditQuery {
     pub action: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditEvent>,
     /// Pass as `after` for the next page.
     pub next_after: i64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/tenants/{tenant}/audit",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant"), AuditQuery),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The tenant's audit trail, oldest first", body = AuditPage),
+        (status = 400, description = "A query the extractor refuses (plain text), or an invalid tenant name", content(
+            (ErrorBody = "application/json"),
+            (String = "text/plain"),
+        )),
+    ),
+)]
 pub async fn audit(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,

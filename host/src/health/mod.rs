@@ -153,7 +153,7 @@ struct Stats {
     recent_failures: BTreeMap<&'static str, (i64, u64, String)>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Failure {
     pub at: i64,
     pub kind: &'static str,
@@ -216,14 +216,14 @@ impl Stats {
 }
 
 /// Success ratios (successes / (successes + failures)); null without calls.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Uptime {
     pub last_5m: Option<f64>,
     pub last_1h: Option<f64>,
     pub last_24h: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
     pub calls: u64,
     pub errors: BTreeMap<&'static str, u64>,
@@ -244,7 +244,7 @@ struct ConnectionHealth {
 }
 
 /// A scheduled job's last run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub job: &'static str,
     pub last_run_at: Option<i64>,
@@ -450,7 +450,7 @@ impl Health {
 }
 
 /// Overall status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -458,7 +458,7 @@ pub enum Status {
     Down,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     pub id: String,
     pub severity: &'static str,
@@ -468,17 +468,18 @@ pub struct Alert {
     pub since: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginReport {
     pub plugin: String,
     pub version: String,
     pub world: String,
     pub status: Status,
     #[serde(flatten)]
+    #[schema(value_type = crate::api::openapi::FlattenedStats)]
     pub stats: Option<StatsView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionReport {
     pub tenant: String,
     pub connection: String,
@@ -489,7 +490,7 @@ pub struct ConnectionReport {
     pub stats: StatsView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub status: Status,
     pub checked_at: i64,

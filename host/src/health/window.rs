@@ -120,7 +120,7 @@ pub struct LatencyHistogram {
 }
 
 /// Quantiles estimated as the upper bound of the bucket they fall in.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LatencySummary {
     pub p50: Option<f64>,
     pub p95: Option<f64>,

@@ -36,7 +36,18 @@ use crate::presence::working_hours::{self, Schedule};
 use crate::store::notifications::Channel;
 
 /// The urgency classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     Emergency,
@@ -159,7 +170,7 @@ impl NotificationsConfig {
 }
 
 /// The wedding a notification is about.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Wedding {
     pub id: String,

@@ -39,7 +39,8 @@ use crate::store::connections::{Connection, NEEDS_RECONSENT, NewTokens, valid_co
 use crate::store::now_ms;
 use crate::store::oauth_states::PendingAuthorization;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StartQuery {
     /// The person connecting, as presence knows them.
@@ -52,7 +53,7 @@ pub struct StartQuery {
     pub tenant: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Started {
     pub authorize_url: String,
     pub connection: String,
@@ -135,6 +136,27 @@ fn plugin_for(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/oauth/{provider}/start",
+    tag = "connections",
+    params(
+        ("provider" = String, Path, description = "A provider configured under `[oauth.providers.<name>]`"),
+        StartQuery,
+        ("X-Presence-Tenant" = Option<String>, Header, description = "The tenant, for the operator; a tenant key may name only its own"),
+    ),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "With `Accept: application/json`: where to send the person", body = Started),
+        (status = 302, description = "Otherwise: a redirect to the provider's consent page", headers(("Location" = String, description = "The provider's authorization URL"))),
+        (status = 400, description = "A bad user, plugin or redirect host (JSON), or a query the extractor refuses (plain text)", content(
+            (crate::api::openapi::ErrorBody = "application/json"),
+            (String = "text/plain"),
+        )),
+        (status = 403, description = "The API key belongs to another tenant", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such tenant, or the provider is not configured", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn start(
     State(app): State<Arc<App>>,
     Path(provider_name): Path<String>,
@@ -269,7 +291,8 @@ fn authorize_url(
     Ok(request.url().0.to_string())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,
@@ -297,6 +320,23 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/oauth/{provider}/callback",
+    tag = "connections",
+    params(
+        ("provider" = String, Path, description = "The provider the person comes back from"),
+        CallbackQuery,
+    ),
+    responses(
+        (status = 200, description = "Connected: a page telling the person so", content_type = "text/html; charset=utf-8", body = String),
+        (status = 400, description = "Refused (an unknown or used state, the provider's error, missing scopes): a page saying why", content_type = "text/html; charset=utf-8", body = String),
+        (status = 404, description = "An unknown provider: a page saying so", content_type = "text/html; charset=utf-8", body = String),
+        (status = 500, description = "A pending authorization that cannot be read: a page saying so", content_type = "text/html; charset=utf-8", body = String),
+        (status = 502, description = "The provider's token endpoint failed: a page saying so", content_type = "text/html; charset=utf-8", body = String),
+        (status = 503, description = "The store is unavailable: a page asking to start again", content_type = "text/html; charset=utf-8", body = String),
+    ),
+)]
 pub async fn callback(
     State(app): State<Arc<App>>,
     Path(provider_name): Path<String>,

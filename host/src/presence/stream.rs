@@ -26,8 +26,10 @@ use crate::store::presence::Change;
 /// Backlog rows read per store query.
 const PAGE: u32 = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// The tenant, for the operator (or `X-Presence-Tenant`; a tenant key acts for its own).
     pub tenant: Option<String>,
     /// Comma-separated user ids; all of the tenant's when absent.
     pub users: Option<String>,
@@ -53,6 +55,29 @@ fn event_of(change: &Change) -> Event {
         .data(serde_json::to_string(change).expect("a change serializes"))
 }
 
+/// The event stream. Each `presence` event's data is a `PresenceChange` (see
+/// the components); a `resync` event (`{"oldest_available": seq}`) says the
+/// client is further behind than the retained log and must read current state.
+#[utoipa::path(
+    get,
+    path = "/api/presence/stream",
+    tag = "presence",
+    params(
+        StreamQuery,
+        ("X-Presence-Tenant" = Option<String>, Header, description = "The tenant, for the operator; a tenant key may name only its own"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this change number"),
+    ),
+    security(("api_key" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: presence`, `id` = the change number, `data` = a PresenceChange as JSON; `event: resync` when changes were missed; a keep-alive comment every 15 s", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A Last-Event-ID that is not an event id, or an invalid tenant name (JSON); a query the extractor refuses (plain text)", content(
+            (crate::api::openapi::ErrorBody = "application/json"),
+            (String = "text/plain"),
+        )),
+        (status = 403, description = "The API key belongs to another tenant", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such tenant", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn stream(
     State(app): State<Arc<App>>,
     axum::Extension(caller): axum::Extension<crate::api::auth::Caller>,

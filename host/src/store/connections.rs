@@ -14,7 +14,7 @@ use sqlx::Row;
 use super::{SecretValue, Store, StoreError, now_ms};
 
 /// A connection as the API shows it: never its token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Connection {
     pub name: String,
     pub plugin: String,

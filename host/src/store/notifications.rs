@@ -29,7 +29,7 @@ pub struct NewNotification {
 }
 
 /// Where an unacknowledged emergency goes next, and where it has been.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Escalation {
     /// The contacts, in order, after the first recipient.
     pub path: Vec<String>,
@@ -41,7 +41,7 @@ pub struct Escalation {
 }
 
 /// One channel a person is reached on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Channel {
     /// The provider plugin that sends (`twilio`, ...).
@@ -54,6 +54,7 @@ pub struct Channel {
     /// When this channel may be used, in the person's zone
     /// (`{"daily": ["08:00", "20:00"]}`); always when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, crate::api::openapi::TimeSpan>>)]
     pub windows: Option<crate::notify::windows::WindowsSpec>,
 }
 
@@ -66,7 +67,7 @@ impl Channel {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: i64,
     pub plugin: String,
@@ -80,7 +81,7 @@ pub struct Attempt {
     pub finished_at: Option<Instant>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NotificationRecord {
     pub id: String,
     pub tenant: String,

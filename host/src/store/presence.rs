@@ -19,7 +19,8 @@ use crate::presence;
 use crate::presence::working_hours::{self, Schedule, WorkingHours};
 
 /// One change of a person's effective presence; `seq` orders all changes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = PresenceChange)]
 pub struct Change {
     pub seq: i64,
     pub tenant: String,
@@ -75,7 +76,7 @@ pub struct PendingPush {
 }
 
 /// The status outbox at a glance, for health.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct OutboxStats {
     pub pending: i64,
     pub oldest_due_at: Option<Instant>,

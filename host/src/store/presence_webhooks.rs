@@ -12,7 +12,7 @@ use super::{SecretValue, Store, StoreError, now_ms};
 use crate::model::Instant;
 
 /// An endpoint as the API shows it: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PresenceWebhook {
     pub id: String,
     pub url: String,

@@ -19,7 +19,7 @@ use super::{Store, StoreError, now_ms};
 /// The prefix of every API key: what secret scanners and people recognise.
 pub const KEY_PREFIX: &str = "phk_";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub name: String,
     pub display_name: Option<String>,
@@ -27,7 +27,7 @@ pub struct Tenant {
 }
 
 /// An API key as lists show it: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: String,
     pub tenant: String,
@@ -40,7 +40,7 @@ pub struct ApiKey {
 }
 
 /// A key just made: the only time its full value exists outside the caller.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub meta: ApiKey,

@@ -41,6 +41,28 @@ pub fn valid_tenant(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// A provider's webhook for tenant `default`: no key, the provider's
+/// signature is the credential. `slack-presence` and `calendar-presence` are
+/// the seed's names for Slack and for the calendar provider the headers show.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{plugin}",
+    tag = "webhooks",
+    params(("plugin" = String, Path, description = "The provider plugin (or an alias: `slack-presence`, `calendar-presence`)")),
+    request_body(content = Vec<u8>, description = "The provider's request, exactly as sent: the plugin verifies its signature over these bytes", content_type = "*/*"),
+    responses(
+        (status = 200, description = "Accepted and committed; the body, headers and status (any the plugin chooses, 2xx here) are the plugin's answer to its provider (e.g. Slack's url_verification challenge)", content_type = "*/*", body = Vec<u8>),
+        (status = 400, description = "A malformed body (the plugin's word) or an invalid tenant name", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "A bad or missing signature, or a stale timestamp", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such provider plugin or tenant, or an event the plugin does not handle", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit (`max_webhook_body_bytes`)", content_type = "text/plain; charset=utf-8", body = String),
+        (status = 415, description = "A content type the plugin's manifest does not take", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Over a rate limit", body = crate::api::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
+        (status = 500, description = "The commit failed", body = crate::api::openapi::ErrorBody),
+        (status = 502, description = "The plugin failed (trap, deadline, memory or output limit) or a signing secret cannot be used", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn receive_default(
     State(app): State<Arc<App>>,
     Path(plugin): Path<String>,
@@ -61,6 +83,29 @@ pub async fn receive_default(
     .await
 }
 
+/// The same, for a registered tenant.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{plugin}/{tenant}",
+    tag = "webhooks",
+    params(
+        ("plugin" = String, Path, description = "The provider plugin (or an alias: `slack-presence`, `calendar-presence`)"),
+        ("tenant" = String, Path, description = "The tenant"),
+    ),
+    request_body(content = Vec<u8>, description = "The provider's request, exactly as sent: the plugin verifies its signature over these bytes", content_type = "*/*"),
+    responses(
+        (status = 200, description = "Accepted and committed; the body, headers and status (any the plugin chooses, 2xx here) are the plugin's answer to its provider (e.g. Slack's url_verification challenge)", content_type = "*/*", body = Vec<u8>),
+        (status = 400, description = "A malformed body (the plugin's word) or an invalid tenant name", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "A bad or missing signature, or a stale timestamp", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such provider plugin or tenant, or an event the plugin does not handle", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit (`max_webhook_body_bytes`)", content_type = "text/plain; charset=utf-8", body = String),
+        (status = 415, description = "A content type the plugin's manifest does not take", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Over a rate limit", body = crate::api::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
+        (status = 500, description = "The commit failed", body = crate::api::openapi::ErrorBody),
+        (status = 502, description = "The plugin failed (trap, deadline, memory or output limit) or a signing secret cannot be used", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn receive_for_tenant(
     State(app): State<Arc<App>>,
     Path((plugin, tenant)): Path<(String, String)>,
