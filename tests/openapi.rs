@@ -204,6 +204,18 @@ async fn the_description_is_openapi_3_1_with_the_security_the_api_uses() {
             }
         }
     }
+    // A body the handler lets the caller leave out is optional, not nullable.
+    let issue = &spec["paths"]["/api/tenants/{tenant}/api-keys"]["post"]["requestBody"];
+    assert_ne!(issue["required"], true);
+    assert_eq!(
+        issue["content"]["application/json"]["schema"],
+        json!({"$ref": "#/components/schemas/NewKey"})
+    );
+    // A webhook's answer is the plugin's: any content.
+    assert_eq!(
+        spec["paths"]["/api/webhooks/{plugin}"]["post"]["responses"]["200"]["content"]["*/*"]["schema"],
+        json!({})
+    );
     assert_eq!(
         spec["paths"]["/api/presence/stream"]["get"]["responses"]["200"]["content"]
             .as_object()

@@ -94,16 +94,19 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(webhook_routes)
         .split_for_parts();
     spec.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let spec = Arc::new(SpecJson(
-        spec.to_pretty_json()
-            .expect("the OpenAPI description serializes"),
-    ));
-    router.layer(Extension(spec)).with_state(app)
+    openapi::optional_bodies(&mut spec);
+    SPEC_JSON.get_or_init(|| {
+        let json = spec
+            .to_pretty_json()
+            .expect("the OpenAPI description serializes");
+        bytes::Bytes::from(json)
+    });
+    router.with_state(app)
 }
 
-/// The OpenAPI description, serialized once when the router is built.
-#[derive(Debug)]
-struct SpecJson(String);
+/// The OpenAPI description, serialized once, when the first router is built
+/// (every router of this build describes the same API).
+static SPEC_JSON: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
 
 /// This API's OpenAPI 3.1 description, generated from the handlers and their types.
 #[utoipa::path(
@@ -112,8 +115,11 @@ struct SpecJson(String);
     tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json", body = Object)),
 )]
-async fn openapi_json(Extension(spec): Extension<Arc<SpecJson>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], spec.0.clone())
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        SPEC_JSON.get().cloned().unwrap_or_default(),
+    )
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -205,6 +205,30 @@ pub fn add_error(openapi: &mut OpenApi, status: u16, description: &str) {
     }
 }
 
+/// A request body declared `Option<T>` is one the handler lets the caller
+/// leave out (an empty body means the defaults), not one that may be JSON
+/// `null`: the body is `T`, and not required.
+pub fn optional_bodies(openapi: &mut OpenApi) {
+    let null = || -> RefOr<Schema> { ObjectBuilder::new().schema_type(Type::Null).into() };
+    for operation in operations_mut(openapi) {
+        let Some(RefOr::T(body)) = operation.request_body.as_mut() else {
+            continue;
+        };
+        if body.required == Some(utoipa::openapi::Required::True) {
+            continue;
+        }
+        for content in body.content.values_mut() {
+            let RefOr::T(content) = content else { continue };
+            if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema
+                && one_of.items.len() == 2
+                && one_of.items[1] == null()
+            {
+                content.schema = Some(one_of.items[0].clone());
+            }
+        }
+    }
+}
+
 /// What `auth::require_caller` adds to the routes it guards.
 pub fn guarded_by_caller_check(openapi: &mut OpenApi) {
     add_error(

@@ -49,9 +49,9 @@ pub fn valid_tenant(name: &str) -> bool {
     path = "/api/webhooks/{plugin}",
     tag = "webhooks",
     params(("plugin" = String, Path, description = "The provider plugin (or an alias: `slack-presence`, `calendar-presence`)")),
-    request_body(content = Vec<u8>, description = "The provider's request, exactly as sent: the plugin verifies its signature over these bytes", content_type = "*/*"),
+    request_body(content = Option<serde_json::Value>, description = "The provider's request, exactly as sent (any content type the plugin's manifest takes; empty bodies too): the plugin verifies its signature over these bytes", content_type = "*/*"),
     responses(
-        (status = 200, description = "Accepted and committed; the body, headers and status (any the plugin chooses, 2xx here) are the plugin's answer to its provider (e.g. Slack's url_verification challenge)", content_type = "*/*", body = Vec<u8>),
+        (status = 200, description = "Accepted and committed; the body, headers and status (any the plugin chooses, 2xx here) are the plugin's answer to its provider (e.g. Slack's url_verification challenge)", content_type = "*/*", body = serde_json::Value),
         (status = 400, description = "A malformed body (the plugin's word) or an invalid tenant name", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "A bad or missing signature, or a stale timestamp", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such provider plugin or tenant, or an event the plugin does not handle", body = crate::api::openapi::ErrorBody),
@@ -92,9 +92,9 @@ pub async fn receive_default(
         ("plugin" = String, Path, description = "The provider plugin (or an alias: `slack-presence`, `calendar-presence`)"),
         ("tenant" = String, Path, description = "The tenant"),
     ),
-    request_body(content = Vec<u8>, description = "The provider's request, exactly as sent: the plugin verifies its signature over these bytes", content_type = "*/*"),
+    request_body(content = Option<serde_json::Value>, description = "The provider's request, exactly as sent (any content type the plugin's manifest takes; empty bodies too): the plugin verifies its signature over these bytes", content_type = "*/*"),
     responses(
-        (status = 200, description = "Accepted and committed; the body, headers and status (any the plugin chooses, 2xx here) are the plugin's answer to its provider (e.g. Slack's url_verification challenge)", content_type = "*/*", body = Vec<u8>),
+        (status = 200, description = "Accepted and committed; the body, headers and status (any the plugin chooses, 2xx here) are the plugin's answer to its provider (e.g. Slack's url_verification challenge)", content_type = "*/*", body = serde_json::Value),
         (status = 400, description = "A malformed body (the plugin's word) or an invalid tenant name", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "A bad or missing signature, or a stale timestamp", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such provider plugin or tenant, or an event the plugin does not handle", body = crate::api::openapi::ErrorBody),
