@@ -183,6 +183,24 @@ fn malformed_files_are_reported_with_their_line() {
         err.contains("line 6: event skipped") && err.contains("Mars/Olympus"),
         "{err}"
     );
+
+    // An export whose event ends before it starts (found by the calendar fuzz
+    // target): skipped with a warning, as in iCalendar files.
+    let inverted = dir.path().join("inverted.json");
+    std::fs::write(
+        &inverted,
+        r#"{"value": [{"id": "AAMk1", "subject": "Rehearsal dinner",
+            "start": {"dateTime": "2026-06-20T19:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-06-20T17:00:00", "timeZone": "UTC"}}]}"#,
+    )
+    .unwrap();
+    let (ok, out, err) = classify_path(&inverted, &["--from", "2026-06-01"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("0 occurrence(s)"), "{out}");
+    assert!(
+        err.contains("AAMk1") && err.contains("ends before it starts"),
+        "{err}"
+    );
 }
 
 #[test]

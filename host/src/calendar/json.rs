@@ -71,6 +71,9 @@ fn occurrences_of(
     zone: Tz,
     window: Window,
 ) -> Result<Vec<Occurrence>, String> {
+    if series.duration < TimeDelta::zero() {
+        return Err("the event ends before it starts".into());
+    }
     let (starts, _) = expand(&series, window)?;
     let recurring = !series.rules.is_empty();
     Ok(starts

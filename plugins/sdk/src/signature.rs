@@ -70,8 +70,10 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 
 /// Checks that `timestamp_s` (Unix seconds) is within `window_s` of now, both ways.
 pub fn check_freshness(timestamp_s: i64, window_s: i64) -> Result<(), SignatureError> {
-    let age_s = crate::now_ms() / 1000 - timestamp_s;
-    if age_s.abs() > window_s {
+    // A sender may write any number: saturate rather than overflow (which
+    // would panic, or in a release build wrap and could pass as fresh).
+    let age_s = (crate::now_ms() / 1000).saturating_sub(timestamp_s);
+    if age_s.unsigned_abs() > window_s.unsigned_abs() {
         return Err(SignatureError::Stale { age_s, window_s });
     }
     Ok(())
@@ -144,6 +146,19 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_timestamps_are_stale_not_an_overflow() {
+        for ts in [i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            assert!(
+                matches!(check_freshness(ts, 300), Err(SignatureError::Stale { .. })),
+                "{ts}"
+            );
+        }
+        let now = crate::now_ms() / 1000;
+        assert!(check_freshness(now - 299, 300).is_ok());
+        assert!(check_freshness(now + 299, 300).is_ok());
+    }
 
     #[test]
     fn hex_and_base64_decode() {

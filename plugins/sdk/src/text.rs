@@ -21,9 +21,15 @@ pub fn truncate_with_ellipsis(text: &str, max: usize) -> String {
     if max == 0 {
         return String::new();
     }
-    // Room for the ellipsis, then back to a boundary between two emoji or letters.
-    let mut end = max - 1;
-    while end > 0 && !is_boundary(&chars, end) {
+    // Room for the ellipsis.
+    cut_before(&chars, max - 1)
+}
+
+/// At most the first `end` of `chars` (fewer when the cut would part an
+/// emoji: back to a boundary between two emoji or letters), then "…".
+/// `end` is less than `chars.len()`.
+fn cut_before(chars: &[char], mut end: usize) -> String {
+    while end > 0 && !is_boundary(chars, end) {
         end -= 1;
     }
     let kept: String = chars[..end].iter().collect();
@@ -41,12 +47,14 @@ pub fn truncate_bytes_with_ellipsis(text: &str, max_bytes: usize) -> String {
     let Some(room) = max_bytes.checked_sub(ELLIPSIS_BYTES) else {
         return String::new();
     };
-    // The characters that fit beside the ellipsis, then the same cut as by characters.
+    // The characters that fit beside the ellipsis (fewer than all: the text
+    // is longer than the limit), then the same cut as by characters.
     let fitting = text
         .char_indices()
         .take_while(|(at, c)| at + c.len_utf8() <= room)
         .count();
-    truncate_with_ellipsis(text, fitting + 1)
+    let chars: Vec<char> = text.chars().collect();
+    cut_before(&chars, fitting)
 }
 
 /// Whether a cut between `chars[at - 1]` and `chars[at]` keeps every emoji whole:
@@ -160,6 +168,16 @@ mod tests {
             truncate_bytes_with_ellipsis(&format!("ab{family}cd"), 12),
             "ab…"
         );
+    }
+
+    #[test]
+    fn a_byte_cut_stays_within_the_limit_when_all_but_the_last_character_fit() {
+        // Found by the SDK's fuzz target: 19 bytes to 18, where the first four
+        // characters (15 bytes) fit beside the ellipsis and the last does not.
+        let text = "𐚈𐚈𐚈ჸ𐚈";
+        let cut = truncate_bytes_with_ellipsis(text, 18);
+        assert_eq!(cut, "𐚈𐚈𐚈ჸ…");
+        assert!(cut.len() <= 18);
     }
 
     #[test]
