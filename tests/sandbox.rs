@@ -236,3 +236,81 @@ async fn secrets_files_and_sockets_are_out_of_reach() {
     assert_eq!(keys.len(), 3, "256 KiB holds three 64 KiB values: {keys:?}");
     assert_still_serving(&host).await;
 }
+
+#[tokio::test]
+async fn log_and_request_floods_are_capped_per_call_and_tenants_never_share_kv() {
+    let server = CountingServer::start().await;
+    let port = server.addr.port();
+    let http_loop = format!(
+        "[capabilities]\nallowed_hosts = [\"http://localhost:{port}\"]\n\
+         [config]\nattack = \"http-loop\"\ntarget = \"http://localhost:{port}/\"\n\
+         [limits]\nmax_http_requests = 5\ntimeout_ms = 10000"
+    );
+    let host = start(
+        &[
+            ("log-flood", "[config]\nattack = \"log-flood\""),
+            ("http-loop", &http_loop),
+            ("kv-peek", "[config]\nattack = \"kv-peek\""),
+        ],
+        "",
+    )
+    .await;
+
+    // A loop on an allowed API stops at the manifest's request cap.
+    assert_refused(
+        &host,
+        "http-loop",
+        502,
+        &["http refused after 5 requests", "limits.max_http_requests"],
+    )
+    .await;
+    assert_eq!(
+        server.hits(),
+        5,
+        "only the allowed number of requests went out"
+    );
+
+    // 10,000 lines in one call: the first 100 reach the log, then one note.
+    let (status, body) = host.post_json("/api/webhooks/log-flood", "{}").await;
+    assert_eq!(status, 200, "{body}");
+    let mut log = host.log();
+    for _ in 0..50 {
+        if log.contains("the rest of this call's lines are dropped") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = host.log();
+    }
+    assert!(log.contains("more than 100 lines in one call"), "{log}");
+    assert_eq!(log.matches("flood line").count(), 100);
+    assert!(log.contains("flood line 99") && !log.contains("flood line 100"));
+
+    // kv is namespaced by tenant: a call for one never sees another's note.
+    let admin = host.admin.clone();
+    for tenant in ["acme", "bloom"] {
+        let (status, body) = host
+            .api(
+                "POST",
+                "/api/tenants",
+                &admin,
+                Some(serde_json::json!({"name": tenant})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let peek = |tenant: &'static str| {
+        let host = &host;
+        async move {
+            let (status, body) = host
+                .post_json(&format!("/api/webhooks/kv-peek/{tenant}"), "{}")
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    assert_eq!(peek("acme").await, "left a note for acme");
+    assert_eq!(peek("acme").await, "found: acme");
+    assert_eq!(peek("bloom").await, "left a note for bloom");
+    assert_eq!(peek("bloom").await, "found: bloom");
+    assert_eq!(peek("acme").await, "found: acme");
+}

@@ -3,6 +3,10 @@
 /// Longest message kept; longer ones are cut on a character boundary.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 
+/// Lines one call may log; the rest are dropped, and the drop is logged once,
+/// so a plugin cannot flood the host's log (or its disk).
+pub const MAX_LINES_PER_CALL: u32 = 100;
+
 #[derive(Debug, Clone, Copy)]
 pub enum Level {
     Trace,
@@ -12,7 +16,15 @@ pub enum Level {
     Error,
 }
 
-pub fn write(plugin: &str, tenant: &str, level: Level, message: &str) {
+/// Writes the `line`-th line (counting from 1) of a call's log, or notes once
+/// that the call logged too much.
+pub fn write(plugin: &str, tenant: &str, line: u32, level: Level, message: &str) {
+    if line > MAX_LINES_PER_CALL {
+        if line == MAX_LINES_PER_CALL + 1 {
+            tracing::warn!(target: "plugin", plugin, tenant, "the plugin logged more than {MAX_LINES_PER_CALL} lines in one call; the rest of this call's lines are dropped");
+        }
+        return;
+    }
     let message = truncate(message, MAX_MESSAGE_BYTES);
     match level {
         Level::Trace => tracing::trace!(target: "plugin", plugin, tenant, "{message}"),

@@ -19,6 +19,7 @@
 //! kv_quota_kib = 1024
 //! http_timeout_ms = 10000
 //! max_http_response_kib = 2048
+//! max_http_requests = 20
 //!
 //! [config]
 //! api_base = "https://slack.com/api"
@@ -233,6 +234,9 @@ pub struct Limits {
     pub http_timeout_ms: u64,
     /// Size of one outbound HTTP response body.
     pub max_http_response_kib: u32,
+    /// Outbound HTTP requests one call may make: a plugin looping on a
+    /// provider's API cannot spend the tenant's rate limit within its deadline.
+    pub max_http_requests: u32,
 }
 
 impl Default for Limits {
@@ -244,6 +248,7 @@ impl Default for Limits {
             kv_quota_kib: 1_024,
             http_timeout_ms: 10_000,
             max_http_response_kib: 2_048,
+            max_http_requests: 20,
         }
     }
 }
@@ -251,6 +256,7 @@ impl Default for Limits {
 /// The largest values a manifest may ask for; a manifest above them is refused.
 pub const MAX_MEMORY_MIB: u32 = 256;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
+pub const MAX_HTTP_REQUESTS: u32 = 200;
 
 impl Manifest {
     /// Reads and validates `path`; every error names the file and what is wrong.
@@ -341,6 +347,12 @@ impl Manifest {
                 l.timeout_ms
             ));
         }
+        if l.max_http_requests > MAX_HTTP_REQUESTS {
+            return Err(format!(
+                "limits.max_http_requests = {} must be at most {MAX_HTTP_REQUESTS}",
+                l.max_http_requests
+            ));
+        }
         if l.max_output_kib == 0 || l.http_timeout_ms == 0 || l.max_http_response_kib == 0 {
             return Err(
                 "limits.max_output_kib, http_timeout_ms and max_http_response_kib must be above 0"
@@ -410,6 +422,13 @@ memory_mib = 16
             (
                 GOOD.replace("memory_mib = 16", "memory_mib = 100000"),
                 "limits.memory_mib",
+            ),
+            (
+                GOOD.replace(
+                    "memory_mib = 16",
+                    "memory_mib = 16\nmax_http_requests = 201",
+                ),
+                "limits.max_http_requests = 201 must be at most 200",
             ),
             (
                 GOOD.replace("https://slack.com\"", "ftp://slack.com\""),

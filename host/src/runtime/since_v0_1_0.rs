@@ -52,7 +52,14 @@ impl wit_log::Host for CallState {
             wit_log::Level::Warn => capabilities::log::Level::Warn,
             wit_log::Level::Error => capabilities::log::Level::Error,
         };
-        capabilities::log::write(self.grants.plugin.as_str(), &self.tenant, level, &message);
+        self.log_lines = self.log_lines.saturating_add(1);
+        capabilities::log::write(
+            self.grants.plugin.as_str(),
+            &self.tenant,
+            self.log_lines,
+            level,
+            &message,
+        );
         self.import_ended(
             started,
             "log.write",
@@ -106,20 +113,28 @@ impl wit_http::Host for CallState {
             }
             args
         });
-        let result = match self.services.stand.clone().filter(|s| s.replays_http()) {
-            // A run with recorded answers: the same checks, then the recording.
-            Some(stand) => capabilities::http::check(&self.grants, &request)
-                .and_then(|_| stand.answer(&request.method, &request.url)),
-            None => {
-                capabilities::http::send(
-                    &self.services.http,
-                    &self.services.store,
-                    &self.services.oauth,
-                    &self.grants,
-                    &self.tenant,
-                    request,
-                )
-                .await
+        self.http_requests = self.http_requests.saturating_add(1);
+        let cap = self.grants.limits.max_http_requests;
+        let result = if self.http_requests > cap {
+            Err(E::NotAllowed(format!(
+                "more than {cap} requests in one call (limits.max_http_requests)"
+            )))
+        } else {
+            match self.services.stand.clone().filter(|s| s.replays_http()) {
+                // A run with recorded answers: the same checks, then the recording.
+                Some(stand) => capabilities::http::check(&self.grants, &request)
+                    .and_then(|_| stand.answer(&request.method, &request.url)),
+                None => {
+                    capabilities::http::send(
+                        &self.services.http,
+                        &self.services.store,
+                        &self.services.oauth,
+                        &self.grants,
+                        &self.tenant,
+                        request,
+                    )
+                    .await
+                }
             }
         };
         self.import_ended(

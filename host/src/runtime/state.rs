@@ -33,6 +33,9 @@ pub struct CallState {
     pub tenant: String,
     /// Host imports the call made, for its log line.
     pub host_calls: u32,
+    /// Lines the call logged, and outbound requests it made (each capped).
+    pub log_lines: u32,
+    pub http_requests: u32,
     /// Each host import the call made, when the call is profiled.
     pub(crate) trace: Option<Vec<HostCall>>,
 }
@@ -63,6 +66,8 @@ impl CallState {
             services,
             tenant: tenant.to_string(),
             host_calls: 0,
+            log_lines: 0,
+            http_requests: 0,
             trace: None,
         }
     }

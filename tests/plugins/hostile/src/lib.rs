@@ -59,7 +59,7 @@ impl Guest for Hostile {
         }
     }
 
-    fn handle_webhook(_request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
+    fn handle_webhook(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
         let target = setting("target");
         match setting("attack").as_str() {
             "ok" => Ok(answer("hostile:ok")),
@@ -98,6 +98,44 @@ impl Guest for Hostile {
             "socket" => match std::net::TcpStream::connect(target.as_str()) {
                 Ok(_) => Ok(answer("connected")),
                 Err(e) => Err(PluginError::Internal(format!("socket refused: {e}"))),
+            },
+            "log-flood" => {
+                for i in 0..10_000 {
+                    presence_sdk::log::info(&format!("flood line {i}"));
+                }
+                Ok(answer("logged 10000 lines"))
+            }
+            "http-loop" => {
+                for i in 0..1_000 {
+                    let sent = http::send(&Request {
+                        method: "GET".into(),
+                        url: target.clone(),
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                        connection: None,
+                        bearer_secret: None,
+                    });
+                    if let Err(e) = sent {
+                        return Err(PluginError::Internal(format!(
+                            "http refused after {i} requests: {e:?}"
+                        )));
+                    }
+                }
+                Ok(answer("sent 1000 requests"))
+            }
+            // Reads the note a call for any tenant may have left; leaves its own.
+            "kv-peek" => match kv::get("note") {
+                Ok(Some(note)) => Ok(answer(&format!(
+                    "found: {}",
+                    String::from_utf8_lossy(&note)
+                ))),
+                Ok(None) => {
+                    let tenant = request.tenant.unwrap_or_default();
+                    kv::set("note", tenant.as_bytes())
+                        .map_err(|e| PluginError::Internal(format!("kv: {e:?}")))?;
+                    Ok(answer(&format!("left a note for {tenant}")))
+                }
+                Err(e) => Err(PluginError::Internal(format!("kv: {e:?}"))),
             },
             "kv-quota" => {
                 let chunk = vec![0u8; 64 * 1024];
