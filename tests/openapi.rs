@@ -204,6 +204,13 @@ async fn the_description_is_openapi_3_1_with_the_security_the_api_uses() {
             }
         }
     }
+    let mut ids = BTreeSet::new();
+    for item in spec["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_string()), "operationId {id} is not unique");
+        }
+    }
     // A body the handler lets the caller leave out is optional, not nullable.
     let issue = &spec["paths"]["/api/tenants/{tenant}/api-keys"]["post"]["requestBody"];
     assert_ne!(issue["required"], true);
@@ -211,6 +218,15 @@ async fn the_description_is_openapi_3_1_with_the_security_the_api_uses() {
         issue["content"]["application/json"]["schema"],
         json!({"$ref": "#/components/schemas/NewKey"})
     );
+    // Instants are named so, not after the i64 they are.
+    assert_eq!(
+        spec["components"]["schemas"]["Instant"]["format"], "int64",
+        "{}",
+        spec["components"]["schemas"]
+    );
+    assert!(!spec.to_string().contains("schemas/i64"));
+    // The stream's events are described by name.
+    assert!(spec["components"]["schemas"]["PresenceChange"]["properties"]["presence"].is_object());
     // A webhook's answer is the plugin's: any content.
     assert_eq!(
         spec["paths"]["/api/webhooks/{plugin}"]["post"]["responses"]["200"]["content"]["*/*"]["schema"],

@@ -45,6 +45,7 @@ pub struct ConnectionList {
 #[utoipa::path(
     get,
     path = "/api/tenants/{tenant}/connections",
+    operation_id = "list_connections",
     tag = "connections",
     params(("tenant" = String, Path, description = "The tenant")),
     security(("api_key" = []), ("admin_token" = [])),
@@ -61,6 +62,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/api/tenants/{tenant}/connections/{name}",
+    operation_id = "get_connection",
     tag = "connections",
     params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
     security(("api_key" = []), ("admin_token" = [])),
@@ -87,6 +89,7 @@ fn missing(tenant: &str, name: &str) -> ApiError {
 #[utoipa::path(
     put,
     path = "/api/tenants/{tenant}/connections/{name}",
+    operation_id = "put_connection",
     tag = "connections",
     params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
     request_body = PutConnection,
@@ -159,6 +162,7 @@ pub struct RefreshRequest {
 #[utoipa::path(
     post,
     path = "/api/tenants/{tenant}/connections/{name}/refresh",
+    operation_id = "refresh_connection",
     tag = "connections",
     params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
     request_body(content = Option<RefreshRequest>, description = "Optional: refresh only if the token is still this version"),
@@ -209,6 +213,7 @@ pub async fn refresh(
 #[utoipa::path(
     delete,
     path = "/api/tenants/{tenant}/connections/{name}",
+    operation_id = "delete_connection",
     tag = "connections",
     params(("tenant" = String, Path, description = "The tenant"), ("name" = String, Path, description = "The connection's name (default `<plugin>:<user>`)")),
     security(("api_key" = []), ("admin_token" = [])),

@@ -25,6 +25,7 @@ use crate::health::{Report, Status};
 #[utoipa::path(
     get,
     path = "/api/integrations/health",
+    operation_id = "integrations_health",
     tag = "operations",
     security(("api_key" = []), ("admin_token" = [])),
     responses(

@@ -96,9 +96,7 @@ pub fn router(app: Arc<App>) -> Router {
     spec.info.version = env!("CARGO_PKG_VERSION").to_string();
     openapi::optional_bodies(&mut spec);
     SPEC_JSON.get_or_init(|| {
-        let json = spec
-            .to_pretty_json()
-            .expect("the OpenAPI description serializes");
+        let json = openapi::to_json(&spec).expect("the OpenAPI description serializes");
         bytes::Bytes::from(json)
     });
     router.with_state(app)

@@ -60,6 +60,7 @@ pub struct SubmittedNotifications {
 #[utoipa::path(
     post,
     path = "/api/notifications",
+    operation_id = "submit_notifications",
     tag = "notifications",
     params(
         TenantQuery,
@@ -196,6 +197,7 @@ pub async fn submit(
 #[utoipa::path(
     get,
     path = "/api/notifications/{id}",
+    operation_id = "get_notification",
     tag = "notifications",
     params(("id" = String, Path, description = "The notification's id (`ntf_...`)"), TenantQuery),
     security(("api_key" = []), ("admin_token" = [])),
@@ -226,6 +228,7 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/api/notifications/{id}/ack",
+    operation_id = "ack_notification",
     tag = "notifications",
     params(("id" = String, Path, description = "The notification's id (`ntf_...`)"), TenantQuery),
     security(("api_key" = []), ("admin_token" = [])),

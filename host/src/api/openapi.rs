@@ -95,7 +95,7 @@ pub const ADMIN_BASIC: &str = "admin_basic";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     modifiers(&SecuritySchemes),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, crate::store::presence::Change)),
     tags(
         (name = "webhooks", description = "Providers' webhooks, verified by the provider plugin"),
         (name = "presence", description = "People's presence, settings and the change stream"),
@@ -203,6 +203,40 @@ pub fn add_error(openapi: &mut OpenApi, status: u16, description: &str) {
             });
         }
     }
+}
+
+/// The description as served. utoipa names the schema of a type alias after
+/// the aliased type, so `model::Instant` (an `i64`) comes out as a component
+/// named `i64`; it is served as `Instant`, with what it means.
+pub fn to_json(openapi: &OpenApi) -> serde_json::Result<String> {
+    const FROM: &str = "#/components/schemas/i64";
+    const TO: &str = "#/components/schemas/Instant";
+    fn rename(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if key == "$ref" && v == FROM {
+                        *v = TO.into();
+                    } else {
+                        rename(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(rename),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(openapi)?;
+    if let Some(schemas) = value
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+        && let Some(mut instant) = schemas.remove("i64")
+    {
+        instant["description"] = "Milliseconds since the Unix epoch, UTC".into();
+        schemas.insert("Instant".into(), instant);
+        rename(&mut value);
+    }
+    serde_json::to_string_pretty(&value)
 }
 
 /// A request body declared `Option<T>` is one the handler lets the caller

@@ -42,6 +42,7 @@ pub struct CreatedEndpoint {
 #[utoipa::path(
     post,
     path = "/api/tenants/{tenant}/presence-webhooks",
+    operation_id = "create_presence_webhook",
     tag = "presence-webhooks",
     params(("tenant" = String, Path, description = "The tenant")),
     request_body = NewEndpoint,
@@ -107,6 +108,7 @@ pub struct EndpointList {
 #[utoipa::path(
     get,
     path = "/api/tenants/{tenant}/presence-webhooks",
+    operation_id = "list_presence_webhooks",
     tag = "presence-webhooks",
     params(("tenant" = String, Path, description = "The tenant")),
     security(("api_key" = []), ("admin_token" = [])),
@@ -123,6 +125,7 @@ pub async fn list(
 #[utoipa::path(
     delete,
     path = "/api/tenants/{tenant}/presence-webhooks/{id}",
+    operation_id = "delete_presence_webhook",
     tag = "presence-webhooks",
     params(("tenant" = String, Path, description = "The tenant"), ("id" = String, Path, description = "The endpoint's id (`ep_...`)")),
     security(("api_key" = []), ("admin_token" = [])),
@@ -142,6 +145,7 @@ pub async fn delete(
 #[utoipa::path(
     post,
     path = "/api/tenants/{tenant}/presence-webhooks/{id}/enable",
+    operation_id = "enable_presence_webhook",
     tag = "presence-webhooks",
     params(("tenant" = String, Path, description = "The tenant"), ("id" = String, Path, description = "The endpoint's id (`ep_...`)")),
     security(("api_key" = []), ("admin_token" = [])),

@@ -437,6 +437,7 @@ pub struct AuditPage {
 #[utoipa::path(
     get,
     path = "/api/tenants/{tenant}/audit",
+    operation_id = "list_audit_events",
     tag = "tenants",
     params(("tenant" = String, Path, description = "The tenant"), AuditQuery),
     security(("api_key" = []), ("admin_token" = [])),

@@ -139,6 +139,7 @@ fn plugin_for(
 #[utoipa::path(
     get,
     path = "/api/oauth/{provider}/start",
+    operation_id = "start_oauth",
     tag = "connections",
     params(
         ("provider" = String, Path, description = "A provider configured under `[oauth.providers.<name>]`"),
@@ -323,6 +324,7 @@ fn escape(text: &str) -> String {
 #[utoipa::path(
     get,
     path = "/api/oauth/{provider}/callback",
+    operation_id = "oauth_callback",
     tag = "connections",
     params(
         ("provider" = String, Path, description = "The provider the person comes back from"),

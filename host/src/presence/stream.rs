@@ -61,6 +61,7 @@ fn event_of(change: &Change) -> Event {
 #[utoipa::path(
     get,
     path = "/api/presence/stream",
+    operation_id = "presence_stream",
     tag = "presence",
     params(
         StreamQuery,

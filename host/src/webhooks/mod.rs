@@ -47,6 +47,7 @@ pub fn valid_tenant(name: &str) -> bool {
 #[utoipa::path(
     post,
     path = "/api/webhooks/{plugin}",
+    operation_id = "receive_webhook",
     tag = "webhooks",
     params(("plugin" = String, Path, description = "The provider plugin (or an alias: `slack-presence`, `calendar-presence`)")),
     request_body(content = Option<serde_json::Value>, description = "The provider's request, exactly as sent (any content type the plugin's manifest takes; empty bodies too): the plugin verifies its signature over these bytes", content_type = "*/*"),
@@ -87,6 +88,7 @@ pub async fn receive_default(
 #[utoipa::path(
     post,
     path = "/api/webhooks/{plugin}/{tenant}",
+    operation_id = "receive_tenant_webhook",
     tag = "webhooks",
     params(
         ("plugin" = String, Path, description = "The provider plugin (or an alias: `slack-presence`, `calendar-presence`)"),
