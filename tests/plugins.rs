@@ -28,6 +28,11 @@ fn bad_plugins() -> PluginsDir {
             .replace("world = \"provider\"", "world = \"classifier\""),
     );
     plugins.install(
+        "classifier-as-provider",
+        &std::fs::read(bundled("wedding-keywords").join("plugin.wasm")).unwrap(),
+        &fixture_manifest("classifier-as-provider", ""),
+    );
+    plugins.install(
         "greedy",
         &echo,
         &fixture_manifest("greedy", "[limits]\nmemory_mib = 100000"),
@@ -42,7 +47,18 @@ const EXPECTED: &[(&str, &str)] = &[
         "wit = \"9.9.9\" is not a wedsync:presence version this host accepts",
     ),
     ("corrupt", "not a valid WebAssembly component"),
-    ("wrong-world", "does not fit the `classifier` world"),
+    (
+        "wrong-world",
+        "does not fit the `classifier` world of wedsync:presence@0.1.0: it does not export \
+         classify; it imports config, which the `classifier` world does not grant (it grants \
+         types, log); it exports what a `provider` does: is `world = \"provider\"` meant",
+    ),
+    (
+        "classifier-as-provider",
+        "it does not export describe, handle-webhook, push-status, sync-calendar, \
+         send-notification (a provider exports all five calls and answers `unsupported` for \
+         those it does not offer); it exports what a `classifier` does",
+    ),
     ("greedy", "limits.memory_mib"),
 ];
 

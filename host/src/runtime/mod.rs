@@ -306,11 +306,14 @@ impl Runtime {
             .load_or_compile(&self.engine, wasm)
             .map_err(|e| PrepareError::Compile(label.to_string(), format!("{e:#}")))?;
         let world_error = |e: wasmtime::Error| {
+            let ty = component.component_type();
+            let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+            let imports: Vec<&str> = ty.imports(&self.engine).map(|(name, _)| name).collect();
             PrepareError::World(
                 label.to_string(),
                 manifest.world,
                 manifest.wit.to_string(),
-                describe_link_error(&e),
+                describe_mismatch(manifest.world, &exports, &imports, &e),
             )
         };
         let pre = match (manifest.world, manifest.wit.to_string().as_str()) {
@@ -623,15 +626,81 @@ fn classify_error(
     }
 }
 
-/// A link error says which import is missing; add what that means for a plugin author.
-fn describe_link_error(e: &wasmtime::Error) -> String {
-    let message = format!("{e:#}");
-    if message.contains("import") {
-        format!(
-            "{message} (the host grants this world only the imports it declares; a plugin may import nothing else)"
-        )
+/// What each world's component must export.
+fn required_exports(world: World) -> &'static [&'static str] {
+    match world {
+        World::Classifier => &["classify"],
+        World::Provider => &[
+            "describe",
+            "handle-webhook",
+            "push-status",
+            "sync-calendar",
+            "send-notification",
+        ],
+    }
+}
+
+/// The `wedsync:presence` interfaces each world may import (WASI is linked for both).
+fn granted_imports(world: World) -> &'static [&'static str] {
+    match world {
+        World::Classifier => &["types", "log"],
+        World::Provider => &["types", "log", "http", "secrets", "kv", "config"],
+    }
+}
+
+/// Why a component does not fit the world its manifest names, in terms a
+/// plugin author can act on: the exports it lacks, the imports the world does
+/// not grant, and whether it looks like the other world. wasmtime's own
+/// message follows.
+fn describe_mismatch(
+    world: World,
+    exports: &[&str],
+    imports: &[&str],
+    e: &wasmtime::Error,
+) -> String {
+    let mut parts = Vec::new();
+    let missing: Vec<&str> = required_exports(world)
+        .iter()
+        .copied()
+        .filter(|r| !exports.contains(r))
+        .collect();
+    if !missing.is_empty() {
+        let mut part = format!("it does not export {}", missing.join(", "));
+        if world == World::Provider {
+            part.push_str(
+                " (a provider exports all five calls and answers `unsupported` for those it does not offer)",
+            );
+        }
+        parts.push(part);
+    }
+    let foreign: Vec<&str> = imports
+        .iter()
+        .copied()
+        .filter_map(|name| name.strip_prefix("wedsync:presence/"))
+        .map(|name| name.split('@').next().unwrap_or(name))
+        .filter(|interface| !granted_imports(world).contains(interface))
+        .collect();
+    if !foreign.is_empty() {
+        parts.push(format!(
+            "it imports {}, which the `{world}` world does not grant (it grants {})",
+            foreign.join(", "),
+            granted_imports(world).join(", ")
+        ));
+    }
+    let other = match world {
+        World::Classifier => World::Provider,
+        World::Provider => World::Classifier,
+    };
+    if required_exports(other).iter().all(|r| exports.contains(r)) {
+        parts.push(format!(
+            "it exports what a `{other}` does: is `world = \"{other}\"` meant in plugin.toml?"
+        ));
+    }
+    let detail = format!("{e:#}");
+    if parts.is_empty() {
+        detail
     } else {
-        message
+        format!("{} [{detail}]", parts.join("; "))
     }
 }
 
