@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # presence-host with its bundled plugins, on the embedded SQLite store.
 #
 #   docker build -t presence-host .

@@ -298,8 +298,11 @@ async fn killed_five_times_while_notifying_no_acknowledged_notification_is_lost_
                             status.as_u16() == 202 || status.is_server_error(),
                             "a valid submission was refused: {status}"
                         );
-                        if status.as_u16() == 202 {
-                            let answer: serde_json::Value = resp.json().await.unwrap();
+                        // A host killed between the status line and the body is
+                        // a failed try: the same key makes the retry safe.
+                        if status.as_u16() == 202
+                            && let Ok(answer) = resp.json::<serde_json::Value>().await
+                        {
                             let id = answer["notifications"][0]["id"]
                                 .as_str()
                                 .unwrap()
@@ -359,6 +362,22 @@ async fn killed_five_times_while_notifying_no_acknowledged_notification_is_lost_
             "note-{n} was not delivered: {state}"
         );
     }
+    let mut deferred = 0;
+    for (_, id) in &acked {
+        let state = host.get_json(&format!("/api/notifications/{id}")).await.1;
+        if state["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["decision"] == "deferred")
+        {
+            deferred += 1;
+        }
+    }
+    assert!(
+        deferred >= 5,
+        "too few notifications waited to test deferral: {deferred}"
+    );
     // ...and reached its vendor in exactly one email, alone or in a digest:
     // a send cut short went again with the same Idempotency-Key, which Resend
     // answers with the first email.

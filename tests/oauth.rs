@@ -812,6 +812,8 @@ async fn the_http_capability_refreshes_before_expiry_and_retries_once_after_a_40
     };
     grants.limits.http_timeout_ms = 5_000;
     let client = http::client();
+    let wire = http::Wire::Network(&client);
+    let mut budget = http::RequestBudget::new(20);
     let request = || OutboundRequest {
         method: "GET".into(),
         url: format!("{api}/calendar/v3/calendars/primary/events"),
@@ -822,9 +824,17 @@ async fn the_http_capability_refreshes_before_expiry_and_retries_once_after_a_40
     };
 
     // 1. Expiring: refreshed first, so the request goes out once, with a fresh token.
-    let response = http::send(&client, &store, &oauth, &grants, "acme", request())
-        .await
-        .unwrap();
+    let response = http::send(
+        wire,
+        &store,
+        &oauth,
+        &grants,
+        "acme",
+        request(),
+        &mut budget,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(emu.token_requests("refresh_token"), 1);
     assert_eq!(seen.lock().unwrap().len(), 1);
@@ -844,9 +854,17 @@ async fn the_http_capability_refreshes_before_expiry_and_retries_once_after_a_40
         )
         .await
         .unwrap();
-    let response = http::send(&client, &store, &oauth, &grants, "acme", request())
-        .await
-        .unwrap();
+    let response = http::send(
+        wire,
+        &store,
+        &oauth,
+        &grants,
+        "acme",
+        request(),
+        &mut budget,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(emu.token_requests("refresh_token"), 2);
     let tokens_seen = seen.lock().unwrap().clone();
@@ -856,14 +874,30 @@ async fn the_http_capability_refreshes_before_expiry_and_retries_once_after_a_40
     // 3. Consent revoked: the 401 comes back to the plugin after one failed
     // refresh, and the next request is refused before it leaves the host.
     emu.revoke_user_consent();
-    let response = http::send(&client, &store, &oauth, &grants, "acme", request())
-        .await
-        .unwrap();
+    let response = http::send(
+        wire,
+        &store,
+        &oauth,
+        &grants,
+        "acme",
+        request(),
+        &mut budget,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status, 401);
     assert_eq!(emu.token_requests("refresh_token"), 3);
-    let err = http::send(&client, &store, &oauth, &grants, "acme", request())
-        .await
-        .unwrap_err();
+    let err = http::send(
+        wire,
+        &store,
+        &oauth,
+        &grants,
+        "acme",
+        request(),
+        &mut budget,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, HttpError::CredentialUnavailable(m) if m.contains("re-consent")),
         "{err}"
@@ -873,9 +907,17 @@ async fn the_http_capability_refreshes_before_expiry_and_retries_once_after_a_40
 
     // A plugin can only use its own connections.
     grants.plugin = presence_host::plugins::manifest::PluginName::parse("other").unwrap();
-    let err = http::send(&client, &store, &oauth, &grants, "acme", request())
-        .await
-        .unwrap_err();
+    let err = http::send(
+        wire,
+        &store,
+        &oauth,
+        &grants,
+        "acme",
+        request(),
+        &mut budget,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, HttpError::CredentialUnavailable(_)));
     store.close().await;
 }

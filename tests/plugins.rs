@@ -577,6 +577,23 @@ fn plugin_run_classifies_an_event_and_sends_a_message_through_a_recorded_api() {
     assert_eq!(report["export"], "classify");
     assert_eq!(report["result"]["ok"]["category"], "ceremony", "{report}");
     assert!(report["cost"]["fuel"].as_u64().unwrap() > 0);
+    // A call the plugin's world does not have is named as such.
+    let (ok, _, err) = cli(
+        &[
+            "plugin",
+            "run",
+            keywords.to_str().unwrap(),
+            event.to_str().unwrap(),
+            "--export",
+            "handle-webhook",
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("handle-webhook is a provider's call; wedding-keywords is a classifier"),
+        "{err}"
+    );
 
     // A channel plugin's send, answered by a recorded Messages API reply.
     let message = dir.path().join("message.json");
@@ -586,29 +603,49 @@ fn plugin_run_classifies_an_event_and_sends_a_message_through_a_recorded_api() {
             "body": "Cake arrives 15:30", "urgency": "high"}"#,
     )
     .unwrap();
-    let imports = dir.path().join("imports.json");
-    std::fs::write(
-        &imports,
-        serde_json::json!({
-            "config": {"account_sid": "AC00000000000000000000000000000001",
-                       "from_number": "+15017122661", "api_key_sid": "SK1"},
-            "http": [{"method": "POST",
-                      "url": "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json",
-                      "status": 201,
-                      "json": {"sid": "SM00000000000000000000000000000042", "status": "queued"}}]
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let imports = |secrets: serde_json::Value| {
+        let path = dir.path().join("imports.json");
+        std::fs::write(
+            &path,
+            serde_json::json!({
+                "secrets": secrets,
+                "config": {"account_sid": "AC00000000000000000000000000000001",
+                           "from_number": "+15017122661", "api_key_sid": "SK1"},
+                "http": [{"method": "POST",
+                          "url": "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json",
+                          "status": 201,
+                          "json": {"sid": "SM00000000000000000000000000000042", "status": "queued"}}]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        path
+    };
     let twilio = bundled("twilio");
-    let (ok, report, err) = run_json(&[
-        twilio.to_str().unwrap(),
-        message.to_str().unwrap(),
-        "--export",
-        "send-notification",
-        "--imports",
-        imports.to_str().unwrap(),
-    ]);
+    let send = |imports: &std::path::Path| {
+        run_json(&[
+            twilio.to_str().unwrap(),
+            message.to_str().unwrap(),
+            "--export",
+            "send-notification",
+            "--imports",
+            imports.to_str().unwrap(),
+        ])
+    };
+    // A recorded answer replaces only the wire: without its API key secret the
+    // plugin's request fails as it would when serving.
+    let (ok, report, _) = send(&imports(serde_json::json!({})));
+    assert!(!ok);
+    assert!(
+        report["result"]["fault"]
+            .as_str()
+            .unwrap()
+            .contains("twilio.api-key-secret"),
+        "{report}"
+    );
+    let (ok, report, err) = send(&imports(
+        serde_json::json!({"twilio.api-key-secret": "api-secret"}),
+    ));
     assert!(ok, "{report}{err}");
     assert_eq!(
         report["result"]["ok"]["provider_message_id"],

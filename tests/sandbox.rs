@@ -241,15 +241,23 @@ async fn secrets_files_and_sockets_are_out_of_reach() {
 async fn log_and_request_floods_are_capped_per_call_and_tenants_never_share_kv() {
     let server = CountingServer::start().await;
     let port = server.addr.port();
-    let http_loop = format!(
-        "[capabilities]\nallowed_hosts = [\"http://localhost:{port}\"]\n\
-         [config]\nattack = \"http-loop\"\ntarget = \"http://localhost:{port}/\"\n\
-         [limits]\nmax_http_requests = 5\ntimeout_ms = 10000"
-    );
+    let http_loop = |target: String| {
+        format!(
+            "[capabilities]\nallowed_hosts = [\"http://localhost:{port}\"]\n\
+             [config]\nattack = \"http-loop\"\ntarget = \"{target}\"\n\
+             [limits]\nmax_http_requests = 5\ntimeout_ms = 10000"
+        )
+    };
     let host = start(
         &[
             ("log-flood", "[config]\nattack = \"log-flood\""),
-            ("http-loop", &http_loop),
+            ("http-loop", &http_loop(format!("http://localhost:{port}/"))),
+            (
+                "redirect-loop",
+                &http_loop(format!(
+                    "http://localhost:{port}/redirect?to=http://localhost:{port}/"
+                )),
+            ),
             ("kv-peek", "[config]\nattack = \"kv-peek\""),
         ],
         "",
@@ -269,6 +277,16 @@ async fn log_and_request_floods_are_capped_per_call_and_tenants_never_share_kv()
         5,
         "only the allowed number of requests went out"
     );
+    // Every request on the wire counts, redirect hops included: two sends of
+    // two hops each, then the fifth request is the last.
+    assert_refused(
+        &host,
+        "redirect-loop",
+        502,
+        &["http refused after 2 requests", "limits.max_http_requests"],
+    )
+    .await;
+    assert_eq!(server.hits(), 10);
 
     // 10,000 lines in one call: the first 100 reach the log, then one note.
     let (status, body) = host.post_json("/api/webhooks/log-flood", "{}").await;

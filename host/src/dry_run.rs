@@ -93,7 +93,8 @@ pub async fn run(
     }
     // Progress goes to stderr, and only when it is a terminal (indicatif
     // hides it otherwise): the listing on stdout stays clean for pipes.
-    let progress = indicatif::ProgressBar::new_spinner();
+    let progress =
+        indicatif::ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
     progress.enable_steady_tick(std::time::Duration::from_millis(120));
     progress.set_message(format!("reading {}", file.display()));
     let reading = calendar::read_file(file, Window { from, to }, floating)?;

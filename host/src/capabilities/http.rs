@@ -196,10 +196,43 @@ fn build_headers(requested: &[(String, String)]) -> Result<HeaderMap, HttpError>
     Ok(headers)
 }
 
-/// Checks a request against the plugin's grants as [`send`] would, without
-/// sending it; the URL it would go to.
-pub fn check(grants: &Grants, req: &OutboundRequest) -> Result<Url, HttpError> {
-    Ok(prepare(grants, req)?.1)
+/// Where requests go: the network, or (for `plugin run`) recorded answers.
+/// Everything else is the same for both: the allow-list, credentials, the
+/// token refresh after a 401, redirects, the response cap and the budget.
+#[derive(Clone, Copy)]
+pub enum Wire<'a> {
+    Network(&'a reqwest::Client),
+    Recorded(&'a dyn Recorded),
+}
+
+/// Answers requests from a recording instead of the network.
+pub trait Recorded: Send + Sync {
+    fn answer(&self, method: &str, url: &str) -> Result<OutboundResponse, HttpError>;
+}
+
+/// The requests one plugin call may still send: every request on the wire
+/// counts, redirect hops and the retry after a token refresh included.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestBudget {
+    cap: u32,
+    spent: u32,
+}
+
+impl RequestBudget {
+    pub fn new(cap: u32) -> Self {
+        Self { cap, spent: 0 }
+    }
+
+    fn spend(&mut self) -> Result<(), HttpError> {
+        if self.spent >= self.cap {
+            return Err(HttpError::NotAllowed(format!(
+                "more than {} requests in one call (limits.max_http_requests)",
+                self.cap
+            )));
+        }
+        self.spent += 1;
+        Ok(())
+    }
 }
 
 fn prepare(
@@ -217,13 +250,15 @@ fn prepare(
 ///
 /// A request made with a connection whose provider answers 401 is retried once
 /// after the connection's token was refreshed (by this call or a concurrent one).
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
-    client: &reqwest::Client,
+    wire: Wire<'_>,
     store: &Store,
     oauth: &Arc<OAuth>,
     grants: &Grants,
     tenant: &str,
     req: OutboundRequest,
+    budget: &mut RequestBudget,
 ) -> Result<OutboundResponse, HttpError> {
     let (method, url, headers) = prepare(grants, &req)?;
     let mut retried = false;
@@ -231,13 +266,14 @@ pub async fn send(
         let (authorization, connection) =
             credential(store, oauth, grants, tenant, &url, &req).await?;
         let response = follow(
-            client,
+            wire,
             grants,
             method.clone(),
             url.clone(),
             &headers,
             authorization,
             &req.body,
+            budget,
         )
         .await?;
         if response.status == 401
@@ -259,40 +295,87 @@ pub async fn send(
     }
 }
 
+/// A response as it arrives: streamed from the network, or recorded.
+enum Arrived {
+    Network(reqwest::Response),
+    Recorded(OutboundResponse),
+}
+
+impl Arrived {
+    fn status(&self) -> reqwest::StatusCode {
+        match self {
+            Self::Network(r) => r.status(),
+            Self::Recorded(r) => reqwest::StatusCode::from_u16(r.status)
+                .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    fn location(&self) -> Option<Result<&str, HttpError>> {
+        let unreadable = || HttpError::Transport("redirect with an unreadable Location".into());
+        match self {
+            Self::Network(r) => r
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| v.to_str().map_err(|_| unreadable())),
+            Self::Recorded(r) => r
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| Ok(v.as_str())),
+        }
+    }
+
+    async fn read(self, cap: usize) -> Result<OutboundResponse, HttpError> {
+        match self {
+            Self::Network(r) => read_response(r, cap).await,
+            Self::Recorded(r) if r.body.len() > cap => Err(HttpError::TooLarge),
+            Self::Recorded(r) => Ok(r),
+        }
+    }
+}
+
 /// One request and the redirects it leads to.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
-    client: &reqwest::Client,
+    wire: Wire<'_>,
     grants: &Grants,
     mut method: reqwest::Method,
     mut url: Url,
     headers: &HeaderMap,
     mut authorization: Option<HeaderValue>,
     body: &[u8],
+    budget: &mut RequestBudget,
 ) -> Result<OutboundResponse, HttpError> {
     let mut body = Some(body);
     let timeout = Duration::from_millis(grants.limits.http_timeout_ms);
     let cap = grants.limits.max_http_response_kib as usize * 1024;
     for _hop in 0..=MAX_REDIRECTS {
-        let mut builder = client
-            .request(method.clone(), url.clone())
-            .headers(headers.clone())
-            .timeout(timeout);
-        if let Some(auth) = &authorization {
-            builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
-        }
-        if let Some(b) = body
-            && !b.is_empty()
-        {
-            builder = builder.body(b.to_vec());
-        }
-        let response = builder.send().await.map_err(transport_error)?;
+        budget.spend()?;
+        let response = match wire {
+            Wire::Network(client) => {
+                let mut builder = client
+                    .request(method.clone(), url.clone())
+                    .headers(headers.clone())
+                    .timeout(timeout);
+                if let Some(auth) = &authorization {
+                    builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
+                }
+                if let Some(b) = body
+                    && !b.is_empty()
+                {
+                    builder = builder.body(b.to_vec());
+                }
+                Arrived::Network(builder.send().await.map_err(transport_error)?)
+            }
+            Wire::Recorded(recording) => {
+                Arrived::Recorded(recording.answer(method.as_str(), url.as_str())?)
+            }
+        };
         let status = response.status();
         if status.is_redirection()
-            && let Some(location) = response.headers().get(reqwest::header::LOCATION)
+            && let Some(location) = response.location()
         {
-            let location = location
-                .to_str()
-                .map_err(|_| HttpError::Transport("redirect with an unreadable Location".into()))?;
+            let location = location?;
             let next = url
                 .join(location)
                 .map_err(|e| HttpError::Transport(format!("redirect to {location:?}: {e}")))?;
@@ -311,7 +394,7 @@ async fn follow(
             url = next;
             continue;
         }
-        return read_response(response, cap).await;
+        return response.read(cap).await;
     }
     Err(HttpError::Transport(format!(
         "more than {MAX_REDIRECTS} redirects"

@@ -59,7 +59,8 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let progress = indicatif::ProgressBar::new_spinner();
+    let progress =
+        indicatif::ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
     progress.enable_steady_tick(Duration::from_millis(120));
     progress.set_message(format!("building {} for {TARGET}", dir.display()));
     let mut compiled = 0;

@@ -211,7 +211,20 @@ pub async fn run(req: RunRequest<'_>) -> anyhow::Result<RunReport> {
     }
 
     let export = match (req.export, plugin.world()) {
-        (Some(e), _) => e,
+        (Some(e), world) => {
+            let of = match e {
+                Export::Classify => World::Classifier,
+                Export::HandleWebhook | Export::SendNotification => World::Provider,
+            };
+            if of != world {
+                bail!(
+                    "{} is a {of}'s call; {} is a {world}",
+                    e.name(),
+                    plugin.name()
+                );
+            }
+            e
+        }
         (None, World::Provider) => Export::HandleWebhook,
         (None, World::Classifier) => Export::Classify,
     };
@@ -383,8 +396,10 @@ impl RunReport {
             fmt_bytes(c.memory_limit_bytes),
             fmt_bytes(c.output_bytes),
             fmt_bytes(c.output_limit_bytes),
-            c.host_calls.len()
+            c.host_call_count
         ));
+        let unlisted =
+            c.host_call_count as usize - c.host_calls.len().min(c.host_call_count as usize);
         for (i, call) in c.host_calls.iter().enumerate() {
             let answer = if call.answer.is_empty() {
                 "done"
@@ -398,6 +413,9 @@ impl RunReport {
                 call.args,
                 fmt_micros(call.micros)
             ));
+        }
+        if unlisted > 0 {
+            out.push_str(&format!("    ... and {unlisted} more\n"));
         }
         out
     }
@@ -438,18 +456,27 @@ fn group_digits(n: u64) -> String {
 
 /// `--at`: RFC 3339, or seconds since the epoch (a Slack timestamp header).
 pub fn parse_at(text: &str) -> anyhow::Result<SystemTime> {
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(UNIX_EPOCH + Duration::from_secs(seconds));
+    let ms = match text.parse::<u64>() {
+        Ok(seconds) => seconds.saturating_mul(1000),
+        Err(_) => {
+            let t = chrono::DateTime::parse_from_rfc3339(text).with_context(|| {
+                format!(
+                    "--at {text:?}: expected RFC 3339 (2026-06-20T14:00:00Z) or seconds since the epoch"
+                )
+            })?;
+            u64::try_from(t.timestamp_millis())
+                .with_context(|| format!("--at {text:?}: before 1970"))?
+        }
+    };
+    // Seconds, not milliseconds: year 10000 is as far as anyone means.
+    if ms >= LATEST_AT_MS {
+        bail!("--at {text:?}: after the year 9999 (seconds since the epoch are expected)");
     }
-    let t = chrono::DateTime::parse_from_rfc3339(text).with_context(|| {
-        format!(
-            "--at {text:?}: expected RFC 3339 (2026-06-20T14:00:00Z) or seconds since the epoch"
-        )
-    })?;
-    let ms = u64::try_from(t.timestamp_millis())
-        .with_context(|| format!("--at {text:?}: before 1970"))?;
     Ok(UNIX_EPOCH + Duration::from_millis(ms))
 }
+
+/// 10000-01-01T00:00:00Z in milliseconds since the epoch.
+const LATEST_AT_MS: u64 = 253_402_300_800_000;
 
 #[cfg(test)]
 mod tests {
@@ -471,6 +498,14 @@ mod tests {
                 .to_string()
                 .contains("RFC 3339")
         );
+        // Milliseconds by mistake, or anything absurd, is refused, not a panic.
+        assert!(
+            parse_at("1780048800000")
+                .unwrap_err()
+                .to_string()
+                .contains("year 9999")
+        );
+        assert!(parse_at(&u64::MAX.to_string()).is_err());
     }
 
     #[test]

@@ -412,6 +412,7 @@ impl Runtime {
                 memory_limit_bytes: store.data().limiter.memory_limit,
                 output_bytes,
                 output_limit_bytes: limit,
+                host_call_count: store.data().host_calls,
                 host_calls: store.data_mut().trace.take().unwrap_or_default(),
             });
         }

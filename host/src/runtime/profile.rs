@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capabilities::http::{HttpError, OutboundResponse};
+use crate::capabilities::http::{HttpError, OutboundResponse, Recorded};
 
 /// One host import a call made.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +39,9 @@ pub struct CallProfile {
     /// Bytes of strings and lists in what the call returned (what the output limit counts).
     pub output_bytes: usize,
     pub output_limit_bytes: usize,
+    /// Every host import the call made, counted.
+    pub host_call_count: u32,
+    /// The first thousand of them, each summarised.
     pub host_calls: Vec<HostCall>,
 }
 
@@ -120,8 +123,16 @@ impl Stand {
         self.http.is_some()
     }
 
-    /// The recorded answer to a request the allow-list let through.
-    pub fn answer(&self, method: &str, url: &str) -> Result<OutboundResponse, HttpError> {
+    /// The clock a call's WASI context reads, when the run sets one.
+    pub fn wall_clock(&self) -> Option<ShiftedClock> {
+        self.clock
+            .map(|(then, started)| ShiftedClock { then, started })
+    }
+}
+
+impl Recorded for Stand {
+    /// The recorded answer to a request the host's checks let through.
+    fn answer(&self, method: &str, url: &str) -> Result<OutboundResponse, HttpError> {
         let Some(answers) = &self.http else {
             return Err(HttpError::Transport("no recorded answers".into()));
         };
@@ -138,12 +149,6 @@ impl Stand {
                 "no recorded answer for {method} {url} (add one to the imports file's \"http\" list)"
             ))),
         }
-    }
-
-    /// The clock a call's WASI context reads, when the run sets one.
-    pub fn wall_clock(&self) -> Option<ShiftedClock> {
-        self.clock
-            .map(|(then, started)| ShiftedClock { then, started })
     }
 }
 

@@ -113,30 +113,20 @@ impl wit_http::Host for CallState {
             }
             args
         });
-        self.http_requests = self.http_requests.saturating_add(1);
-        let cap = self.grants.limits.max_http_requests;
-        let result = if self.http_requests > cap {
-            Err(E::NotAllowed(format!(
-                "more than {cap} requests in one call (limits.max_http_requests)"
-            )))
-        } else {
-            match self.services.stand.clone().filter(|s| s.replays_http()) {
-                // A run with recorded answers: the same checks, then the recording.
-                Some(stand) => capabilities::http::check(&self.grants, &request)
-                    .and_then(|_| stand.answer(&request.method, &request.url)),
-                None => {
-                    capabilities::http::send(
-                        &self.services.http,
-                        &self.services.store,
-                        &self.services.oauth,
-                        &self.grants,
-                        &self.tenant,
-                        request,
-                    )
-                    .await
-                }
-            }
+        let wire = match self.services.stand.as_deref().filter(|s| s.replays_http()) {
+            Some(stand) => capabilities::http::Wire::Recorded(stand),
+            None => capabilities::http::Wire::Network(&self.services.http),
         };
+        let result = capabilities::http::send(
+            wire,
+            &self.services.store,
+            &self.services.oauth,
+            &self.grants,
+            &self.tenant,
+            request,
+            &mut self.http_budget,
+        )
+        .await;
         self.import_ended(
             started,
             "http.send",

@@ -33,9 +33,10 @@ pub struct CallState {
     pub tenant: String,
     /// Host imports the call made, for its log line.
     pub host_calls: u32,
-    /// Lines the call logged, and outbound requests it made (each capped).
+    /// Lines the call logged (capped).
     pub log_lines: u32,
-    pub http_requests: u32,
+    /// The outbound requests the call may still make.
+    pub http_budget: crate::capabilities::http::RequestBudget,
     /// Each host import the call made, when the call is profiled.
     pub(crate) trace: Option<Vec<HostCall>>,
 }
@@ -54,6 +55,8 @@ impl CallState {
         }
         let wasi = wasi.build();
         let memory_limit = grants.limits.memory_mib as usize * 1024 * 1024;
+        let http_budget =
+            crate::capabilities::http::RequestBudget::new(grants.limits.max_http_requests);
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -67,7 +70,7 @@ impl CallState {
             tenant: tenant.to_string(),
             host_calls: 0,
             log_lines: 0,
-            http_requests: 0,
+            http_budget,
             trace: None,
         }
     }
@@ -87,11 +90,18 @@ impl CallState {
         args: impl FnOnce() -> String,
         answer: impl FnOnce() -> String,
     ) {
-        if let (Some(trace), Some(started)) = (self.trace.as_mut(), started) {
+        // A profile is host memory outside the plugin's limits: the first
+        // calls are listed, each summary cut short; all are counted.
+        const LISTED: usize = 1_000;
+        const SUMMARY_BYTES: usize = 512;
+        let cut = |s: String| crate::capabilities::log::truncate(&s, SUMMARY_BYTES).to_string();
+        if let (Some(trace), Some(started)) = (self.trace.as_mut(), started)
+            && trace.len() < LISTED
+        {
             trace.push(HostCall {
                 import,
-                args: args(),
-                answer: answer(),
+                args: cut(args()),
+                answer: cut(answer()),
                 micros: started.elapsed().as_micros() as u64,
             });
         }
