@@ -317,9 +317,11 @@ async fn handle(
         escalate(app, n, token, "delivered", "not acknowledged in time").await?;
         return Ok(false);
     }
-    // It rode in a digest whose delivery was recorded before a restart.
+    // It rode in a digest whose delivery was recorded before a restart (a
+    // delivered attempt of the lead carried it; a lead delivered without it
+    // leaves it to go out on its own below).
     if let Some(lead) = &n.digest_lead
-        && app.store.delivered_attempt(lead).await?
+        && app.store.delivered_with(lead, &n.id).await?
     {
         let mut entry = decision(
             now,
@@ -681,7 +683,7 @@ async fn deliver(
     let mut all_permanent = true;
     let mut retry_after_ms: Option<u64> = None;
     for channel in channels {
-        match send(app, n, &message, channel).await? {
+        match send(app, n, &message, plan.digest, channel).await? {
             Ok(()) => {
                 delivered.push(format!("{} {}", channel.plugin, channel.address));
                 if !all_channels {
@@ -854,11 +856,13 @@ async fn send(
     app: &App,
     n: &NotificationRecord,
     message: &Notification,
+    digest: &[NotificationRecord],
     channel: &Channel,
 ) -> Result<Result<(), ChannelFailure>, StoreError> {
+    let carried: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
     let attempt = app
         .store
-        .start_attempt(&n.id, &channel.plugin, &channel.address)
+        .start_attempt(&n.id, &channel.plugin, &channel.address, &carried)
         .await?;
     let outcome = match app
         .registry

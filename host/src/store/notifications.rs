@@ -481,16 +481,21 @@ impl Store {
     }
 
     /// Writes an attempt before its channel is called; returns its number.
+    /// `carried`: the other notes the message carries (a digest's companions).
     pub async fn start_attempt(
         &self,
         id: &str,
         plugin: &str,
         address: &str,
+        carried: &[String],
     ) -> Result<i64, StoreError> {
+        let carried =
+            (!carried.is_empty()).then(|| serde_json::to_string(carried).expect("ids serialize"));
         let attempt: i64 = sqlx::query_scalar(
-            "INSERT INTO notification_attempts (notification_id, attempt, plugin, address, started_at)
+            "INSERT INTO notification_attempts (notification_id, attempt, plugin, address, started_at,
+               carried)
              VALUES (?, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM notification_attempts
-                         WHERE notification_id = ?), ?, ?, ?)
+                         WHERE notification_id = ?), ?, ?, ?, ?)
              RETURNING attempt",
         )
         .bind(id)
@@ -498,6 +503,7 @@ impl Store {
         .bind(plugin)
         .bind(address)
         .bind(now_ms())
+        .bind(carried)
         .fetch_one(&self.writer)
         .await?;
         Ok(attempt)
@@ -748,7 +754,10 @@ impl Store {
                  -- Not one that waits out its own retry delay (unless it rode in
                  -- the digest being resumed, and waits for it).
                  AND (? = 1 OR NOT (state = 'due' AND due_at > ?))
-                 AND (claimed_until IS NULL OR claimed_until < ? OR claim_token = ?)
+                 AND (claimed_until IS NULL OR claimed_until < ? OR claim_token = ?
+                      -- A digest being resumed takes back every note it carried,
+                      -- even one still claimed by the process that died sending it.
+                      OR (? = 1 AND digest_lead = ?))
                  -- Not one that rode in another digest, or whose own send was
                  -- cut short: that message may have gone out, and goes out
                  -- again only as it was (same content, same idempotency key).
@@ -770,6 +779,8 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(token)
+        .bind(resuming)
+        .bind(&lead.id)
         .bind(&lead.id)
         .bind(resuming)
         .bind(&lead.id)
@@ -817,11 +828,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delivered_attempt(&self, lead: &str) -> Result<bool, StoreError> {
+    /// Whether a delivered attempt of `lead` carried `member` (in its digest).
+    pub async fn delivered_with(&self, lead: &str, member: &str) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT 1 FROM notification_attempts WHERE notification_id = ? AND outcome = 'delivered'",
+            "SELECT 1 FROM notification_attempts a, json_each(a.carried) c
+             WHERE a.notification_id = ? AND a.outcome = 'delivered' AND c.value = ?",
         )
         .bind(lead)
+        .bind(member)
         .fetch_optional(&self.pool)
         .await?
         .is_some())
