@@ -50,6 +50,7 @@ async fn runaway_plugins_are_stopped_with_clear_errors() {
             ("memory", "[config]\nattack = \"memory\"\n[limits]\nmemory_mib = 16"),
             ("output", "[config]\nattack = \"output\"\noutput_bytes = \"3000000\"\n[limits]\nmax_output_kib = 64"),
             ("panic", "[config]\nattack = \"panic\""),
+            ("nobody", "[config]\nattack = \"nobody\""),
         ],
         "",
     )
@@ -70,6 +71,13 @@ async fn runaway_plugins_are_stopped_with_clear_errors() {
     )
     .await;
     assert_refused(&host, "panic", 502, &["plugin panic", "trapped"]).await;
+    assert_refused(
+        &host,
+        "nobody",
+        502,
+        &["nobody: returned a presence signal or calendar event without a user id"],
+    )
+    .await;
     // Repeated failures do not wear the host down (no leaked pool slots).
     for _ in 0..20 {
         assert_refused(&host, "panic", 502, &["trapped"]).await;

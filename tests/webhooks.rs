@@ -837,3 +837,51 @@ async fn wrong_content_types_and_floods_are_refused_and_change_nothing() {
     );
     assert_eq!(post_calendar(&host, "cal-bob", &bob).await, 200);
 }
+
+/// A sender that trickles its body (slow loris) is cut off with 408 once
+/// `[webhooks] body_timeout_ms` has passed since its headers; the store does
+/// not change and the host keeps serving everyone else meanwhile.
+#[tokio::test]
+async fn a_body_trickled_past_the_deadline_gets_408_and_changes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = start_with("[webhooks]\nbody_timeout_ms = 500\n");
+    let before = host.digest().await;
+    let body = status_event("U1", "Ev-slow", "In a meeting", ":calendar:");
+    let mut slow = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let head = format!(
+        "POST /api/webhooks/slack HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 100 ms: each arrives well within any per-read timeout,
+    // the whole body never within the deadline.
+    let trickle = tokio::spawn(async move {
+        for b in body.as_bytes().iter().take(20) {
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // The answer, read until its JSON body is complete (the connection
+        // may stay open).
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let read_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !answer.ends_with(b"}") {
+            let left = read_until.saturating_duration_since(std::time::Instant::now());
+            match tokio::time::timeout(left, slow.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    // Meanwhile everyone else is served.
+    assert_eq!(host.get_json("/api/plugins").await.0, 200);
+    let answer = trickle.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 500 ms"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(host.digest().await, before);
+}

@@ -5,15 +5,78 @@
 //! calendar export) and let the fuzzer edit it: the input chooses the seed and
 //! a list of byte edits. Coverage-guided engines then explore from there.
 
+use std::fmt::Debug;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-/// How long each target runs under `cargo test`: a smoke run by default,
-/// `PRESENCE_FUZZ_SECONDS` for a longer random run on a stable toolchain.
-pub fn test_time() -> Duration {
+use bolero::generator::TypeGenerator;
+use bolero::generator::bolero_generator::driver::{ByteSliceDriver, Options};
+
+/// Runs a fuzz target on values of a type.
+///
+/// - Under `cargo test` (the test command): a deterministic sweep of
+///   [`SWEEP`] generated values, the same on every machine, so the suite
+///   never fails at random.
+/// - With `PRESENCE_FUZZ_SECONDS=N`: bolero's random engine for N seconds.
+/// - Under cargo-bolero: coverage-guided (libFuzzer, AFL).
+#[macro_export]
+macro_rules! fuzz {
+    ($ty:ty, $check:expr) => {{
+        match $crate::random_time() {
+            Some(time) => bolero::check!()
+                .with_type::<$ty>()
+                .with_test_time(time)
+                .for_each($check),
+            None if cfg!(fuzzing) => bolero::check!().with_type::<$ty>().for_each($check),
+            None => $crate::sweep::<$ty>($check),
+        }
+    }};
+}
+
+/// `PRESENCE_FUZZ_SECONDS`, when set: how long a random run lasts.
+pub fn random_time() -> Option<Duration> {
     std::env::var("PRESENCE_FUZZ_SECONDS")
+        .ok()?
+        .parse()
         .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(Duration::from_secs(2), Duration::from_secs)
+        .map(Duration::from_secs)
+}
+
+/// Values each target sees in the test command.
+pub const SWEEP: u64 = 20_000;
+
+/// Runs `check` on [`SWEEP`] values generated from a fixed stream of bytes;
+/// a failure names the input.
+pub fn sweep<T: TypeGenerator + Debug>(check: impl Fn(&T)) {
+    let options = Options::default().with_max_len(2048);
+    let mut state: u64 = 0x005e_ed0f_ba5e;
+    let mut bytes = vec![0u8; 2048];
+    for i in 0..SWEEP {
+        for chunk in bytes.chunks_mut(8) {
+            state = splitmix64(state);
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        let mut driver = ByteSliceDriver::new(&bytes, &options);
+        let Some(value) = T::generate(&mut driver) else {
+            continue;
+        };
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| check(&value))) {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("sweep input {i} failed: {message}\ninput: {value:?}");
+        }
+    }
+}
+
+/// The next state of SplitMix64: a well-mixed, reproducible byte stream.
+fn splitmix64(state: u64) -> u64 {
+    let mut z = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// One edit: at `pos` (modulo the length), replace, insert or delete a byte.
@@ -44,6 +107,28 @@ pub fn pick(seeds: &[&[u8]], index: u8, edits: &[Edit]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_is_the_same_every_time_and_reports_the_failing_input() {
+        use std::sync::Mutex;
+        let seen = Mutex::new(Vec::new());
+        sweep::<(u8, Vec<u16>)>(|v| seen.lock().unwrap().push(v.clone()));
+        let first = seen.into_inner().unwrap();
+        let again = Mutex::new(Vec::new());
+        sweep::<(u8, Vec<u16>)>(|v| again.lock().unwrap().push(v.clone()));
+        assert_eq!(first, again.into_inner().unwrap());
+        assert!(first.len() as u64 > SWEEP / 2);
+        assert!(
+            first.iter().any(|(_, v)| v.len() > 3),
+            "values vary in size"
+        );
+        let failed = catch_unwind(|| sweep::<u8>(|b| assert_ne!(*b, 7)));
+        let message = failed.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.contains("sweep input") && message.contains("input: 7"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn edits_replace_insert_and_delete() {

@@ -4,8 +4,7 @@
 //! cargo bolero test -p presence-fuzz --test slack slack_events -T 600
 //! ```
 
-use bolero::check;
-use presence_fuzz::{Edit, pick, test_time};
+use presence_fuzz::{Edit, pick};
 use serde_json::Value;
 
 const SLACK_EVENT: &[u8] = br#"{"type":"event_callback","event_id":"Ev08MFMKH6","event":{"type":"user_status_changed","user":{"id":"U0G9QF9C6","profile":{"status_text":"Ceremony prep - Old Barn","status_emoji":":spiral_calendar_pad:","status_expiration":1780063200}}}}"#;
@@ -14,22 +13,19 @@ const SLACK_HUDDLE: &[u8] = br#"{"type":"event_callback","event_id":"Ev1","event
 /// Slack Events API payloads into signals.
 #[test]
 fn slack_events() {
-    check!()
-        .with_type::<(u8, Vec<Edit>)>()
-        .with_test_time(test_time())
-        .for_each(|(seed, edits)| {
-            let body = pick(&[SLACK_EVENT, SLACK_HUDDLE], *seed, edits);
-            let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
-                return;
-            };
-            let event = payload.get("event").cloned().unwrap_or(Value::Null);
-            for s in slack::signals_of(&event) {
-                assert!(!s.user.is_empty());
-                // A status cleared in Slack clears ours; a set one says something.
-                assert_eq!(
-                    s.clears,
-                    s.status_text.is_none() && s.status_emoji.is_none()
-                );
-            }
-        });
+    presence_fuzz::fuzz!((u8, Vec<Edit>), |(seed, edits)| {
+        let body = pick(&[SLACK_EVENT, SLACK_HUDDLE], *seed, edits);
+        let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+            return;
+        };
+        let event = payload.get("event").cloned().unwrap_or(Value::Null);
+        for s in slack::signals_of(&event) {
+            assert!(!s.user.is_empty());
+            // A status cleared in Slack clears ours; a set one says something.
+            assert_eq!(
+                s.clears,
+                s.status_text.is_none() && s.status_emoji.is_none()
+            );
+        }
+    });
 }

@@ -132,6 +132,9 @@ pub struct WebhookLimits {
     pub per_endpoint_per_second: u32,
     /// Calendar events per person per hour (the seed's limit). Default 100.
     pub calendar_events_per_user_per_hour: u32,
+    /// Time a delivery's body may take to arrive once its headers have; a
+    /// sender trickling it (slow loris) gets 408. Default 10000.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for WebhookLimits {
@@ -139,6 +142,7 @@ impl Default for WebhookLimits {
         Self {
             per_endpoint_per_second: 1000,
             calendar_events_per_user_per_hour: 100,
+            body_timeout_ms: 10_000,
         }
     }
 }

@@ -32,7 +32,11 @@ pub fn router(app: Arc<App>) -> Router {
     let webhook_routes = OpenApiRouter::new()
         .routes(routes!(webhooks::receive_default))
         .routes(routes!(webhooks::receive_for_tenant))
-        .layer(DefaultBodyLimit::max(webhook_limit));
+        .layer(DefaultBodyLimit::max(webhook_limit))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            webhooks::body_in_time,
+        ));
     // A tenant's own resources: the caller must be that tenant or the operator.
     let mut tenant_routes = OpenApiRouter::new()
         .routes(routes!(tenants::list_keys, tenants::issue_key))

@@ -128,6 +128,7 @@ mod tests {
         Limits::new(WebhookLimits {
             per_endpoint_per_second: per_second,
             calendar_events_per_user_per_hour: per_hour,
+            ..WebhookLimits::default()
         })
     }
 

@@ -44,6 +44,43 @@ pub fn valid_tenant(name: &str) -> bool {
 /// A provider's webhook for tenant `default`: no key, the provider's
 /// signature is the credential. `slack-presence` and `calendar-presence` are
 /// the seed's names for Slack and for the calendar provider the headers show.
+/// Reads a delivery's body before its handler runs, within
+/// `[webhooks] body_timeout_ms` of its headers: a sender trickling the body
+/// (slow loris) gets 408 instead of holding a connection and a task for as
+/// long as it likes. Over `max_webhook_body_bytes` is 413, as before.
+pub async fn body_in_time(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let deadline = std::time::Duration::from_millis(app.config.webhooks.body_timeout_ms);
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, app.config.max_webhook_body_bytes);
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response()
+            } else {
+                ApiError::BadRequest(format!("the body could not be read: {e}")).into_response()
+            }
+        }
+        Err(_) => {
+            tracing::warn!(path = %parts.uri.path(), "a webhook body did not arrive in time");
+            ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} ms of the headers",
+                deadline.as_millis()
+            ))
+            .into_response()
+        }
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/api/webhooks/{plugin}",
@@ -56,6 +93,7 @@ pub fn valid_tenant(name: &str) -> bool {
         (status = 400, description = "A malformed body (the plugin's word) or an invalid tenant name", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "A bad or missing signature, or a stale timestamp", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such provider plugin or tenant, or an event the plugin does not handle", body = crate::api::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within `[webhooks] body_timeout_ms` of the headers", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "The body is over the limit (`max_webhook_body_bytes`)", content_type = "text/plain; charset=utf-8", body = String),
         (status = 415, description = "A content type the plugin's manifest does not take", body = crate::api::openapi::ErrorBody),
         (status = 429, description = "Over a rate limit", body = crate::api::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
@@ -100,6 +138,7 @@ pub async fn receive_default(
         (status = 400, description = "A malformed body (the plugin's word) or an invalid tenant name", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "A bad or missing signature, or a stale timestamp", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such provider plugin or tenant, or an event the plugin does not handle", body = crate::api::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within `[webhooks] body_timeout_ms` of the headers", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "The body is over the limit (`max_webhook_body_bytes`)", content_type = "text/plain; charset=utf-8", body = String),
         (status = 415, description = "A content type the plugin's manifest does not take", body = crate::api::openapi::ErrorBody),
         (status = 429, description = "Over a rate limit", body = crate::api::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
@@ -204,6 +243,15 @@ async fn process(
     })?;
     if let Some(id) = &outcome.delivery_id {
         tracing::Span::current().record("delivery", id.as_str());
+    }
+    // Presence belongs to someone: a plugin naming nobody is a plugin bug,
+    // refused (and so redelivered once it is fixed) rather than stored.
+    if outcome.signals.iter().any(|s| s.user.trim().is_empty())
+        || outcome.events.iter().any(|e| e.user.trim().is_empty())
+    {
+        return Err(ApiError::PluginFailed(format!(
+            "{plugin_name}: returned a presence signal or calendar event without a user id"
+        )));
     }
 
     let mut per_user: std::collections::BTreeMap<&str, u32> = Default::default();

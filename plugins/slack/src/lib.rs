@@ -98,7 +98,8 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 /// The signals an Events API `event` carries.
 pub fn signals_of(event: &Value) -> Vec<PresenceSignal> {
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-    let Some(user) = str_at(event, &["user", "id"]) else {
+    // An event about nobody in particular (no id, or an empty one) says nothing.
+    let Some(user) = str_at(event, &["user", "id"]).filter(|id| !id.is_empty()) else {
         return Vec::new();
     };
     let profile = event.get("user").and_then(|u| u.get("profile"));
@@ -249,6 +250,14 @@ presence_sdk::export_provider!(Slack);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_with_an_empty_user_id_gives_no_signal() {
+        // Found by the fuzz target `slack_events`.
+        let event = serde_json::json!({"type": "user_status_changed",
+            "user": {"id": "", "profile": {"status_text": "Vows", "status_emoji": ""}}});
+        assert!(signals_of(&event).is_empty());
+    }
     use serde_json::json;
 
     #[test]

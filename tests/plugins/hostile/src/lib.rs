@@ -63,6 +63,11 @@ impl Guest for Hostile {
         let target = setting("target");
         match setting("attack").as_str() {
             "ok" => Ok(answer("hostile:ok")),
+            "nobody" => {
+                let mut outcome = answer("for nobody");
+                outcome.signals[0].user = " ".into();
+                Ok(outcome)
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
