@@ -41,9 +41,6 @@ pub fn valid_tenant(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// A provider's webhook for tenant `default`: no key, the provider's
-/// signature is the credential. `slack-presence` and `calendar-presence` are
-/// the seed's names for Slack and for the calendar provider the headers show.
 /// Reads a delivery's body before its handler runs, within
 /// `[webhooks] body_timeout_ms` of its headers: a sender trickling the body
 /// (slow loris) gets 408 instead of holding a connection and a task for as
@@ -81,6 +78,9 @@ pub async fn body_in_time(
     }
 }
 
+/// A provider's webhook for tenant `default`: no key, the provider's
+/// signature is the credential. `slack-presence` and `calendar-presence` are
+/// the seed's names for Slack and for the calendar provider the headers show.
 #[utoipa::path(
     post,
     path = "/api/webhooks/{plugin}",
