@@ -653,7 +653,12 @@ async fn plugin_check(path: &Path) -> anyhow::Result<()> {
                 .describe(&plugin.pre, &plugin.grants)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            format!("{}; features: {:?}", info.display_name, info.features)
+            let calendar = if plugin.pre.is_calendar() {
+                "; a calendar provider: wedsync:calendar@0.1.0 (watch, unwatch, sync)"
+            } else {
+                ""
+            };
+            format!("{}; features: {:?}{calendar}", info.display_name, info.features)
         }
         crate::plugins::World::Classifier => "classify export present".to_string(),
     };

@@ -40,8 +40,11 @@ pub struct Config {
     /// like `master_key`); they open records, never seal new ones. Run
     /// `presence-host key reseal` to rewrite every record under the current key.
     pub previous_master_keys: Vec<String>,
-    /// The base URL providers use to reach this host (for signatures over the URL,
-    /// such as Twilio's). Default: built from the request's `Host` header.
+    /// The base URL providers use to reach this host: for signatures over the URL
+    /// (Twilio's), OAuth redirects, and the webhook addresses calendar providers
+    /// register (Google channels, Graph subscriptions). Default: built from the
+    /// request's `Host` header, and the address the host listens on for
+    /// registrations.
     pub public_url: Option<String>,
     /// Largest webhook body accepted, in bytes; larger ones get 413. Default 1 MiB.
     pub max_webhook_body_bytes: usize,

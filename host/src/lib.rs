@@ -132,6 +132,11 @@ impl App {
             Arc::new(health::SystemClock),
         ));
         oauth.report_to(health.clone());
+        // Set now from public_url, or once serve() knows the bound address.
+        let public_base: Arc<std::sync::OnceLock<String>> = Default::default();
+        if let Some(url) = &config.public_url {
+            let _ = public_base.set(url.trim_end_matches('/').to_string());
+        }
         let runtime = Arc::new(Runtime::new(
             &RuntimeConfig {
                 max_concurrent_calls: config.max_concurrent_calls,
@@ -144,6 +149,7 @@ impl App {
                 oauth: oauth.clone(),
                 health: health.clone(),
                 stand: None,
+                public_base,
             },
         )?);
         let plugins_dir = config.plugins_dir();
@@ -189,6 +195,7 @@ impl App {
             tokio::spawn(oauth::refresh::run(app.clone())),
             tokio::spawn(health::run(app.clone())),
             tokio::spawn(notify::worker::run(app.clone())),
+            tokio::spawn(calendar::sync::run(app.clone())),
         ];
         Ok(Running {
             app,
@@ -219,6 +226,14 @@ impl Running {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", self.app.config.listen))?;
         let addr = listener.local_addr()?;
+        // Without public_url, plugins register the address we listen on: right
+        // for a trial on one machine, and why production sets public_url.
+        let _ = self
+            .app
+            .runtime
+            .services()
+            .public_base
+            .set(format!("http://{addr}"));
         let router =
             api::router(self.app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
         ready(addr);

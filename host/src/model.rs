@@ -58,6 +58,42 @@ pub enum Transparency {
     Transparent,
 }
 
+/// How a calendar entry shows its owner's time (`wedsync:calendar` `show-as`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShowAs {
+    Free,
+    Tentative,
+    Busy,
+    OutOfOffice,
+    WorkingElsewhere,
+    Focus,
+}
+
+/// One event of a calendar sync: the occurrence, and how it shows time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedEvent {
+    pub event: CalendarEvent,
+    pub show_as: ShowAs,
+}
+
+/// One page of a connection's calendar sync (`wedsync:calendar` `calendar-page`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarPage {
+    /// The cursor given was stale: forget the connection's events first.
+    pub reset: bool,
+    pub events: Vec<SyncedEvent>,
+    pub removed: Vec<String>,
+    pub next_cursor: Option<String>,
+    pub more: bool,
+}
+
+/// How long a calendar provider's push subscriptions last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLease {
+    pub expires: Option<Instant>,
+}
+
 /// One occurrence of a calendar entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CalendarEvent {
@@ -237,6 +273,9 @@ pub struct WebhookOutcome {
     pub delivery_id: Option<String>,
     pub events: Vec<UserEvent>,
     pub signals: Vec<PresenceSignal>,
+    /// Connections the plugin asked to have synced (`calendar-host.request-sync`),
+    /// in the order asked, each once.
+    pub sync_requests: Vec<String>,
 }
 
 /// A person's effective presence, derived from their active signals.

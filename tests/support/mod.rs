@@ -2,6 +2,8 @@
 //! real built plugins, and small loopback servers.
 #![allow(dead_code)]
 pub mod email;
+pub mod google;
+pub mod graph;
 pub mod hold;
 pub mod openapi;
 pub mod push;

@@ -1,6 +1,7 @@
 //! The HTTP API: routes and the small read handlers. Webhook ingress lives in `webhooks`.
 
 pub mod auth;
+pub mod calendars;
 pub mod connections;
 pub mod error;
 pub mod health;
@@ -55,6 +56,8 @@ pub fn router(app: Arc<App>) -> Router {
             connections::delete
         ))
         .routes(routes!(connections::refresh))
+        .routes(routes!(calendars::list))
+        .routes(routes!(calendars::sync_now))
         .routes(routes!(presence_webhooks::list, presence_webhooks::create))
         .routes(routes!(presence_webhooks::delete))
         .routes(routes!(presence_webhooks::enable))

@@ -1,4 +1,5 @@
-//! Calendar files for dry runs: RFC 5545 iCalendar (`.ics`), Google Calendar
+//! Calendars: [`sync`] keeps calendar providers' connections watched and
+//! synced into calendar signals; the rest reads calendar files for dry runs: RFC 5545 iCalendar (`.ics`), Google Calendar
 //! event JSON and Microsoft Graph event JSON, read into the event occurrences
 //! that fall in a window, recurrences expanded.
 //!
@@ -11,6 +12,7 @@
 mod ics;
 mod json;
 mod recurrence;
+pub mod sync;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;

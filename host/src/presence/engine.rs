@@ -53,6 +53,8 @@ pub struct Engine {
     pub(crate) webhooks_wake: Arc<Notify>,
     /// Wakes the notification router (a notification was submitted).
     pub(crate) notifications_wake: Notify,
+    /// Wakes the calendar sync worker (a provider asked for a sync).
+    pub(crate) calendar_wake: Notify,
     /// When the scheduler means to wake next; `i64::MAX` while it is awake, so
     /// that anything committed meanwhile wakes it again.
     scheduler_planned: AtomicI64,
@@ -68,6 +70,7 @@ impl Default for Engine {
             outbox_wake: Notify::new(),
             webhooks_wake: Arc::new(Notify::new()),
             notifications_wake: Notify::new(),
+            calendar_wake: Notify::new(),
             scheduler_planned: AtomicI64::new(i64::MAX),
             features: Mutex::new(HashMap::new()),
         }

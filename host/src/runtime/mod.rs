@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod profile;
+pub mod since_calendar_v0_1_0;
 pub mod since_v0_1_0;
 pub mod state;
 
@@ -102,7 +103,24 @@ impl CallErrorKind {
 #[derive(Clone)]
 pub enum PluginPre {
     ClassifierV0_1(since_v0_1_0::classifier::ClassifierPre<CallState>),
-    ProviderV0_1(since_v0_1_0::provider::ProviderPre<CallState>),
+    ProviderV0_1 {
+        provider: since_v0_1_0::provider::ProviderPre<CallState>,
+        /// Bound when the component also exports `wedsync:calendar/calendar`.
+        calendar: Option<since_calendar_v0_1_0::extension::CalendarExtensionPre<CallState>>,
+    },
+}
+
+impl PluginPre {
+    /// Whether the plugin is a calendar provider (`wedsync:calendar@0.1.0`).
+    pub fn is_calendar(&self) -> bool {
+        matches!(
+            self,
+            Self::ProviderV0_1 {
+                calendar: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 /// Advances the engine's epoch from its own thread, so deadlines fire even when
@@ -206,6 +224,18 @@ impl Runtime {
             |s| s,
         )
         .map_err(anyhow::Error::from)?;
+        // A calendar provider imports `calendar-host` too; other providers
+        // simply do not use it.
+        since_calendar_v0_1_0::extension::wedsync::calendar::calendar_host::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut provider_linker, |s| s)
+        .map_err(anyhow::Error::from)?;
+        since_calendar_v0_1_0::extension::wedsync::calendar::types::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut provider_linker, |s| s)
+        .map_err(anyhow::Error::from)?;
         let cache = ComponentCache::new(&engine, config.cache_dir.clone());
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
@@ -277,6 +307,7 @@ impl Runtime {
                     std::sync::Arc::new(crate::health::SystemClock),
                 )),
                 stand,
+                public_base: Default::default(),
             },
         )
     }
@@ -331,9 +362,22 @@ impl Runtime {
                     .provider_linker
                     .instantiate_pre(&component)
                     .map_err(world_error)?;
-                PluginPre::ProviderV0_1(
-                    since_v0_1_0::provider::ProviderPre::new(pre).map_err(world_error)?,
-                )
+                let exports_calendar = component
+                    .component_type()
+                    .exports(&self.engine)
+                    .any(|(name, _)| name.starts_with("wedsync:calendar/calendar@"));
+                let calendar = if exports_calendar {
+                    Some(
+                        since_calendar_v0_1_0::extension::CalendarExtensionPre::new(pre.clone())
+                            .map_err(world_error)?,
+                    )
+                } else {
+                    None
+                };
+                PluginPre::ProviderV0_1 {
+                    provider: since_v0_1_0::provider::ProviderPre::new(pre).map_err(world_error)?,
+                    calendar,
+                }
             }
             (world, version) => {
                 return Err(PrepareError::World(
@@ -470,7 +514,7 @@ impl Runtime {
         tenant: &str,
         request: &model::WebhookRequest,
     ) -> Result<Result<model::WebhookOutcome, model::PluginFault>, CallError> {
-        let PluginPre::ProviderV0_1(pre) = pre else {
+        let PluginPre::ProviderV0_1 { provider: pre, .. } = pre else {
             return Err(wrong_world(grants, "handle-webhook"));
         };
         let pre = pre.clone();
@@ -479,8 +523,12 @@ impl Runtime {
             Box::pin(async move {
                 let bindings = pre.instantiate_async(&mut *store).await?;
                 let out = bindings.call_handle_webhook(&mut *store, &request).await?;
+                let sync_requests = std::mem::take(&mut store.data_mut().sync_requests);
                 Ok(out
-                    .map(since_v0_1_0::webhook_outcome_from)
+                    .map(|o| model::WebhookOutcome {
+                        sync_requests,
+                        ..since_v0_1_0::webhook_outcome_from(o)
+                    })
                     .map_err(since_v0_1_0::plugin_error_from))
             })
         })
@@ -493,7 +541,7 @@ impl Runtime {
         pre: &PluginPre,
         grants: &Arc<Grants>,
     ) -> Result<model::ProviderInfo, CallError> {
-        let PluginPre::ProviderV0_1(pre) = pre else {
+        let PluginPre::ProviderV0_1 { provider: pre, .. } = pre else {
             return Err(wrong_world(grants, "describe"));
         };
         let pre = pre.clone();
@@ -516,7 +564,7 @@ impl Runtime {
         connection: &str,
         presence: &model::Presence,
     ) -> Result<Result<(), model::PluginFault>, CallError> {
-        let PluginPre::ProviderV0_1(pre) = pre else {
+        let PluginPre::ProviderV0_1 { provider: pre, .. } = pre else {
             return Err(wrong_world(grants, "push-status"));
         };
         let pre = pre.clone();
@@ -542,7 +590,7 @@ impl Runtime {
         connection: &str,
         message: &model::Notification,
     ) -> Result<Result<model::DeliveryReceipt, model::PluginFault>, CallError> {
-        let PluginPre::ProviderV0_1(pre) = pre else {
+        let PluginPre::ProviderV0_1 { provider: pre, .. } = pre else {
             return Err(wrong_world(grants, "send-notification"));
         };
         let pre = pre.clone();
@@ -560,6 +608,98 @@ impl Runtime {
             })
         })
         .await
+    }
+    /// Asks a calendar provider to create or renew its push subscriptions for `connection`.
+    pub async fn watch(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<Result<model::WatchLease, model::PluginFault>, CallError> {
+        let calendar = calendar_pre(pre, grants, "watch")?;
+        let connection = connection.to_string();
+        self.run(grants, tenant, "watch", move |store| {
+            Box::pin(async move {
+                let bindings = calendar.instantiate_async(&mut *store).await?;
+                let out = bindings
+                    .wedsync_calendar_calendar()
+                    .call_watch(&mut *store, &connection)
+                    .await?;
+                Ok(out
+                    .map(since_calendar_v0_1_0::lease_from)
+                    .map_err(since_calendar_v0_1_0::plugin_error_from))
+            })
+        })
+        .await
+    }
+
+    /// Asks a calendar provider to stop the push subscriptions of `connection`.
+    pub async fn unwatch(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<Result<(), model::PluginFault>, CallError> {
+        let calendar = calendar_pre(pre, grants, "unwatch")?;
+        let connection = connection.to_string();
+        self.run(grants, tenant, "unwatch", move |store| {
+            Box::pin(async move {
+                let bindings = calendar.instantiate_async(&mut *store).await?;
+                let out = bindings
+                    .wedsync_calendar_calendar()
+                    .call_unwatch(&mut *store, &connection)
+                    .await?;
+                Ok(out.map_err(since_calendar_v0_1_0::plugin_error_from))
+            })
+        })
+        .await
+    }
+
+    /// Asks a calendar provider for one page of `connection`'s changes since `cursor`.
+    pub async fn sync_page(
+        &self,
+        pre: &PluginPre,
+        grants: &Arc<Grants>,
+        tenant: &str,
+        connection: &str,
+        cursor: Option<&str>,
+    ) -> Result<Result<model::CalendarPage, model::PluginFault>, CallError> {
+        let calendar = calendar_pre(pre, grants, "sync")?;
+        let connection = connection.to_string();
+        let cursor = cursor.map(str::to_string);
+        self.run(grants, tenant, "sync", move |store| {
+            Box::pin(async move {
+                let bindings = calendar.instantiate_async(&mut *store).await?;
+                let out = bindings
+                    .wedsync_calendar_calendar()
+                    .call_sync(&mut *store, &connection, cursor.as_deref())
+                    .await?;
+                Ok(out
+                    .map(since_calendar_v0_1_0::page_from)
+                    .map_err(since_calendar_v0_1_0::plugin_error_from))
+            })
+        })
+        .await
+    }
+}
+
+/// The calendar half of a calendar provider, or the error for calling it on another plugin.
+fn calendar_pre(
+    pre: &PluginPre,
+    grants: &Grants,
+    export: &'static str,
+) -> Result<since_calendar_v0_1_0::extension::CalendarExtensionPre<CallState>, CallError> {
+    match pre {
+        PluginPre::ProviderV0_1 {
+            calendar: Some(calendar),
+            ..
+        } => Ok(calendar.clone()),
+        _ => Err(CallError {
+            plugin: grants.plugin.clone(),
+            kind: CallErrorKind::WrongWorld(export),
+        }),
     }
 }
 
@@ -728,16 +868,7 @@ impl OutputSize for model::WebhookOutcome {
         let events: usize = self
             .events
             .iter()
-            .map(|ue| {
-                let e = &ue.event;
-                ue.user.len()
-                    + e.id.len()
-                    + e.title.len()
-                    + e.description.as_ref().map_or(0, String::len)
-                    + e.location.as_ref().map_or(0, String::len)
-                    + e.attendees.iter().map(String::len).sum::<usize>()
-                    + e.online_meeting_url.as_ref().map_or(0, String::len)
-            })
+            .map(|ue| ue.user.len() + event_size(&ue.event))
             .sum();
         let signals: usize = self
             .signals
@@ -753,6 +884,30 @@ impl OutputSize for model::WebhookOutcome {
             + self.delivery_id.as_ref().map_or(0, String::len)
             + events
             + signals
+    }
+}
+
+fn event_size(e: &model::CalendarEvent) -> usize {
+    e.id.len()
+        + e.title.len()
+        + e.description.as_ref().map_or(0, String::len)
+        + e.location.as_ref().map_or(0, String::len)
+        + e.attendees.iter().map(String::len).sum::<usize>()
+        + e.time_zone.as_ref().map_or(0, String::len)
+        + e.online_meeting_url.as_ref().map_or(0, String::len)
+}
+
+impl OutputSize for model::CalendarPage {
+    fn output_size(&self) -> usize {
+        self.events.iter().map(|s| event_size(&s.event)).sum::<usize>()
+            + self.removed.iter().map(String::len).sum::<usize>()
+            + self.next_cursor.as_ref().map_or(0, String::len)
+    }
+}
+
+impl OutputSize for model::WatchLease {
+    fn output_size(&self) -> usize {
+        0
     }
 }
 

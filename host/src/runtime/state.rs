@@ -21,6 +21,18 @@ pub struct HostServices {
     /// What a `plugin run` puts in place of the outside world (recorded HTTP
     /// answers, a set wall clock); `None` when serving.
     pub stand: Option<Arc<Stand>>,
+    /// Where providers reach this host (`public_url`, else the address it
+    /// listens on, once bound): the base of the webhook URLs plugins register.
+    pub public_base: Arc<std::sync::OnceLock<String>>,
+}
+
+impl HostServices {
+    /// The absolute URL of `plugin`'s webhook route for `tenant`; a path alone
+    /// while the host has no address yet.
+    pub fn webhook_url(&self, plugin: &str, tenant: &str) -> String {
+        let base = self.public_base.get().map_or("", |b| b.trim_end_matches('/'));
+        format!("{base}/api/webhooks/{plugin}/{tenant}")
+    }
 }
 
 /// Per-call state. A new one is built for every call and dropped after it.
@@ -39,6 +51,8 @@ pub struct CallState {
     pub http_budget: crate::capabilities::http::RequestBudget,
     /// Each host import the call made, when the call is profiled.
     pub(crate) trace: Option<Vec<HostCall>>,
+    /// Connections the call asked to have synced (`calendar-host.request-sync`).
+    pub sync_requests: Vec<String>,
 }
 
 impl CallState {
@@ -72,6 +86,7 @@ impl CallState {
             log_lines: 0,
             http_budget,
             trace: None,
+            sync_requests: Vec::new(),
         }
     }
 

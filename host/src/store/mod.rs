@@ -5,6 +5,7 @@
 //! uses, so a PostgreSQL backend slots in behind them without touching callers.
 
 pub mod audit;
+pub mod calendar;
 pub mod connections;
 pub mod crypto;
 pub mod notifications;

@@ -41,7 +41,7 @@ pub struct Effects {
 }
 
 impl Effects {
-    fn absorb(&mut self, other: Effects) {
+    pub(super) fn absorb(&mut self, other: Effects) {
         self.changes.extend(other.changes);
         self.next_due = match (self.next_due, other.next_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -400,6 +400,14 @@ impl Store {
             .bind(before)
             .execute(&self.writer)
             .await?;
+        // Synced calendar events long over (their keys are the sync's own).
+        sqlx::query(
+            "DELETE FROM presence_signals WHERE source = 'calendar' AND signal_key LIKE 'cal/%'
+               AND expires_at < ?",
+        )
+        .bind(before)
+        .execute(&self.writer)
+        .await?;
         sqlx::query("DELETE FROM status_push_log WHERE pushed_at < ?")
             .bind(now_ms() - 3_600_000)
             .execute(&self.writer)
@@ -723,7 +731,7 @@ async fn is_echo(
     Ok(pushed.iter().any(|p| same_text(p.as_deref(), text)))
 }
 
-async fn upsert_signal(
+pub(super) async fn upsert_signal(
     conn: &mut SqliteConnection,
     tenant: &str,
     keyed: &KeyedSignal,
@@ -771,13 +779,29 @@ async fn live_signals(
     user: &str,
     now: Instant,
 ) -> Result<Vec<KeyedSignal>, StoreError> {
+    // The signals holding now, and the one to start next (all the derivation
+    // and the next due time need): a synced calendar holds thousands of future
+    // events, which are not read until their turn comes.
     let rows = sqlx::query(
-        "SELECT source, signal_key, origin, availability, status_text, status_emoji, category,
-           starts_at, expires_at
-         FROM presence_signals
-         WHERE tenant = ? AND user_id = ? AND (expires_at IS NULL OR expires_at > ?)
-         ORDER BY updated_at DESC, rowid DESC",
+        "SELECT * FROM (
+           SELECT source, signal_key, origin, availability, status_text, status_emoji, category,
+             starts_at, expires_at, updated_at, rowid AS row
+           FROM presence_signals
+           WHERE tenant = ? AND user_id = ? AND (expires_at IS NULL OR expires_at > ?)
+             AND (starts_at IS NULL OR starts_at <= ?)
+           UNION ALL
+           SELECT * FROM (
+             SELECT source, signal_key, origin, availability, status_text, status_emoji, category,
+               starts_at, expires_at, updated_at, rowid AS row
+             FROM presence_signals
+             WHERE tenant = ? AND user_id = ? AND starts_at > ?
+             ORDER BY starts_at LIMIT 1))
+         ORDER BY updated_at DESC, row DESC",
     )
+    .bind(tenant)
+    .bind(user)
+    .bind(now)
+    .bind(now)
     .bind(tenant)
     .bind(user)
     .bind(now)
@@ -854,7 +878,7 @@ pub(crate) fn schedule_of(
 
 /// Derives `user`'s presence at `now`; when it differs from the stored one,
 /// records the change and queues a status push per pushing connection.
-async fn recompute(
+pub(super) async fn recompute(
     conn: &mut SqliteConnection,
     tenant: &str,
     user: &str,

@@ -20,14 +20,17 @@ use axum::response::{IntoResponse, Response};
 use crate::App;
 use crate::api::error::ApiError;
 use crate::classify;
-use crate::model::{
-    Availability, PluginFault, PresenceSignal, SignalSource, Transparency, WebhookRequest,
-};
+use crate::model::{PluginFault, ShowAs, Transparency, WebhookRequest};
 use crate::plugins::{LoadedPlugin, World};
 use crate::store::{KeyedSignal, WebhookCommit};
 use tracing::Instrument;
 
 pub mod limits;
+
+/// A signal's `user` of the form `connection:{name}` names the person by one
+/// of the plugin's connections (a provider that knows people only by the
+/// account they connected); the host puts the connection's person in its place.
+pub const CONNECTION_USER_PREFIX: &str = "connection:";
 
 /// The tenant of routes that name none.
 pub const DEFAULT_TENANT: &str = "default";
@@ -264,15 +267,26 @@ async fn process(
             .map_err(too_many)?;
     }
 
-    let mut signals: Vec<KeyedSignal> = outcome
-        .signals
-        .iter()
-        .map(|s| KeyedSignal {
+    let mut signals = Vec::with_capacity(outcome.signals.len() + outcome.events.len());
+    for s in &outcome.signals {
+        let mut signal = s.clone();
+        // A calendar provider knows people by their connection: the host
+        // knows whose the connection is.
+        if let Some(connection) = s.user.strip_prefix(CONNECTION_USER_PREFIX) {
+            match app.store.connection(&tenant, connection).await? {
+                Some(c) if c.plugin == plugin_name => signal.user = c.user,
+                _ => {
+                    tracing::warn!(connection, "signal for a connection this plugin does not have; ignored");
+                    continue;
+                }
+            }
+        }
+        signals.push(KeyedSignal {
             key: plugin_name.clone(),
             origin: plugin_name.clone(),
-            signal: s.clone(),
-        })
-        .collect();
+            signal,
+        });
+    }
     // Read only when there is something to classify: most webhooks carry no events.
     let chain = if outcome.events.is_empty() {
         Vec::new()
@@ -283,53 +297,23 @@ async fn process(
     };
     for user_event in &outcome.events {
         let event = &user_event.event;
-        let key = format!("{plugin_name}:{}", event.id);
-        if event.transparency == Transparency::Transparent {
-            // A free entry says nothing about availability; withdraw any earlier statement of it.
-            signals.push(KeyedSignal {
-                key,
-                origin: plugin_name.clone(),
-                signal: PresenceSignal {
-                    user: user_event.user.clone(),
-                    source: SignalSource::Calendar,
-                    availability: Availability::Available,
-                    status_text: None,
-                    status_emoji: None,
-                    starts: None,
-                    expires: None,
-                    clears: true,
-                    category: None,
-                },
-            });
-            continue;
-        }
-        let decision = classify::classify(&app.registry, &chain, &tenant, event).await;
-        let (availability, status_text, status_emoji, category, origin) = match decision {
-            Some(d) => (
-                d.classification.availability,
-                Some(d.classification.status_text),
-                Some(d.classification.status_emoji),
-                Some(d.classification.category),
-                d.plugin,
-            ),
-            // Not a wedding matter: the time is still busy, but its title stays private.
-            None => (Availability::Busy, None, None, None, plugin_name.clone()),
+        let show_as = match event.transparency {
+            Transparency::Transparent => ShowAs::Free,
+            Transparency::Opaque => ShowAs::Busy,
         };
-        signals.push(KeyedSignal {
-            key,
-            origin,
-            signal: PresenceSignal {
-                user: user_event.user.clone(),
-                source: SignalSource::Calendar,
-                availability,
-                status_text,
-                status_emoji,
-                starts: Some(event.start),
-                expires: Some(event.end),
-                clears: false,
-                category,
-            },
-        });
+        signals.push(
+            classify::event_signal(
+                &app.registry,
+                &chain,
+                &tenant,
+                &user_event.user,
+                format!("{plugin_name}:{}", event.id),
+                &plugin_name,
+                event,
+                show_as,
+            )
+            .await,
+        );
     }
 
     let rules = crate::presence::engine::rules(&app).await;
@@ -337,7 +321,10 @@ async fn process(
     // waiting (its deadline, a dropped connection) cancels this handler, not
     // the commit, and a committed change is always announced (SSE, the
     // router's wake, the scheduler), even though the redelivery is a duplicate.
+    // A calendar provider's sync requests are recorded there too, once the
+    // delivery is: a redelivery asks for nothing new.
     let delivery_id = outcome.delivery_id.clone();
+    let sync_requests = outcome.sync_requests.clone();
     let committing = app.clone();
     let commit = tokio::spawn(
         async move {
@@ -352,6 +339,10 @@ async fn process(
                 )
                 .await?;
             committing.engine.publish(effects);
+            if commit == WebhookCommit::Recorded && !sync_requests.is_empty() {
+                crate::calendar::sync::request(&committing, &tenant, &plugin_name, &sync_requests)
+                    .await?;
+            }
             Ok::<_, crate::store::StoreError>(commit)
         }
         .instrument(tracing::Span::current()),

@@ -49,6 +49,41 @@ pub mod provider {
     pub use self::wedsync::presence::{config, http, kv, secrets, types};
 }
 
+/// A calendar provider (`wedsync:calendar@0.1.0`, world `calendar-provider`):
+/// a `provider` that also exports `calendar` (watch, unwatch, sync) and imports
+/// `calendar-host` (request-sync, webhook-url). The `wedsync:presence`
+/// interfaces are [`provider`]'s own, so every helper of this crate works with it.
+///
+/// Implement [`calendar::Guest`] (the provider calls) and
+/// [`calendar::CalendarGuest`] (the calendar calls) on one type and export it
+/// with [`export_calendar_provider!`].
+#[cfg(feature = "calendar")]
+#[allow(clippy::too_many_arguments)]
+pub mod calendar {
+    wit_bindgen::generate!({
+        path: ["../../wit/v0.1.0", "../../wit/calendar/v0.1.0"],
+        world: "wedsync:calendar/calendar-provider@0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "export_calendar_provider",
+        default_bindings_module: "presence_sdk::calendar",
+        additional_derives: [PartialEq],
+        with: {
+            "wedsync:presence/types@0.1.0": crate::provider::types,
+            "wedsync:presence/http@0.1.0": crate::provider::http,
+            "wedsync:presence/secrets@0.1.0": crate::provider::secrets,
+            "wedsync:presence/kv@0.1.0": crate::provider::kv,
+            "wedsync:presence/log@0.1.0": crate::provider::wedsync::presence::log,
+            "wedsync:presence/config@0.1.0": crate::provider::config,
+        },
+    });
+    pub use self::exports::wedsync::calendar::calendar::Guest as CalendarGuest;
+    pub use self::wedsync::calendar::calendar_host;
+    pub use self::wedsync::calendar::types::{CalendarPage, Event, ShowAs, WatchLease};
+}
+
+#[cfg(feature = "calendar")]
+pub use calendar::export_calendar_provider;
+
 #[cfg(feature = "classifier")]
 pub use classifier::export_classifier;
 #[cfg(feature = "provider")]

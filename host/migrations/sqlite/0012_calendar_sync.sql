@@ -1,0 +1,38 @@
+-- One row per connection of a calendar provider: where its sync stands and
+-- when its push subscriptions need renewing. The sync worker adds a row when it
+-- first sees the connection and removes it with the connection.
+CREATE TABLE calendar_syncs (
+    tenant            TEXT NOT NULL,
+    connection        TEXT NOT NULL,
+    plugin            TEXT NOT NULL,
+    -- The person whose calendar it is (the connection's), under whom its
+    -- events are kept as calendar signals keyed 'cal/{connection}/{event id}'.
+    user_id           TEXT NOT NULL,
+    -- Where the next sync continues (the plugin's own cursor); NULL: a full sync.
+    cursor            TEXT,
+    -- 1 while a sync is part-way through its pages (the cursor is the next page).
+    paging            INTEGER NOT NULL DEFAULT 0,
+    -- A sync is wanted from then on; NULL: none.
+    sync_due_at       INTEGER,
+    -- When a provider's notification last asked for a sync: one asked while a
+    -- sync runs makes another after it (the running one may have read too early).
+    sync_requested_at INTEGER,
+    -- watch() is wanted from then on (first watch, renewal, retry); NULL: none.
+    watch_due_at      INTEGER,
+    -- When the provider's push subscriptions lapse unless renewed.
+    watch_expires_at  INTEGER,
+    -- A worker holds the row until then.
+    claimed_until     INTEGER,
+    -- Consecutive failures (sync or watch), for backoff and health.
+    failures          INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT,
+    last_synced_at    INTEGER,
+    watched_at        INTEGER,
+    PRIMARY KEY (tenant, connection)
+);
+CREATE INDEX calendar_syncs_sync_due ON calendar_syncs (sync_due_at) WHERE sync_due_at IS NOT NULL;
+CREATE INDEX calendar_syncs_watch_due ON calendar_syncs (watch_due_at) WHERE watch_due_at IS NOT NULL;
+
+-- A person's presence reads the signals holding now and the next one to start,
+-- not every future calendar event: this index finds both.
+CREATE INDEX presence_signals_start ON presence_signals (tenant, user_id, starts_at);

@@ -1,0 +1,639 @@
+//! Calendar sync state: per connection of a calendar provider, where its sync
+//! stands, when its push subscriptions need renewing, and its events, kept as
+//! calendar signals of the connection's person keyed `cal/{connection}/{event}`.
+//!
+//! A page of a sync is applied in one transaction with the cursor that follows
+//! it: a crash between pages resumes at the page after the last one applied,
+//! never skipping one and never applying one twice under another cursor.
+
+use sqlx::Row;
+
+use super::presence::{EngineRules, Effects, recompute, upsert_signal};
+use super::{Store, StoreError};
+use crate::model::{Instant, KeyedSignal, SignalSource};
+
+/// A connection's sync row, as a worker claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarSync {
+    pub tenant: String,
+    pub connection: String,
+    pub plugin: String,
+    pub user: String,
+    pub cursor: Option<String>,
+    /// A sync is part-way through its pages.
+    pub paging: bool,
+    pub sync_due_at: Option<Instant>,
+    pub watch_due_at: Option<Instant>,
+    pub watch_expires_at: Option<Instant>,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub last_synced_at: Option<Instant>,
+    pub watched_at: Option<Instant>,
+}
+
+impl CalendarSync {
+    pub fn sync_due(&self, now: Instant) -> bool {
+        self.sync_due_at.is_some_and(|t| t <= now)
+    }
+
+    pub fn watch_due(&self, now: Instant) -> bool {
+        self.watch_due_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// A connection whose sync row went away with it: its subscriptions are to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untracked {
+    pub tenant: String,
+    pub connection: String,
+    pub plugin: String,
+}
+
+/// The key prefix of a connection's synced events.
+pub fn event_key_prefix(connection: &str) -> String {
+    // `/` is not allowed in connection names, so no connection's prefix is
+    // another's.
+    format!("cal/{connection}/")
+}
+
+/// The signal key of one synced event.
+pub fn event_key(connection: &str, event_id: &str) -> String {
+    format!("{}{event_id}", event_key_prefix(connection))
+}
+
+/// One page to apply: what the sync worker made of a plugin's page.
+#[derive(Debug, Clone)]
+pub struct PageUpdate<'a> {
+    /// Forget every event held for the connection first.
+    pub reset: bool,
+    /// Signals for the page's events (keyed with [`event_key`]).
+    pub signals: &'a [KeyedSignal],
+    /// Event ids cancelled or deleted.
+    pub removed: &'a [String],
+    pub next_cursor: Option<&'a str>,
+    /// More pages follow at once.
+    pub more: bool,
+    /// When the next sync is due after the last page (a safety re-sync).
+    pub next_sync_at: Option<Instant>,
+    /// When this sync started: a request made since then is served by another.
+    pub started: Instant,
+}
+
+fn sync_from(r: &sqlx::sqlite::SqliteRow) -> Result<CalendarSync, StoreError> {
+    Ok(CalendarSync {
+        tenant: r.try_get("tenant")?,
+        connection: r.try_get("connection")?,
+        plugin: r.try_get("plugin")?,
+        user: r.try_get("user_id")?,
+        cursor: r.try_get("cursor")?,
+        paging: r.try_get::<i64, _>("paging")? != 0,
+        sync_due_at: r.try_get("sync_due_at")?,
+        watch_due_at: r.try_get("watch_due_at")?,
+        watch_expires_at: r.try_get("watch_expires_at")?,
+        failures: r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
+        last_error: r.try_get("last_error")?,
+        last_synced_at: r.try_get("last_synced_at")?,
+        watched_at: r.try_get("watched_at")?,
+    })
+}
+
+impl Store {
+    /// Starts tracking every active connection of `plugins` (the calendar
+    /// providers loaded) that is not tracked yet, due for a watch and a full
+    /// sync now; stops tracking connections that are gone, forgetting their
+    /// events, and returns those so their subscriptions can be stopped.
+    pub async fn track_calendar_connections(
+        &self,
+        plugins: &[String],
+        now: Instant,
+        rules: &EngineRules,
+    ) -> Result<(Vec<Untracked>, Effects), StoreError> {
+        let plugins = serde_json::to_string(plugins).expect("names serialize");
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO calendar_syncs (tenant, connection, plugin, user_id, sync_due_at, watch_due_at)
+             SELECT c.tenant, c.name, c.plugin, c.user_id, ?, ? FROM connections c
+             WHERE c.plugin IN (SELECT value FROM json_each(?)) AND c.status = 'active'
+             ON CONFLICT (tenant, connection) DO NOTHING",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(&plugins)
+        .execute(&mut *tx)
+        .await?;
+        // Gone: the connection was deleted, or now belongs to another plugin or person.
+        let gone = sqlx::query(
+            "DELETE FROM calendar_syncs WHERE NOT EXISTS (
+               SELECT 1 FROM connections c WHERE c.tenant = calendar_syncs.tenant
+                 AND c.name = calendar_syncs.connection AND c.plugin = calendar_syncs.plugin
+                 AND c.user_id = calendar_syncs.user_id)
+             RETURNING tenant, connection, plugin, user_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut untracked = Vec::with_capacity(gone.len());
+        let mut effects = Effects::default();
+        for row in &gone {
+            let (tenant, connection, plugin, user): (String, String, String, String) = (
+                row.try_get("tenant")?,
+                row.try_get("connection")?,
+                row.try_get("plugin")?,
+                row.try_get("user_id")?,
+            );
+            forget_events(&mut tx, &tenant, &user, &connection).await?;
+            effects.absorb(recompute(&mut tx, &tenant, &user, now, rules).await?);
+            untracked.push(Untracked {
+                tenant,
+                connection,
+                plugin,
+            });
+        }
+        tx.commit().await?;
+        Ok((untracked, effects))
+    }
+
+    /// Claims up to `limit` connections whose sync or watch is due, for `lease_ms`.
+    pub async fn claim_calendar_syncs(
+        &self,
+        now: Instant,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CalendarSync>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE calendar_syncs SET claimed_until = ?
+             WHERE rowid IN (
+               SELECT rowid FROM calendar_syncs
+               WHERE (sync_due_at <= ? OR watch_due_at <= ?)
+                 AND (claimed_until IS NULL OR claimed_until < ?)
+               ORDER BY MIN(COALESCE(sync_due_at, watch_due_at), COALESCE(watch_due_at, sync_due_at))
+               LIMIT ?)
+             RETURNING *",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(sync_from).collect()
+    }
+
+    /// Extends a claim while a long sync runs.
+    pub async fn extend_calendar_claim(
+        &self,
+        tenant: &str,
+        connection: &str,
+        until: Instant,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calendar_syncs SET claimed_until = ? WHERE tenant = ? AND connection = ?",
+        )
+        .bind(until)
+        .bind(tenant)
+        .bind(connection)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks `connections` of `plugin` in `tenant` due for a sync now (a
+    /// provider's notification asked for it); returns those that are tracked.
+    /// Names that are not this plugin's tracked connections change nothing.
+    pub async fn request_calendar_sync(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        connections: &[String],
+        now: Instant,
+    ) -> Result<Vec<String>, StoreError> {
+        let names = serde_json::to_string(connections).expect("names serialize");
+        let rows: Vec<String> = sqlx::query_scalar(
+            "UPDATE calendar_syncs SET sync_due_at = MIN(COALESCE(sync_due_at, ?), ?),
+               sync_requested_at = ?
+             WHERE tenant = ? AND plugin = ? AND connection IN (SELECT value FROM json_each(?))
+             RETURNING connection",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(tenant)
+        .bind(plugin)
+        .bind(&names)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Records a successful watch: the lease, when to renew, and whether a
+    /// sync is needed now (the subscriptions had lapsed: changes may have been
+    /// missed in the gap).
+    pub async fn calendar_watched(
+        &self,
+        tenant: &str,
+        connection: &str,
+        expires: Option<Instant>,
+        renew_at: Instant,
+        sync_now: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calendar_syncs SET watch_expires_at = ?, watch_due_at = ?, watched_at = ?,
+               sync_due_at = CASE WHEN ? IS NULL THEN sync_due_at
+                                  ELSE MIN(COALESCE(sync_due_at, ?), ?) END,
+               failures = 0, last_error = NULL
+             WHERE tenant = ? AND connection = ?",
+        )
+        .bind(expires)
+        .bind(renew_at)
+        .bind(now)
+        .bind(sync_now)
+        .bind(sync_now)
+        .bind(sync_now)
+        .bind(tenant)
+        .bind(connection)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed watch or sync: the error, and when to try again.
+    pub async fn calendar_failed(
+        &self,
+        tenant: &str,
+        connection: &str,
+        watching: bool,
+        error: &str,
+        retry_at: Instant,
+    ) -> Result<(), StoreError> {
+        let column = if watching {
+            "watch_due_at"
+        } else {
+            "sync_due_at"
+        };
+        sqlx::query(&format!(
+            "UPDATE calendar_syncs SET {column} = ?, failures = failures + 1, last_error = ?
+             WHERE tenant = ? AND connection = ?"
+        ))
+        .bind(retry_at)
+        .bind(error)
+        .bind(tenant)
+        .bind(connection)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies one page of a sync to `sync`'s person, with the cursor that
+    /// follows it, in one transaction; re-derives the person's presence.
+    pub async fn apply_calendar_page(
+        &self,
+        sync: &CalendarSync,
+        page: &PageUpdate<'_>,
+        now: Instant,
+        rules: &EngineRules,
+    ) -> Result<Effects, StoreError> {
+        let (tenant, user, connection) = (&sync.tenant, &sync.user, &sync.connection);
+        let mut tx = self.writer.begin().await?;
+        if page.reset {
+            forget_events(&mut tx, tenant, user, connection).await?;
+        }
+        for id in page.removed {
+            sqlx::query(
+                "DELETE FROM presence_signals
+                 WHERE tenant = ? AND user_id = ? AND source = 'calendar' AND signal_key = ?",
+            )
+            .bind(tenant)
+            .bind(user)
+            .bind(event_key(connection, id))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for signal in page.signals {
+            if signal.signal.clears {
+                sqlx::query(
+                    "DELETE FROM presence_signals
+                     WHERE tenant = ? AND user_id = ? AND source = 'calendar' AND signal_key = ?",
+                )
+                .bind(tenant)
+                .bind(user)
+                .bind(&signal.key)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                upsert_signal(&mut tx, tenant, signal, now, rules).await?;
+            }
+        }
+        let (sync_due, synced_at) = if page.more {
+            (Some(now), None)
+        } else {
+            (page.next_sync_at, Some(now))
+        };
+        sqlx::query(
+            "UPDATE calendar_syncs SET cursor = ?, paging = ?,
+               sync_due_at = CASE WHEN sync_requested_at >= ? THEN sync_requested_at ELSE ? END,
+               last_synced_at = COALESCE(?, last_synced_at), failures = 0, last_error = NULL
+             WHERE tenant = ? AND connection = ?",
+        )
+        .bind(page.next_cursor)
+        .bind(page.more)
+        .bind(page.started)
+        .bind(sync_due)
+        .bind(synced_at)
+        .bind(tenant)
+        .bind(connection)
+        .execute(&mut *tx)
+        .await?;
+        let effects = recompute(&mut tx, tenant, user, now, rules).await?;
+        tx.commit().await?;
+        Ok(effects)
+    }
+
+    /// Lets go of a claimed row (its work is recorded).
+    pub async fn release_calendar_claim(
+        &self,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calendar_syncs SET claimed_until = NULL WHERE tenant = ? AND connection = ?",
+        )
+        .bind(tenant)
+        .bind(connection)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// When the next sync or watch falls due (claimed rows count from the end of their claim).
+    pub async fn next_calendar_due(&self) -> Result<Option<Instant>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(due, COALESCE(claimed_until, 0))) FROM (
+               SELECT sync_due_at AS due, claimed_until FROM calendar_syncs WHERE sync_due_at IS NOT NULL
+               UNION ALL
+               SELECT watch_due_at, claimed_until FROM calendar_syncs WHERE watch_due_at IS NOT NULL)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The tenant's calendar syncs, for the API and health.
+    pub async fn calendar_syncs(&self, tenant: &str) -> Result<Vec<CalendarSync>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM calendar_syncs WHERE tenant = ? ORDER BY connection")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(sync_from).collect()
+    }
+
+    /// The connection's synced events, as the calendar signals they became.
+    pub async fn synced_events(
+        &self,
+        tenant: &str,
+        user: &str,
+        connection: &str,
+    ) -> Result<Vec<(String, Option<Instant>, Option<Instant>, String)>, StoreError> {
+        let prefix = event_key_prefix(connection);
+        let rows = sqlx::query(
+            "SELECT signal_key, starts_at, expires_at, availability FROM presence_signals
+             WHERE tenant = ? AND user_id = ? AND source = ? AND substr(signal_key, 1, ?) = ?
+             ORDER BY starts_at, signal_key",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(SignalSource::Calendar.as_str())
+        .bind(prefix.len() as i64)
+        .bind(&prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get("signal_key")?;
+                Ok((
+                    key[prefix.len()..].to_string(),
+                    r.try_get("starts_at")?,
+                    r.try_get("expires_at")?,
+                    r.try_get("availability")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Deletes every synced event of `connection` held for `user`.
+async fn forget_events(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    user: &str,
+    connection: &str,
+) -> Result<(), StoreError> {
+    let prefix = event_key_prefix(connection);
+    // A range on the primary key: `prefix` up to the next key that does not
+    // start with it (`/` + 1 is `0`).
+    let end = format!("cal/{connection}0");
+    sqlx::query(
+        "DELETE FROM presence_signals WHERE tenant = ? AND user_id = ? AND source = 'calendar'
+           AND signal_key >= ? AND signal_key < ?",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(&prefix)
+    .bind(&end)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Availability, PresenceSignal};
+    use crate::store::MasterKey;
+    use crate::store::connections::Connection;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+        (dir, Store::open(&url, key).await.unwrap())
+    }
+
+    fn busy(connection: &str, id: &str, starts: Instant, expires: Instant) -> KeyedSignal {
+        KeyedSignal {
+            key: event_key(connection, id),
+            origin: "cal".into(),
+            signal: PresenceSignal {
+                user: "ana".into(),
+                source: SignalSource::Calendar,
+                availability: Availability::Busy,
+                status_text: None,
+                status_emoji: None,
+                starts: Some(starts),
+                expires: Some(expires),
+                clears: false,
+                category: None,
+            },
+        }
+    }
+
+    fn page<'a>(signals: &'a [KeyedSignal], removed: &'a [String], cursor: &'a str) -> PageUpdate<'a> {
+        PageUpdate {
+            reset: false,
+            signals,
+            removed,
+            next_cursor: Some(cursor),
+            more: false,
+            next_sync_at: Some(i64::MAX / 2),
+            started: 0,
+        }
+    }
+
+    async fn tracked(store: &Store, now: Instant) -> CalendarSync {
+        let rules = EngineRules::default();
+        store
+            .put_connection("t", &Connection::seeded("g:ana", "cal", "ana", None), b"tok")
+            .await
+            .unwrap();
+        // A connection of another plugin, and one of a prefix-sharing name.
+        store
+            .put_connection("t", &Connection::seeded("g:an", "cal", "ana", None), b"tok")
+            .await
+            .unwrap();
+        store
+            .put_connection("t", &Connection::seeded("s:ana", "slack", "ana", None), b"tok")
+            .await
+            .unwrap();
+        let (gone, _) = store
+            .track_calendar_connections(&["cal".into()], now, &rules)
+            .await
+            .unwrap();
+        assert!(gone.is_empty());
+        let claimed = store.claim_calendar_syncs(now, 60_000, 10).await.unwrap();
+        let mut names: Vec<&str> = claimed.iter().map(|c| c.connection.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["g:an", "g:ana"],
+            "only the calendar plugin's connections are tracked, due at once"
+        );
+        assert!(claimed.iter().all(|c| c.sync_due(now) && c.watch_due(now)));
+        claimed.into_iter().find(|c| c.connection == "g:ana").unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_apply_with_their_cursor_and_a_reset_forgets_only_that_connection() {
+        let (_dir, store) = store().await;
+        let rules = EngineRules::default();
+        let now = 1_000_000;
+        let sync = tracked(&store, now).await;
+        let other = CalendarSync {
+            connection: "g:an".into(),
+            ..sync.clone()
+        };
+        let signals = [
+            busy("g:ana", "a", now - 10, now + 100),
+            busy("g:ana", "b", now + 200, now + 300),
+        ];
+        store
+            .apply_calendar_page(&sync, &page(&signals, &[], "c1"), now, &rules)
+            .await
+            .unwrap();
+        let theirs = [busy("g:an", "x", now + 500, now + 600)];
+        store
+            .apply_calendar_page(&other, &page(&theirs, &[], "o1"), now, &rules)
+            .await
+            .unwrap();
+        let ids = |events: Vec<(String, Option<i64>, Option<i64>, String)>| {
+            events.into_iter().map(|e| e.0).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(store.synced_events("t", "ana", "g:ana").await.unwrap()), ["a", "b"]);
+        let state = store.calendar_syncs("t").await.unwrap();
+        let mine = state.iter().find(|s| s.connection == "g:ana").unwrap();
+        assert_eq!(mine.cursor.as_deref(), Some("c1"));
+        assert_eq!(mine.last_synced_at, Some(now));
+        // The person is busy with event a now.
+        let (presence, _) = store.presence_state("t", "ana").await.unwrap().unwrap();
+        assert_eq!(presence.availability, Availability::Busy);
+
+        // A removal, then a reset page that brings only c.
+        store
+            .apply_calendar_page(&sync, &page(&[], &["a".to_string()], "c2"), now, &rules)
+            .await
+            .unwrap();
+        assert_eq!(ids(store.synced_events("t", "ana", "g:ana").await.unwrap()), ["b"]);
+        let fresh = [busy("g:ana", "c", now + 400, now + 450)];
+        let reset = PageUpdate {
+            reset: true,
+            ..page(&fresh, &[], "c3")
+        };
+        store.apply_calendar_page(&sync, &reset, now, &rules).await.unwrap();
+        assert_eq!(ids(store.synced_events("t", "ana", "g:ana").await.unwrap()), ["c"]);
+        // "g:an" shares a prefix of the name, not the events.
+        assert_eq!(ids(store.synced_events("t", "ana", "g:an").await.unwrap()), ["x"]);
+        let (presence, _) = store.presence_state("t", "ana").await.unwrap().unwrap();
+        assert_eq!(presence.availability, Availability::Available);
+    }
+
+    #[tokio::test]
+    async fn a_request_during_a_sync_makes_another_after_it() {
+        let (_dir, store) = store().await;
+        let rules = EngineRules::default();
+        let now = 1_000_000;
+        let sync = tracked(&store, now).await;
+        let started = now;
+        // A notification asks while the sync runs; unknown names change nothing.
+        let marked = store
+            .request_calendar_sync("t", "cal", &["g:ana".into(), "s:ana".into(), "nope".into()], now + 5)
+            .await
+            .unwrap();
+        assert_eq!(marked, ["g:ana"]);
+        let last = PageUpdate {
+            started,
+            ..page(&[], &[], "c1")
+        };
+        store.apply_calendar_page(&sync, &last, now + 10, &rules).await.unwrap();
+        let state = store.calendar_syncs("t").await.unwrap();
+        let mine = state.iter().find(|s| s.connection == "g:ana").unwrap();
+        assert_eq!(mine.sync_due_at, Some(now + 5), "the request is served by another sync");
+
+        // A sync that started after the request completes it.
+        let later = PageUpdate {
+            started: now + 20,
+            ..page(&[], &[], "c2")
+        };
+        store.apply_calendar_page(&sync, &later, now + 30, &rules).await.unwrap();
+        let state = store.calendar_syncs("t").await.unwrap();
+        let mine = state.iter().find(|s| s.connection == "g:ana").unwrap();
+        assert_eq!(mine.sync_due_at, Some(i64::MAX / 2), "only the periodic re-sync is left");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_connection_is_untracked_and_its_events_forgotten() {
+        let (_dir, store) = store().await;
+        let rules = EngineRules::default();
+        let now = 1_000_000;
+        let sync = tracked(&store, now).await;
+        let signals = [busy("g:ana", "a", now - 10, now + 100)];
+        store
+            .apply_calendar_page(&sync, &page(&signals, &[], "c1"), now, &rules)
+            .await
+            .unwrap();
+        assert!(store.delete_connection("t", "g:ana").await.unwrap());
+        let (gone, effects) = store
+            .track_calendar_connections(&["cal".into()], now + 1, &rules)
+            .await
+            .unwrap();
+        assert_eq!(
+            gone,
+            [Untracked {
+                tenant: "t".into(),
+                connection: "g:ana".into(),
+                plugin: "cal".into()
+            }]
+        );
+        assert!(store.synced_events("t", "ana", "g:ana").await.unwrap().is_empty());
+        assert_eq!(effects.changes.len(), 1, "the person is free again");
+        assert_eq!(effects.changes[0].presence.availability, Availability::Available);
+    }
+}
