@@ -276,6 +276,8 @@ pub struct WebhookOutcome {
     /// Connections the plugin asked to have synced (`calendar-host.request-sync`),
     /// in the order asked, each once.
     pub sync_requests: Vec<String>,
+    /// Connections it asked to have watched again (`calendar-host.request-watch`).
+    pub watch_requests: Vec<String>,
 }
 
 /// A person's effective presence, derived from their active signals.

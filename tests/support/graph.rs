@@ -622,6 +622,21 @@ impl GraphEmulator {
             .get(subscription_id)
             .cloned()
             .expect("a known subscription");
+        self.lifecycle(sub, event).await
+    }
+
+    /// Graph removes a subscription on its side (its renewal answers 404 from
+    /// now on) and sends `subscriptionRemoved` for it; the status answered.
+    pub async fn remove_subscription(&self, subscription_id: &str) -> Option<u16> {
+        let sub = self
+            .state()
+            .subscriptions
+            .remove(subscription_id)
+            .expect("a known subscription");
+        self.lifecycle(sub, "subscriptionRemoved").await
+    }
+
+    async fn lifecycle(&self, sub: Subscription, event: &str) -> Option<u16> {
         let item = json!({
             "subscriptionId": sub.id,
             "subscriptionExpirationDateTime": graph_instant(sub.expiration),

@@ -101,7 +101,8 @@ pub async fn sync_now(
             "no calendar connection {connection:?} in tenant {tenant:?}"
         )));
     };
-    crate::calendar::sync::request(&app, &tenant, &sync.plugin, std::slice::from_ref(&connection))
+    let wanted = crate::calendar::sync::Wanted::Sync;
+    crate::calendar::sync::request(&app, &tenant, &sync.plugin, wanted, std::slice::from_ref(&connection))
         .await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -144,6 +144,8 @@ pub async fn put(
         )
         .await?;
     tracing::info!(%tenant, connection = %connection.name, plugin = %connection.plugin, user = %connection.user, "connection stored");
+    // A calendar provider's connection is watched and synced at once.
+    app.engine.calendar_wake.notify_one();
     let stored = app.store.connection(&tenant, &connection.name).await?;
     Ok(Json(stored.unwrap_or(connection)))
 }
@@ -230,6 +232,21 @@ pub async fn delete(
     let Some(connection) = app.store.connection(&tenant, &name).await? else {
         return Err(missing(&tenant, &name));
     };
+    // A calendar's push subscriptions are stopped while the token still works
+    // (best effort: they lapse by themselves).
+    if let Some(plugin) = app.registry.get(&connection.plugin)
+        && plugin.pre.is_calendar()
+    {
+        match app
+            .runtime
+            .unwatch(&plugin.pre, &plugin.grants, &tenant, &name)
+            .await
+        {
+            Ok(Ok(())) => tracing::info!(%tenant, connection = %name, "calendar subscriptions stopped"),
+            Ok(Err(fault)) => tracing::warn!(%tenant, connection = %name, error = %fault, "stopping calendar subscriptions failed; they lapse by themselves"),
+            Err(e) => tracing::warn!(%tenant, connection = %name, error = %e, "stopping calendar subscriptions failed; they lapse by themselves"),
+        }
+    }
     // Tell the provider first, while the token is still here; the connection
     // goes whatever it answers.
     // RFC 7009: revoking the refresh token ends the whole grant (Google);
@@ -273,6 +290,8 @@ pub async fn delete(
     }
     let found = app.store.delete_connection(&tenant, &name).await?;
     app.health.forget_connection(&tenant, &name);
+    // Its synced events go with it.
+    app.engine.calendar_wake.notify_one();
     app.store
         .audit(
             &tenant,

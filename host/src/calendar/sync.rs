@@ -40,22 +40,30 @@ const POLL: Duration = Duration::from_secs(30);
 const RETRY_FIRST_MS: i64 = 30_000;
 const RETRY_MAX_MS: i64 = 3_600_000;
 
-/// Marks `connections` (asked for by `plugin`'s webhook) due for a sync and
-/// wakes the worker. Names that are not the plugin's tracked connections in
-/// `tenant` are logged and ignored.
+/// What a plugin (or the API) asks the worker to do for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    Sync,
+    Watch,
+}
+
+/// Marks `connections` (named by `plugin`, in `tenant`) due for a sync or a
+/// watch now and wakes the worker. Names that are not the plugin's tracked
+/// connections in `tenant` are logged and ignored.
 pub async fn request(
     app: &App,
     tenant: &str,
     plugin: &str,
+    wanted: Wanted,
     connections: &[String],
 ) -> Result<(), StoreError> {
     let marked = app
         .store
-        .request_calendar_sync(tenant, plugin, connections, now_ms())
+        .request_calendar(tenant, plugin, wanted == Wanted::Watch, connections, now_ms())
         .await?;
     if marked.len() < connections.len() {
         let ignored: Vec<&String> = connections.iter().filter(|c| !marked.contains(c)).collect();
-        tracing::warn!(plugin, tenant, ?ignored, "sync asked for connections this plugin does not sync; ignored");
+        tracing::warn!(plugin, tenant, ?wanted, ?ignored, "asked for connections this plugin does not sync; ignored");
     }
     if !marked.is_empty() {
         app.engine.calendar_wake.notify_one();

@@ -583,6 +583,8 @@ async fn complete(app: &App, provider_name: &str, q: CallbackQuery) -> Result<St
         .put_oauth_connection(tenant, &connection, &new)
         .await
         .map_err(unavailable)?;
+    // A calendar provider's connection is watched and synced at once.
+    app.engine.calendar_wake.notify_one();
     audit(
         "connection.connected",
         serde_json::json!({

@@ -524,9 +524,11 @@ impl Runtime {
                 let bindings = pre.instantiate_async(&mut *store).await?;
                 let out = bindings.call_handle_webhook(&mut *store, &request).await?;
                 let sync_requests = std::mem::take(&mut store.data_mut().sync_requests);
+                let watch_requests = std::mem::take(&mut store.data_mut().watch_requests);
                 Ok(out
                     .map(|o| model::WebhookOutcome {
                         sync_requests,
+                        watch_requests,
                         ..since_v0_1_0::webhook_outcome_from(o)
                     })
                     .map_err(since_v0_1_0::plugin_error_from))

@@ -13,7 +13,7 @@ use crate::runtime::state::CallState;
 
 pub const VERSION: &str = "0.1.0";
 
-/// The most connections one call may ask to have synced; more are ignored.
+/// The most connections one call may ask to have synced (or watched); more are ignored.
 const MAX_SYNC_REQUESTS: usize = 100;
 
 pub mod extension {
@@ -47,6 +47,25 @@ impl calendar_host::Host for CallState {
         self.import_ended(
             started,
             "calendar-host.request-sync",
+            || format!("{connection:?}"),
+            || taken.to_string(),
+        );
+    }
+
+    async fn request_watch(&mut self, connection: String) {
+        let started = self.import_starts();
+        let taken = if self.watch_requests.contains(&connection) {
+            "already asked"
+        } else if self.watch_requests.len() >= MAX_SYNC_REQUESTS {
+            tracing::warn!(plugin = %self.grants.plugin, tenant = %self.tenant, "more than {MAX_SYNC_REQUESTS} watch requests in one call; ignoring the rest");
+            "ignored: too many"
+        } else {
+            self.watch_requests.push(connection.clone());
+            "queued"
+        };
+        self.import_ended(
+            started,
+            "calendar-host.request-watch",
             || format!("{connection:?}"),
             || taken.to_string(),
         );

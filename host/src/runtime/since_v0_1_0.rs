@@ -526,6 +526,7 @@ pub(crate) fn webhook_outcome_from(o: t::WebhookOutcome) -> model::WebhookOutcom
         signals: o.signals.into_iter().map(signal_from).collect(),
         // Filled in from the call's state by the runtime.
         sync_requests: Vec::new(),
+        watch_requests: Vec::new(),
     }
 }
 

@@ -53,6 +53,8 @@ pub struct CallState {
     pub(crate) trace: Option<Vec<HostCall>>,
     /// Connections the call asked to have synced (`calendar-host.request-sync`).
     pub sync_requests: Vec<String>,
+    /// Connections the call asked to have watched again (`calendar-host.request-watch`).
+    pub watch_requests: Vec<String>,
 }
 
 impl CallState {
@@ -87,6 +89,7 @@ impl CallState {
             http_budget,
             trace: None,
             sync_requests: Vec::new(),
+            watch_requests: Vec::new(),
         }
     }
 

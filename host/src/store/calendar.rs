@@ -197,25 +197,28 @@ impl Store {
         Ok(())
     }
 
-    /// Marks `connections` of `plugin` in `tenant` due for a sync now (a
-    /// provider's notification asked for it); returns those that are tracked.
-    /// Names that are not this plugin's tracked connections change nothing.
-    pub async fn request_calendar_sync(
+    /// Marks `connections` of `plugin` in `tenant` due for a sync (or, with
+    /// `watch`, a watch) now: a provider's notification asked for it. Returns
+    /// those that are tracked; other names change nothing.
+    pub async fn request_calendar(
         &self,
         tenant: &str,
         plugin: &str,
+        watch: bool,
         connections: &[String],
         now: Instant,
     ) -> Result<Vec<String>, StoreError> {
         let names = serde_json::to_string(connections).expect("names serialize");
-        let rows: Vec<String> = sqlx::query_scalar(
-            "UPDATE calendar_syncs SET sync_due_at = MIN(COALESCE(sync_due_at, ?), ?),
-               sync_requested_at = ?
-             WHERE tenant = ? AND plugin = ? AND connection IN (SELECT value FROM json_each(?))
-             RETURNING connection",
-        )
-        .bind(now)
-        .bind(now)
+        let set = if watch {
+            "watch_due_at = MIN(COALESCE(watch_due_at, ?1), ?1)"
+        } else {
+            "sync_due_at = MIN(COALESCE(sync_due_at, ?1), ?1), sync_requested_at = ?1"
+        };
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE calendar_syncs SET {set}
+             WHERE tenant = ?2 AND plugin = ?3 AND connection IN (SELECT value FROM json_each(?4))
+             RETURNING connection"
+        ))
         .bind(now)
         .bind(tenant)
         .bind(plugin)
@@ -583,8 +586,9 @@ mod tests {
         let sync = tracked(&store, now).await;
         let started = now;
         // A notification asks while the sync runs; unknown names change nothing.
+        let asked = ["g:ana".into(), "s:ana".into(), "nope".into()];
         let marked = store
-            .request_calendar_sync("t", "cal", &["g:ana".into(), "s:ana".into(), "nope".into()], now + 5)
+            .request_calendar("t", "cal", false, &asked, now + 5)
             .await
             .unwrap();
         assert_eq!(marked, ["g:ana"]);

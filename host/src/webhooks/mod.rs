@@ -324,7 +324,8 @@ async fn process(
     // A calendar provider's sync requests are recorded there too, once the
     // delivery is: a redelivery asks for nothing new.
     let delivery_id = outcome.delivery_id.clone();
-    let sync_requests = outcome.sync_requests.clone();
+    let (sync_requests, watch_requests) =
+        (outcome.sync_requests.clone(), outcome.watch_requests.clone());
     let committing = app.clone();
     let commit = tokio::spawn(
         async move {
@@ -339,9 +340,15 @@ async fn process(
                 )
                 .await?;
             committing.engine.publish(effects);
-            if commit == WebhookCommit::Recorded && !sync_requests.is_empty() {
-                crate::calendar::sync::request(&committing, &tenant, &plugin_name, &sync_requests)
-                    .await?;
+            if commit == WebhookCommit::Recorded {
+                use crate::calendar::sync::{Wanted, request};
+                for (wanted, connections) in
+                    [(Wanted::Sync, &sync_requests), (Wanted::Watch, &watch_requests)]
+                {
+                    if !connections.is_empty() {
+                        request(&committing, &tenant, &plugin_name, wanted, connections).await?;
+                    }
+                }
             }
             Ok::<_, crate::store::StoreError>(commit)
         }

@@ -18,10 +18,11 @@
 //! - presence notifications carry no presence (that takes rich notifications,
 //!   encrypted with a certificate): the person's presence is read with `GET
 //!   /me/presence` and turned into signals for `connection:{name}`;
-//! - lifecycle notifications (`lifecycleEvent`: `reauthorizationRequired`,
-//!   `subscriptionRemoved`, `missed`) ask for a sync of the connection: a
-//!   sync catches up on anything missed, and a failing one makes the host
-//!   `watch` again, which renews or recreates the subscriptions.
+//! - lifecycle notifications (`lifecycleEvent`) ask for a sync of the
+//!   connection, which catches up on anything missed; `reauthorizationRequired`
+//!   and `subscriptionRemoved` also ask the host to `watch` again
+//!   (`request-watch`), which renews the subscription or, when Graph no longer
+//!   knows it, recreates it.
 
 use std::collections::BTreeSet;
 
@@ -94,6 +95,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Work {
     /// Connections whose calendar should be synced.
     pub sync: BTreeSet<String>,
+    /// Connections whose subscriptions should be renewed or recreated.
+    pub watch: BTreeSet<String>,
     /// Connections whose presence should be read.
     pub presence: BTreeSet<String>,
     /// Lifecycle events received, worded for the log.
@@ -129,6 +132,12 @@ pub fn verify(
                     "Graph lifecycle event {event} for subscription {id} of {}",
                     sub.connection
                 ));
+                if matches!(
+                    event.as_str(),
+                    "reauthorizationRequired" | "subscriptionRemoved"
+                ) {
+                    work.watch.insert(sub.connection.clone());
+                }
                 work.sync.insert(sub.connection);
             }
             (None, Kind::Events) => {
@@ -175,6 +184,9 @@ pub fn handle(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
     let work = verify(&delivery.value, subscriptions::record)?;
     for event in &work.lifecycle {
         presence_sdk::log::info(event);
+    }
+    for connection in &work.watch {
+        calendar_host::request_watch(connection);
     }
     for connection in &work.sync {
         calendar_host::request_sync(connection);
@@ -296,6 +308,13 @@ mod tests {
         let work = verify(&delivery, records).unwrap();
         assert!(work.presence.is_empty());
         assert!(work.sync.contains("alice"));
+        assert!(work.watch.contains("alice"), "renewed, or recreated");
+        let missed = items(
+            r#"{"value": [{"subscriptionId": "presence-1", "clientState": "other",
+            "lifecycleEvent": "missed"}]}"#,
+        );
+        let work = verify(&missed, records).unwrap();
+        assert!(work.sync.contains("alice") && work.watch.is_empty());
     }
 
     #[test]
