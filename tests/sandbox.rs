@@ -340,3 +340,34 @@ async fn log_and_request_floods_are_capped_per_call_and_tenants_never_share_kv()
     assert_eq!(peek("bloom").await, "found: bloom");
     assert_eq!(peek("acme").await, "found: acme");
 }
+
+#[tokio::test]
+async fn a_plugin_cannot_speak_for_another_plugins_connection() {
+    let host = start(
+        &[(
+            "impersonate",
+            "[config]\nattack = \"impersonate\"\ntarget = \"echo:victim\"",
+        )],
+        "",
+    )
+    .await;
+    let (status, body) = host
+        .api(
+            "PUT",
+            "/api/tenants/default/connections/echo:victim",
+            &host.admin.clone(),
+            Some(serde_json::json!({"plugin": "echo", "user": "victim", "access_token": "t"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The delivery is answered (the plugin's own business), but the signal
+    // naming echo's connection is dropped: victim has no presence.
+    let (status, _) = host.post_json("/api/webhooks/impersonate", "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(host.get_json("/api/presence/victim").await.0, 404);
+    assert!(
+        host.log()
+            .contains("signal for a connection this plugin does not have")
+    );
+    assert_still_serving(&host).await;
+}

@@ -658,7 +658,10 @@ async fn plugin_check(path: &Path) -> anyhow::Result<()> {
             } else {
                 ""
             };
-            format!("{}; features: {:?}{calendar}", info.display_name, info.features)
+            format!(
+                "{}; features: {:?}{calendar}",
+                info.display_name, info.features
+            )
         }
         crate::plugins::World::Classifier => "classify export present".to_string(),
     };

@@ -21,8 +21,15 @@ CREATE TABLE calendar_syncs (
     watch_due_at      INTEGER,
     -- When the provider's push subscriptions lapse unless renewed.
     watch_expires_at  INTEGER,
-    -- A worker holds the row until then.
+    -- A worker holds the row until then, under this token (its writes check it).
     claimed_until     INTEGER,
+    claim_token       TEXT,
+    -- When the sync under way started (its first page): a request made after
+    -- it makes another sync after it, whatever claims it took.
+    sync_started_at   INTEGER,
+    -- While a full sync is under way: events not seen since then are swept
+    -- when its last page is applied (so a failure mid-way forgets nothing).
+    sweep_before      INTEGER,
     -- Consecutive failures (sync or watch), for backoff and health.
     failures          INTEGER NOT NULL DEFAULT 0,
     last_error        TEXT,

@@ -102,7 +102,13 @@ pub async fn sync_now(
         )));
     };
     let wanted = crate::calendar::sync::Wanted::Sync;
-    crate::calendar::sync::request(&app, &tenant, &sync.plugin, wanted, std::slice::from_ref(&connection))
-        .await?;
+    crate::calendar::sync::request(
+        &app,
+        &tenant,
+        &sync.plugin,
+        wanted,
+        std::slice::from_ref(&connection),
+    )
+    .await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -144,7 +144,11 @@ pub async fn put(
         )
         .await?;
     tracing::info!(%tenant, connection = %connection.name, plugin = %connection.plugin, user = %connection.user, "connection stored");
-    // A calendar provider's connection is watched and synced at once.
+    // A calendar provider's connection is watched and synced at once (a new
+    // token ends any wait after earlier failures).
+    app.store
+        .calendar_connection_renewed(&tenant, &connection.name, crate::store::now_ms())
+        .await?;
     app.engine.calendar_wake.notify_one();
     let stored = app.store.connection(&tenant, &connection.name).await?;
     Ok(Json(stored.unwrap_or(connection)))
@@ -242,9 +246,15 @@ pub async fn delete(
             .unwatch(&plugin.pre, &plugin.grants, &tenant, &name)
             .await
         {
-            Ok(Ok(())) => tracing::info!(%tenant, connection = %name, "calendar subscriptions stopped"),
-            Ok(Err(fault)) => tracing::warn!(%tenant, connection = %name, error = %fault, "stopping calendar subscriptions failed; they lapse by themselves"),
-            Err(e) => tracing::warn!(%tenant, connection = %name, error = %e, "stopping calendar subscriptions failed; they lapse by themselves"),
+            Ok(Ok(())) => {
+                tracing::info!(%tenant, connection = %name, "calendar subscriptions stopped")
+            }
+            Ok(Err(fault)) => {
+                tracing::warn!(%tenant, connection = %name, error = %fault, "stopping calendar subscriptions failed; they lapse by themselves")
+            }
+            Err(e) => {
+                tracing::warn!(%tenant, connection = %name, error = %e, "stopping calendar subscriptions failed; they lapse by themselves")
+            }
         }
     }
     // Tell the provider first, while the token is still here; the connection

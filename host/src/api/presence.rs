@@ -91,6 +91,8 @@ impl utoipa::IntoParams for TenantQuery {
 pub struct PresenceView {
     #[serde(flatten)]
     pub presence: Presence,
+    /// The signals holding now and the next one to start (a synced calendar's
+    /// later events are not listed).
     pub signals: Vec<KeyedSignal>,
     /// When the effective state next changes on its own (a signal starts or ends).
     pub next_change_at: Option<Instant>,
@@ -119,7 +121,7 @@ struct PendingPush {
     params(("user" = String, Path, description = "The person, as presence knows them"), TenantQuery),
     security(("api_key" = []), ("admin_token" = [])),
     responses(
-        (status = 200, description = "The effective presence, the signals behind it, the next scheduled change and pending status pushes", body = PresenceView),
+        (status = 200, description = "The effective presence, the signals holding now and the next to start, the next scheduled change and pending status pushes", body = PresenceView),
         (status = 400, description = "The named tenant is not a valid tenant name", body = ErrorBody),
         (status = 403, description = "The API key belongs to another tenant", body = ErrorBody),
         (status = 404, description = "No such tenant, or nothing is known of this person", body = ErrorBody),

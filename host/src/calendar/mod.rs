@@ -151,11 +151,13 @@ pub(crate) fn local(tz: Tz, t: NaiveDateTime) -> DateTime<Tz> {
         return dt;
     }
     // In a gap: the offset in force a few hours before it.
-    let before = tz
-        .from_local_datetime(&(t - chrono::TimeDelta::hours(3)))
-        .earliest()
+    let before = t
+        .checked_sub_signed(chrono::TimeDelta::hours(3))
+        .and_then(|earlier| tz.from_local_datetime(&earlier).earliest())
         .map_or(0, |dt| dt.offset().fix().local_minus_utc());
-    let utc = t - chrono::TimeDelta::seconds(i64::from(before));
+    let utc = t
+        .checked_sub_signed(chrono::TimeDelta::seconds(i64::from(before)))
+        .unwrap_or(t);
     Utc.from_utc_datetime(&utc).with_timezone(&tz)
 }
 

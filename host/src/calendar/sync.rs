@@ -23,12 +23,23 @@ use crate::store::calendar::{CalendarSync, PageUpdate, event_key};
 use crate::store::presence::EngineRules;
 use crate::store::{StoreError, now_ms};
 
-/// How long a claim holds a connection; extended page by page.
-const LEASE_MS: i64 = 60_000;
+/// How long a claim holds a connection; extended before each plugin call and
+/// each page's write, so it outlasts the longest plugin call (60 s) with room.
+const LEASE_MS: i64 = 180_000;
 /// Connections worked on at once.
 const BATCH: u32 = 8;
-/// Pages one claim goes through before letting others have a turn.
-const MAX_PAGES_PER_CLAIM: u32 = 500;
+/// Pages, and wall-clock time, one claim goes through before letting others
+/// have a turn (the sync goes on from its cursor in a later claim).
+const MAX_PAGES_PER_CLAIM: u32 = 100;
+const CLAIM_BUDGET: Duration = Duration::from_secs(60);
+/// Claim rounds one tick makes before it looks for new and gone connections again.
+const ROUNDS_PER_TICK: u32 = 16;
+/// Events plus removed ids one page may carry; a larger page is refused.
+pub const MAX_PAGE_ITEMS: usize = 5_000;
+/// The longest Retry-After honoured.
+const MAX_RETRY_AFTER_MS: i64 = 24 * 3_600_000;
+/// Instants a calendar event may have: from 1970 to the end of year 9999.
+const LATEST_INSTANT: Instant = 253_402_300_799_999;
 /// A synced connection is synced again after this long even if no
 /// notification asked: notifications can be lost.
 pub const RESYNC_MS: i64 = 6 * 3_600_000;
@@ -59,11 +70,23 @@ pub async fn request(
 ) -> Result<(), StoreError> {
     let marked = app
         .store
-        .request_calendar(tenant, plugin, wanted == Wanted::Watch, connections, now_ms())
+        .request_calendar(
+            tenant,
+            plugin,
+            wanted == Wanted::Watch,
+            connections,
+            now_ms(),
+        )
         .await?;
     if marked.len() < connections.len() {
         let ignored: Vec<&String> = connections.iter().filter(|c| !marked.contains(c)).collect();
-        tracing::warn!(plugin, tenant, ?wanted, ?ignored, "asked for connections this plugin does not sync; ignored");
+        tracing::warn!(
+            plugin,
+            tenant,
+            ?wanted,
+            ?ignored,
+            "asked for connections this plugin does not sync; ignored"
+        );
     }
     if !marked.is_empty() {
         app.engine.calendar_wake.notify_one();
@@ -78,7 +101,9 @@ pub async fn run(app: Arc<App>) {
             tracing::warn!(error = %e, "calendar sync round failed; retrying");
         }
         let wait = match app.store.next_calendar_due().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, POLL.as_millis() as i64) as u64),
+            Ok(Some(due)) => {
+                Duration::from_millis((due - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+            }
             _ => POLL,
         };
         tokio::select! {
@@ -113,38 +138,52 @@ async fn tick(app: &Arc<App>) -> Result<(), StoreError> {
             .unwatch(&plugin.pre, &plugin.grants, &gone.tenant, &gone.connection)
             .await
         {
-            Ok(Ok(())) => tracing::info!(tenant = %gone.tenant, connection = %gone.connection, "calendar subscriptions stopped"),
-            Ok(Err(fault)) => tracing::warn!(tenant = %gone.tenant, connection = %gone.connection, error = %fault, "stopping calendar subscriptions failed; they lapse by themselves"),
-            Err(e) => tracing::warn!(tenant = %gone.tenant, connection = %gone.connection, error = %e, "stopping calendar subscriptions failed; they lapse by themselves"),
+            Ok(Ok(())) => {
+                tracing::info!(tenant = %gone.tenant, connection = %gone.connection, "calendar subscriptions stopped")
+            }
+            Ok(Err(fault)) => {
+                tracing::warn!(tenant = %gone.tenant, connection = %gone.connection, error = %fault, "stopping calendar subscriptions failed; they lapse by themselves")
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %gone.tenant, connection = %gone.connection, error = %e, "stopping calendar subscriptions failed; they lapse by themselves")
+            }
         }
     }
-    loop {
+    for _ in 0..ROUNDS_PER_TICK {
         let claimed = app
             .store
             .claim_calendar_syncs(now_ms(), LEASE_MS, BATCH)
             .await?;
         if claimed.is_empty() {
-            return Ok(());
+            break;
         }
         let work = claimed.into_iter().map(|sync| {
             let (app, rules) = (app.clone(), &rules);
             async move {
-                let (tenant, connection) = (sync.tenant.clone(), sync.connection.clone());
-                if let Err(e) = work_on(&app, sync, rules).await {
-                    tracing::warn!(%tenant, %connection, error = %e, "calendar sync could not be recorded; the claim lapses and it is tried again");
-                    return;
+                let (tenant, connection) = (&sync.tenant, &sync.connection);
+                match work_on(&app, &sync, rules).await {
+                    Ok(()) => {}
+                    Err(StoreError::ClaimLost(_)) => {
+                        tracing::info!(%tenant, %connection, "calendar claim lapsed and was taken by another worker; its work there stands");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%tenant, %connection, error = %e, "calendar sync could not be recorded; the claim lapses and it is tried again");
+                        return;
+                    }
                 }
-                if let Err(e) = app.store.release_calendar_claim(&tenant, &connection).await {
+                if let Err(e) = app.store.release_calendar_claim(&sync).await {
                     tracing::warn!(%tenant, %connection, error = %e, "releasing a calendar claim failed; it lapses");
                 }
             }
         });
         futures::future::join_all(work).await;
     }
+    Ok(())
 }
 
 /// Watches and/or syncs one claimed connection.
-async fn work_on(app: &App, sync: CalendarSync, rules: &EngineRules) -> Result<(), StoreError> {
+async fn work_on(app: &App, sync: &CalendarSync, rules: &EngineRules) -> Result<(), StoreError> {
     let now = now_ms();
     let Some(plugin) = app
         .registry
@@ -155,14 +194,14 @@ async fn work_on(app: &App, sync: CalendarSync, rules: &EngineRules) -> Result<(
         let watching = sync.watch_due(now);
         return app
             .store
-            .calendar_failed(&sync.tenant, &sync.connection, watching, &error, now + RETRY_FIRST_MS * 10)
+            .calendar_failed(sync, watching, &error, now + RETRY_FIRST_MS * 10)
             .await;
     };
     if sync.watch_due(now) {
-        watch(app, &plugin, &sync, now).await?;
+        watch(app, &plugin, sync, now).await?;
     }
     if sync.sync_due(now) {
-        sync_pages(app, &plugin, &sync, rules).await?;
+        sync_pages(app, &plugin, sync, rules).await?;
     }
     Ok(())
 }
@@ -175,10 +214,11 @@ async fn watch(
 ) -> Result<(), StoreError> {
     let (tenant, connection) = (&sync.tenant, &sync.connection);
     if app.runtime.services().public_base.get().is_none() {
-        let error = "the host has no address for providers to notify: set public_url";
+        // Not serving yet (the address is known once the listener is bound).
+        let error = "the host has no address for providers to notify yet: set public_url";
         return app
             .store
-            .calendar_failed(tenant, connection, true, error, now + RETRY_FIRST_MS * 10)
+            .calendar_failed(sync, true, error, now + 2_000)
             .await;
     }
     let answer = app
@@ -186,6 +226,10 @@ async fn watch(
         .watch(&plugin.pre, &plugin.grants, tenant, connection)
         .await;
     match answer {
+        Ok(Ok(lease)) if lease.expires.is_some_and(|e| e <= now_ms()) => {
+            let error = "the provider's subscriptions lapse before they were made";
+            failed(app, sync, true, error, None).await
+        }
         Ok(Ok(lease)) => {
             let after = now_ms();
             // Subscriptions that had lapsed (or never existed) may have missed
@@ -194,8 +238,7 @@ async fn watch(
             tracing::info!(%tenant, %connection, expires = ?lease.expires, lapsed, "calendar watched");
             app.store
                 .calendar_watched(
-                    tenant,
-                    connection,
+                    sync,
                     lease.expires,
                     renew_at(after, lease.expires),
                     lapsed.then_some(after),
@@ -220,7 +263,12 @@ async fn sync_pages(
     rules: &EngineRules,
 ) -> Result<(), StoreError> {
     let (tenant, connection) = (&sync.tenant, &sync.connection);
-    let started = now_ms();
+    let claimed_at = std::time::Instant::now();
+    // A sync resumed from an earlier claim started when its first page did.
+    let started = match (sync.paging, sync.sync_started_at) {
+        (true, Some(started)) => started,
+        _ => now_ms(),
+    };
     // A sync from no cursor is a full one: what is not in it is gone.
     let mut full = sync.cursor.is_none() && !sync.paging;
     let mut cursor = sync.cursor.clone();
@@ -233,17 +281,33 @@ async fn sync_pages(
     let chain = match crate::api::tenants::chain_for(app, tenant).await {
         Ok(chain) => chain.classifiers,
         Err(e) => {
-            return failed(app, sync, false, &format!("reading the tenant's classifiers: {e}"), None).await;
+            return failed(
+                app,
+                sync,
+                false,
+                &format!("reading the tenant's classifiers: {e}"),
+                None,
+            )
+            .await;
         }
     };
     let origin = plugin.grants.plugin.as_str();
     for _ in 0..MAX_PAGES_PER_CLAIM {
+        if claimed_at.elapsed() > CLAIM_BUDGET {
+            break;
+        }
         app.store
-            .extend_calendar_claim(tenant, connection, now_ms() + LEASE_MS)
+            .extend_calendar_claim(sync, now_ms() + LEASE_MS)
             .await?;
         let answer = app
             .runtime
-            .sync_page(&plugin.pre, &plugin.grants, tenant, connection, cursor.as_deref())
+            .sync_page(
+                &plugin.pre,
+                &plugin.grants,
+                tenant,
+                connection,
+                cursor.as_deref(),
+            )
             .await;
         let page = match answer {
             Ok(Ok(page)) => page,
@@ -252,11 +316,22 @@ async fn sync_pages(
             }
             Err(e) => return failed(app, sync, false, &e.to_string(), None).await,
         };
+        let items = page.events.len() + page.removed.len();
+        if items > MAX_PAGE_ITEMS {
+            let error =
+                format!("a page of {items} items, above the {MAX_PAGE_ITEMS} a page may carry");
+            return failed(app, sync, false, &error, None).await;
+        }
         let now = now_ms();
         let mut removed = page.removed;
         let mut signals: Vec<KeyedSignal> = Vec::with_capacity(page.events.len());
         for synced in &page.events {
             let SyncedEvent { event, show_as } = synced;
+            let in_range = |t: Instant| (0..=LATEST_INSTANT).contains(&t);
+            if !in_range(event.start) || !in_range(event.end) {
+                tracing::warn!(%tenant, %connection, event = %event.id, "an event outside 1970-9999; skipped");
+                continue;
+            }
             let mut event = event.clone();
             if event.all_day {
                 place_all_day(&mut event, zone);
@@ -268,9 +343,11 @@ async fn sync_pages(
             }
             signals.push(
                 crate::classify::event_signal(
-                    &app.registry,
-                    &chain,
-                    tenant,
+                    crate::classify::Chain {
+                        registry: &app.registry,
+                        classifiers: &chain,
+                        tenant,
+                    },
                     &sync.user,
                     event_key(connection, &event.id),
                     origin,
@@ -290,7 +367,13 @@ async fn sync_pages(
             next_sync_at: Some(now + RESYNC_MS),
             started,
         };
-        let effects = app.store.apply_calendar_page(sync, &update, now, rules).await?;
+        app.store
+            .extend_calendar_claim(sync, now_ms() + LEASE_MS)
+            .await?;
+        let effects = app
+            .store
+            .apply_calendar_page(sync, &update, now, rules)
+            .await?;
         app.engine.publish(effects);
         if !more {
             tracing::info!(%tenant, %connection, "calendar synced");
@@ -312,10 +395,11 @@ async fn failed(
     retry_after_ms: Option<u64>,
 ) -> Result<(), StoreError> {
     let what = if watching { "watch" } else { "sync" };
-    let wait = backoff(sync.failures).max(retry_after_ms.unwrap_or(0).min(i64::MAX as u64) as i64);
+    let asked = retry_after_ms.unwrap_or(0).min(MAX_RETRY_AFTER_MS as u64) as i64;
+    let wait = backoff(sync.failures).max(asked);
     tracing::warn!(tenant = %sync.tenant, connection = %sync.connection, error, retry_in_ms = wait, "calendar {what} failed");
     app.store
-        .calendar_failed(&sync.tenant, &sync.connection, watching, error, now_ms() + wait)
+        .calendar_failed(sync, watching, error, now_ms().saturating_add(wait))
         .await
 }
 
@@ -340,10 +424,12 @@ fn backoff(failures: u32) -> i64 {
 pub fn renew_at(now: Instant, expires: Option<Instant>) -> Instant {
     match expires {
         Some(expires) => {
-            let margin = ((expires - now) / 4).clamp(0, 3_600_000);
-            (expires - margin).max(now + 1_000)
+            let margin = (expires.saturating_sub(now) / 4).clamp(0, 3_600_000);
+            expires
+                .saturating_sub(margin)
+                .max(now.saturating_add(1_000))
         }
-        None => now + REWATCH_MS,
+        None => now.saturating_add(REWATCH_MS),
     }
 }
 
@@ -383,7 +469,10 @@ mod tests {
     fn backoff_doubles_and_caps() {
         for (failures, base) in [(0, 30_000), (1, 60_000), (2, 120_000), (10, RETRY_MAX_MS)] {
             let wait = backoff(failures);
-            assert!((base..=base + base / 5).contains(&wait), "{failures}: {wait}");
+            assert!(
+                (base..=base + base / 5).contains(&wait),
+                "{failures}: {wait}"
+            );
         }
     }
 
@@ -396,8 +485,14 @@ mod tests {
             description: None,
             location: None,
             attendees: vec![],
-            start: chrono::Utc.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap().timestamp_millis(),
-            end: chrono::Utc.with_ymd_and_hms(2026, 3, 30, 0, 0, 0).unwrap().timestamp_millis(),
+            start: chrono::Utc
+                .with_ymd_and_hms(2026, 3, 28, 0, 0, 0)
+                .unwrap()
+                .timestamp_millis(),
+            end: chrono::Utc
+                .with_ymd_and_hms(2026, 3, 30, 0, 0, 0)
+                .unwrap()
+                .timestamp_millis(),
             time_zone: None,
             all_day: true,
             transparency: crate::model::Transparency::Opaque,
@@ -405,8 +500,20 @@ mod tests {
         };
         place_all_day(&mut event, "Europe/London".parse().unwrap());
         // Midnight GMT on the 28th; midnight BST on the 30th is 23:00 UTC on the 29th.
-        assert_eq!(event.start, chrono::Utc.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap().timestamp_millis());
-        assert_eq!(event.end, chrono::Utc.with_ymd_and_hms(2026, 3, 29, 23, 0, 0).unwrap().timestamp_millis());
+        assert_eq!(
+            event.start,
+            chrono::Utc
+                .with_ymd_and_hms(2026, 3, 28, 0, 0, 0)
+                .unwrap()
+                .timestamp_millis()
+        );
+        assert_eq!(
+            event.end,
+            chrono::Utc
+                .with_ymd_and_hms(2026, 3, 29, 23, 0, 0)
+                .unwrap()
+                .timestamp_millis()
+        );
         assert_eq!(event.end - event.start, 47 * 3_600_000);
     }
 }

@@ -53,10 +53,16 @@ pub async fn classify(
 /// chain classifies the event; an event no rule claims is still busy time,
 /// its title kept private. Out-of-office and focus time say what they are
 /// whatever the rules chose; a meeting link never makes an event a live call.
+/// A tenant's classifier chain, ready to run.
+#[derive(Clone, Copy)]
+pub struct Chain<'a> {
+    pub registry: &'a PluginRegistry,
+    pub classifiers: &'a [String],
+    pub tenant: &'a str,
+}
+
 pub async fn event_signal(
-    registry: &PluginRegistry,
-    chain: &[String],
-    tenant: &str,
+    chain: Chain<'_>,
     user: &str,
     key: String,
     origin: &str,
@@ -81,7 +87,7 @@ pub async fn event_signal(
     if matches!(show_as, ShowAs::Free | ShowAs::WorkingElsewhere) {
         return withdrawn(key);
     }
-    let decision = classify(registry, chain, tenant, event).await;
+    let decision = classify(chain.registry, chain.classifiers, chain.tenant, event).await;
     let (mut availability, status_text, status_emoji, category, origin) = match decision {
         Some(d) => (
             d.classification.availability,

@@ -583,7 +583,12 @@ async fn complete(app: &App, provider_name: &str, q: CallbackQuery) -> Result<St
         .put_oauth_connection(tenant, &connection, &new)
         .await
         .map_err(unavailable)?;
-    // A calendar provider's connection is watched and synced at once.
+    // A calendar provider's connection is watched and synced at once (a new
+    // token ends any wait after earlier failures).
+    app.store
+        .calendar_connection_renewed(tenant, &pending.connection, crate::store::now_ms())
+        .await
+        .map_err(unavailable)?;
     app.engine.calendar_wake.notify_one();
     audit(
         "connection.connected",

@@ -461,6 +461,13 @@ impl Runtime {
             });
         }
         let host_calls = store.data().host_calls;
+        // Sync and watch requests are taken from `handle-webhook` only (the
+        // calendar-host contract); elsewhere they are dropped, and said so.
+        if export != "handle-webhook"
+            && (!store.data().sync_requests.is_empty() || !store.data().watch_requests.is_empty())
+        {
+            tracing::warn!(plugin = %grants.plugin, tenant, export, "sync or watch requests outside handle-webhook are ignored");
+        }
         let outcome = match &result {
             Ok(value) => value.outcome(export),
             Err(e) => Outcome::Failed(e.kind.label(), e.to_string()),
@@ -901,8 +908,17 @@ fn event_size(e: &model::CalendarEvent) -> usize {
 
 impl OutputSize for model::CalendarPage {
     fn output_size(&self) -> usize {
-        self.events.iter().map(|s| event_size(&s.event)).sum::<usize>()
-            + self.removed.iter().map(String::len).sum::<usize>()
+        // Each item costs at least its fixed fields, so many empty ones count too.
+        const PER_ITEM: usize = 64;
+        self.events
+            .iter()
+            .map(|s| PER_ITEM + event_size(&s.event))
+            .sum::<usize>()
+            + self
+                .removed
+                .iter()
+                .map(|r| PER_ITEM + r.len())
+                .sum::<usize>()
             + self.next_cursor.as_ref().map_or(0, String::len)
     }
 }

@@ -35,7 +35,9 @@ impl ct::Host for CallState {}
 impl calendar_host::Host for CallState {
     async fn request_sync(&mut self, connection: String) {
         let started = self.import_starts();
-        let taken = if self.sync_requests.contains(&connection) {
+        let taken = if !crate::store::connections::valid_connection_name(&connection) {
+            "ignored: not a connection name"
+        } else if self.sync_requests.contains(&connection) {
             "already asked"
         } else if self.sync_requests.len() >= MAX_SYNC_REQUESTS {
             tracing::warn!(plugin = %self.grants.plugin, tenant = %self.tenant, "more than {MAX_SYNC_REQUESTS} sync requests in one call; ignoring the rest");
@@ -47,14 +49,16 @@ impl calendar_host::Host for CallState {
         self.import_ended(
             started,
             "calendar-host.request-sync",
-            || format!("{connection:?}"),
+            || format!("{:?}", crate::capabilities::log::truncate(&connection, 256)),
             || taken.to_string(),
         );
     }
 
     async fn request_watch(&mut self, connection: String) {
         let started = self.import_starts();
-        let taken = if self.watch_requests.contains(&connection) {
+        let taken = if !crate::store::connections::valid_connection_name(&connection) {
+            "ignored: not a connection name"
+        } else if self.watch_requests.contains(&connection) {
             "already asked"
         } else if self.watch_requests.len() >= MAX_SYNC_REQUESTS {
             tracing::warn!(plugin = %self.grants.plugin, tenant = %self.tenant, "more than {MAX_SYNC_REQUESTS} watch requests in one call; ignoring the rest");
@@ -66,20 +70,19 @@ impl calendar_host::Host for CallState {
         self.import_ended(
             started,
             "calendar-host.request-watch",
-            || format!("{connection:?}"),
+            || format!("{:?}", crate::capabilities::log::truncate(&connection, 256)),
             || taken.to_string(),
         );
     }
 
     async fn webhook_url(&mut self) -> String {
         let started = self.import_starts();
-        let url = self.services.webhook_url(self.grants.plugin.as_str(), &self.tenant);
-        self.import_ended(
-            started,
-            "calendar-host.webhook-url",
-            String::new,
-            || url.clone(),
-        );
+        let url = self
+            .services
+            .webhook_url(self.grants.plugin.as_str(), &self.tenant);
+        self.import_ended(started, "calendar-host.webhook-url", String::new, || {
+            url.clone()
+        });
         url
     }
 }

@@ -30,7 +30,10 @@ impl HostServices {
     /// The absolute URL of `plugin`'s webhook route for `tenant`; a path alone
     /// while the host has no address yet.
     pub fn webhook_url(&self, plugin: &str, tenant: &str) -> String {
-        let base = self.public_base.get().map_or("", |b| b.trim_end_matches('/'));
+        let base = self
+            .public_base
+            .get()
+            .map_or("", |b| b.trim_end_matches('/'));
         format!("{base}/api/webhooks/{plugin}/{tenant}")
     }
 }

@@ -8,7 +8,7 @@
 
 use sqlx::Row;
 
-use super::presence::{EngineRules, Effects, recompute, upsert_signal};
+use super::presence::{Effects, EngineRules, recompute, upsert_signal};
 use super::{Store, StoreError};
 use crate::model::{Instant, KeyedSignal, SignalSource};
 
@@ -29,6 +29,12 @@ pub struct CalendarSync {
     pub last_error: Option<String>,
     pub last_synced_at: Option<Instant>,
     pub watched_at: Option<Instant>,
+    /// The claim this worker holds (none when read outside a claim).
+    pub claim_token: Option<String>,
+    /// When the sync under way started (while `paging`).
+    pub sync_started_at: Option<Instant>,
+    /// A full sync under way sweeps events not seen since then.
+    pub sweep_before: Option<Instant>,
 }
 
 impl CalendarSync {
@@ -64,7 +70,8 @@ pub fn event_key(connection: &str, event_id: &str) -> String {
 /// One page to apply: what the sync worker made of a plugin's page.
 #[derive(Debug, Clone)]
 pub struct PageUpdate<'a> {
-    /// Forget every event held for the connection first.
+    /// This page starts a full sync: events held for the connection that the
+    /// sync does not bring again are forgotten when its last page is applied.
     pub reset: bool,
     /// Signals for the page's events (keyed with [`event_key`]).
     pub signals: &'a [KeyedSignal],
@@ -75,7 +82,8 @@ pub struct PageUpdate<'a> {
     pub more: bool,
     /// When the next sync is due after the last page (a safety re-sync).
     pub next_sync_at: Option<Instant>,
-    /// When this sync started: a request made since then is served by another.
+    /// When this sync started (its first page, in whatever claim): a request
+    /// made since then is served by another sync.
     pub started: Instant,
 }
 
@@ -94,6 +102,9 @@ fn sync_from(r: &sqlx::sqlite::SqliteRow) -> Result<CalendarSync, StoreError> {
         last_error: r.try_get("last_error")?,
         last_synced_at: r.try_get("last_synced_at")?,
         watched_at: r.try_get("watched_at")?,
+        claim_token: r.try_get("claim_token")?,
+        sync_started_at: r.try_get("sync_started_at")?,
+        sweep_before: r.try_get("sweep_before")?,
     })
 }
 
@@ -140,7 +151,7 @@ impl Store {
                 row.try_get("plugin")?,
                 row.try_get("user_id")?,
             );
-            forget_events(&mut tx, &tenant, &user, &connection).await?;
+            forget_events(&mut tx, &tenant, &user, &connection, None).await?;
             effects.absorb(recompute(&mut tx, &tenant, &user, now, rules).await?);
             untracked.push(Untracked {
                 tenant,
@@ -159,8 +170,9 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<CalendarSync>, StoreError> {
+        let token = hex::encode(rand::random::<[u8; 12]>());
         let rows = sqlx::query(
-            "UPDATE calendar_syncs SET claimed_until = ?
+            "UPDATE calendar_syncs SET claimed_until = ?, claim_token = ?
              WHERE rowid IN (
                SELECT rowid FROM calendar_syncs
                WHERE (sync_due_at <= ? OR watch_due_at <= ?)
@@ -170,6 +182,7 @@ impl Store {
              RETURNING *",
         )
         .bind(now + lease_ms)
+        .bind(&token)
         .bind(now)
         .bind(now)
         .bind(now)
@@ -179,17 +192,40 @@ impl Store {
         rows.iter().map(sync_from).collect()
     }
 
-    /// Extends a claim while a long sync runs.
+    /// Extends `sync`'s claim while a long sync runs; fails when it was lost.
     pub async fn extend_calendar_claim(
+        &self,
+        sync: &CalendarSync,
+        until: Instant,
+    ) -> Result<(), StoreError> {
+        let n = sqlx::query(
+            "UPDATE calendar_syncs SET claimed_until = ?
+             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
+        )
+        .bind(until)
+        .bind(&sync.tenant)
+        .bind(&sync.connection)
+        .bind(&sync.claim_token)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        held(n, sync)
+    }
+
+    /// Makes `connection` due for a watch and a sync now and forgets its
+    /// failures: it has a new token (a new consent, a seeded token).
+    pub async fn calendar_connection_renewed(
         &self,
         tenant: &str,
         connection: &str,
-        until: Instant,
+        now: Instant,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE calendar_syncs SET claimed_until = ? WHERE tenant = ? AND connection = ?",
+            "UPDATE calendar_syncs SET watch_due_at = ?, sync_due_at = ?, failures = 0
+             WHERE tenant = ? AND connection = ?",
         )
-        .bind(until)
+        .bind(now)
+        .bind(now)
         .bind(tenant)
         .bind(connection)
         .execute(&self.writer)
@@ -233,19 +269,18 @@ impl Store {
     /// missed in the gap).
     pub async fn calendar_watched(
         &self,
-        tenant: &str,
-        connection: &str,
+        sync: &CalendarSync,
         expires: Option<Instant>,
         renew_at: Instant,
         sync_now: Option<Instant>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let n = sqlx::query(
             "UPDATE calendar_syncs SET watch_expires_at = ?, watch_due_at = ?, watched_at = ?,
                sync_due_at = CASE WHEN ? IS NULL THEN sync_due_at
                                   ELSE MIN(COALESCE(sync_due_at, ?), ?) END,
                failures = 0, last_error = NULL
-             WHERE tenant = ? AND connection = ?",
+             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
         )
         .bind(expires)
         .bind(renew_at)
@@ -253,18 +288,19 @@ impl Store {
         .bind(sync_now)
         .bind(sync_now)
         .bind(sync_now)
-        .bind(tenant)
-        .bind(connection)
+        .bind(&sync.tenant)
+        .bind(&sync.connection)
+        .bind(&sync.claim_token)
         .execute(&self.writer)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        held(n, sync)
     }
 
     /// Records a failed watch or sync: the error, and when to try again.
     pub async fn calendar_failed(
         &self,
-        tenant: &str,
-        connection: &str,
+        sync: &CalendarSync,
         watching: bool,
         error: &str,
         retry_at: Instant,
@@ -274,21 +310,24 @@ impl Store {
         } else {
             "sync_due_at"
         };
-        sqlx::query(&format!(
+        let n = sqlx::query(&format!(
             "UPDATE calendar_syncs SET {column} = ?, failures = failures + 1, last_error = ?
-             WHERE tenant = ? AND connection = ?"
+             WHERE tenant = ? AND connection = ? AND claim_token IS ?"
         ))
         .bind(retry_at)
         .bind(error)
-        .bind(tenant)
-        .bind(connection)
+        .bind(&sync.tenant)
+        .bind(&sync.connection)
+        .bind(&sync.claim_token)
         .execute(&self.writer)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        held(n, sync)
     }
 
     /// Applies one page of a sync to `sync`'s person, with the cursor that
     /// follows it, in one transaction; re-derives the person's presence.
+    /// Nothing is written when the claim was lost.
     pub async fn apply_calendar_page(
         &self,
         sync: &CalendarSync,
@@ -298,71 +337,68 @@ impl Store {
     ) -> Result<Effects, StoreError> {
         let (tenant, user, connection) = (&sync.tenant, &sync.user, &sync.connection);
         let mut tx = self.writer.begin().await?;
-        if page.reset {
-            forget_events(&mut tx, tenant, user, connection).await?;
-        }
-        for id in page.removed {
-            sqlx::query(
-                "DELETE FROM presence_signals
-                 WHERE tenant = ? AND user_id = ? AND source = 'calendar' AND signal_key = ?",
-            )
-            .bind(tenant)
-            .bind(user)
-            .bind(event_key(connection, id))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for signal in page.signals {
-            if signal.signal.clears {
-                sqlx::query(
-                    "DELETE FROM presence_signals
-                     WHERE tenant = ? AND user_id = ? AND source = 'calendar' AND signal_key = ?",
-                )
-                .bind(tenant)
-                .bind(user)
-                .bind(&signal.key)
-                .execute(&mut *tx)
-                .await?;
-            } else {
-                upsert_signal(&mut tx, tenant, signal, now, rules).await?;
-            }
-        }
+        // The row first: it fences the page against a worker that lost its claim.
         let (sync_due, synced_at) = if page.more {
             (Some(now), None)
         } else {
             (page.next_sync_at, Some(now))
         };
-        sqlx::query(
+        let sweep = if page.reset {
+            Some(page.started)
+        } else {
+            sync.sweep_before
+        };
+        let n = sqlx::query(
             "UPDATE calendar_syncs SET cursor = ?, paging = ?,
                sync_due_at = CASE WHEN sync_requested_at >= ? THEN sync_requested_at ELSE ? END,
+               sync_started_at = ?, sweep_before = ?,
                last_synced_at = COALESCE(?, last_synced_at), failures = 0, last_error = NULL
-             WHERE tenant = ? AND connection = ?",
+             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
         )
         .bind(page.next_cursor)
         .bind(page.more)
         .bind(page.started)
         .bind(sync_due)
+        .bind(page.more.then_some(page.started))
+        .bind(if page.more { sweep } else { None })
         .bind(synced_at)
         .bind(tenant)
         .bind(connection)
+        .bind(&sync.claim_token)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        held(n, sync)?;
+        for id in page.removed {
+            delete_event(&mut tx, tenant, user, &event_key(connection, id)).await?;
+        }
+        for signal in page.signals {
+            if signal.signal.clears {
+                delete_event(&mut tx, tenant, user, &signal.key).await?;
+            } else {
+                upsert_signal(&mut tx, tenant, signal, now, rules).await?;
+            }
+        }
+        // The last page of a full sync: what it did not bring is gone.
+        if !page.more
+            && let Some(before) = sweep
+        {
+            forget_events(&mut tx, tenant, user, connection, Some(before)).await?;
+        }
         let effects = recompute(&mut tx, tenant, user, now, rules).await?;
         tx.commit().await?;
         Ok(effects)
     }
 
     /// Lets go of a claimed row (its work is recorded).
-    pub async fn release_calendar_claim(
-        &self,
-        tenant: &str,
-        connection: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn release_calendar_claim(&self, sync: &CalendarSync) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE calendar_syncs SET claimed_until = NULL WHERE tenant = ? AND connection = ?",
+            "UPDATE calendar_syncs SET claimed_until = NULL, claim_token = NULL
+             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
         )
-        .bind(tenant)
-        .bind(connection)
+        .bind(&sync.tenant)
+        .bind(&sync.connection)
+        .bind(&sync.claim_token)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -382,11 +418,10 @@ impl Store {
 
     /// The tenant's calendar syncs, for the API and health.
     pub async fn calendar_syncs(&self, tenant: &str) -> Result<Vec<CalendarSync>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM calendar_syncs WHERE tenant = ? ORDER BY connection")
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT * FROM calendar_syncs WHERE tenant = ? ORDER BY connection")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(sync_from).collect()
     }
 
@@ -424,12 +459,44 @@ impl Store {
     }
 }
 
-/// Deletes every synced event of `connection` held for `user`.
+/// `n` rows were updated under `sync`'s claim: none means it was lost.
+fn held(n: u64, sync: &CalendarSync) -> Result<(), StoreError> {
+    if n == 0 {
+        Err(StoreError::ClaimLost(format!(
+            "calendar {}/{}",
+            sync.tenant, sync.connection
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+async fn delete_event(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    user: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM presence_signals
+         WHERE tenant = ? AND user_id = ? AND source = 'calendar' AND signal_key = ?",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(key)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the synced events of `connection` held for `user`: all of them,
+/// or those last written before `before`.
 async fn forget_events(
     conn: &mut sqlx::SqliteConnection,
     tenant: &str,
     user: &str,
     connection: &str,
+    before: Option<Instant>,
 ) -> Result<(), StoreError> {
     let prefix = event_key_prefix(connection);
     // A range on the primary key: `prefix` up to the next key that does not
@@ -437,12 +504,14 @@ async fn forget_events(
     let end = format!("cal/{connection}0");
     sqlx::query(
         "DELETE FROM presence_signals WHERE tenant = ? AND user_id = ? AND source = 'calendar'
-           AND signal_key >= ? AND signal_key < ?",
+           AND signal_key >= ? AND signal_key < ? AND (? IS NULL OR updated_at < ?)",
     )
     .bind(tenant)
     .bind(user)
     .bind(&prefix)
     .bind(&end)
+    .bind(before)
+    .bind(before)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -480,7 +549,11 @@ mod tests {
         }
     }
 
-    fn page<'a>(signals: &'a [KeyedSignal], removed: &'a [String], cursor: &'a str) -> PageUpdate<'a> {
+    fn page<'a>(
+        signals: &'a [KeyedSignal],
+        removed: &'a [String],
+        cursor: &'a str,
+    ) -> PageUpdate<'a> {
         PageUpdate {
             reset: false,
             signals,
@@ -495,7 +568,11 @@ mod tests {
     async fn tracked(store: &Store, now: Instant) -> CalendarSync {
         let rules = EngineRules::default();
         store
-            .put_connection("t", &Connection::seeded("g:ana", "cal", "ana", None), b"tok")
+            .put_connection(
+                "t",
+                &Connection::seeded("g:ana", "cal", "ana", None),
+                b"tok",
+            )
             .await
             .unwrap();
         // A connection of another plugin, and one of a prefix-sharing name.
@@ -504,7 +581,11 @@ mod tests {
             .await
             .unwrap();
         store
-            .put_connection("t", &Connection::seeded("s:ana", "slack", "ana", None), b"tok")
+            .put_connection(
+                "t",
+                &Connection::seeded("s:ana", "slack", "ana", None),
+                b"tok",
+            )
             .await
             .unwrap();
         let (gone, _) = store
@@ -521,7 +602,10 @@ mod tests {
             "only the calendar plugin's connections are tracked, due at once"
         );
         assert!(claimed.iter().all(|c| c.sync_due(now) && c.watch_due(now)));
-        claimed.into_iter().find(|c| c.connection == "g:ana").unwrap()
+        claimed
+            .into_iter()
+            .find(|c| c.connection == "g:ana")
+            .unwrap()
     }
 
     #[tokio::test]
@@ -550,7 +634,10 @@ mod tests {
         let ids = |events: Vec<(String, Option<i64>, Option<i64>, String)>| {
             events.into_iter().map(|e| e.0).collect::<Vec<_>>()
         };
-        assert_eq!(ids(store.synced_events("t", "ana", "g:ana").await.unwrap()), ["a", "b"]);
+        assert_eq!(
+            ids(store.synced_events("t", "ana", "g:ana").await.unwrap()),
+            ["a", "b"]
+        );
         let state = store.calendar_syncs("t").await.unwrap();
         let mine = state.iter().find(|s| s.connection == "g:ana").unwrap();
         assert_eq!(mine.cursor.as_deref(), Some("c1"));
@@ -564,16 +651,58 @@ mod tests {
             .apply_calendar_page(&sync, &page(&[], &["a".to_string()], "c2"), now, &rules)
             .await
             .unwrap();
-        assert_eq!(ids(store.synced_events("t", "ana", "g:ana").await.unwrap()), ["b"]);
+        assert_eq!(
+            ids(store.synced_events("t", "ana", "g:ana").await.unwrap()),
+            ["b"]
+        );
+        // A full sync in two pages: what the first brings is kept until the
+        // last is applied; then what neither brought is gone.
         let fresh = [busy("g:ana", "c", now + 400, now + 450)];
         let reset = PageUpdate {
             reset: true,
-            ..page(&fresh, &[], "c3")
+            more: true,
+            started: now + 1,
+            ..page(&fresh, &[], "p2")
         };
-        store.apply_calendar_page(&sync, &reset, now, &rules).await.unwrap();
-        assert_eq!(ids(store.synced_events("t", "ana", "g:ana").await.unwrap()), ["c"]);
+        store
+            .apply_calendar_page(&sync, &reset, now + 2, &rules)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store.synced_events("t", "ana", "g:ana").await.unwrap()),
+            ["b", "c"]
+        );
+        let paging = store.calendar_syncs("t").await.unwrap();
+        let mine = paging
+            .iter()
+            .find(|s| s.connection == "g:ana")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (mine.sweep_before, mine.sync_started_at),
+            (Some(now + 1), Some(now + 1))
+        );
+        let resumed = CalendarSync {
+            claim_token: sync.claim_token.clone(),
+            ..mine
+        };
+        let last = PageUpdate {
+            started: now + 1,
+            ..page(&[], &[], "c3")
+        };
+        store
+            .apply_calendar_page(&resumed, &last, now + 3, &rules)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store.synced_events("t", "ana", "g:ana").await.unwrap()),
+            ["c"]
+        );
         // "g:an" shares a prefix of the name, not the events.
-        assert_eq!(ids(store.synced_events("t", "ana", "g:an").await.unwrap()), ["x"]);
+        assert_eq!(
+            ids(store.synced_events("t", "ana", "g:an").await.unwrap()),
+            ["x"]
+        );
         let (presence, _) = store.presence_state("t", "ana").await.unwrap().unwrap();
         assert_eq!(presence.availability, Availability::Available);
     }
@@ -596,20 +725,34 @@ mod tests {
             started,
             ..page(&[], &[], "c1")
         };
-        store.apply_calendar_page(&sync, &last, now + 10, &rules).await.unwrap();
+        store
+            .apply_calendar_page(&sync, &last, now + 10, &rules)
+            .await
+            .unwrap();
         let state = store.calendar_syncs("t").await.unwrap();
         let mine = state.iter().find(|s| s.connection == "g:ana").unwrap();
-        assert_eq!(mine.sync_due_at, Some(now + 5), "the request is served by another sync");
+        assert_eq!(
+            mine.sync_due_at,
+            Some(now + 5),
+            "the request is served by another sync"
+        );
 
         // A sync that started after the request completes it.
         let later = PageUpdate {
             started: now + 20,
             ..page(&[], &[], "c2")
         };
-        store.apply_calendar_page(&sync, &later, now + 30, &rules).await.unwrap();
+        store
+            .apply_calendar_page(&sync, &later, now + 30, &rules)
+            .await
+            .unwrap();
         let state = store.calendar_syncs("t").await.unwrap();
         let mine = state.iter().find(|s| s.connection == "g:ana").unwrap();
-        assert_eq!(mine.sync_due_at, Some(i64::MAX / 2), "only the periodic re-sync is left");
+        assert_eq!(
+            mine.sync_due_at,
+            Some(i64::MAX / 2),
+            "only the periodic re-sync is left"
+        );
     }
 
     #[tokio::test]
@@ -636,8 +779,60 @@ mod tests {
                 plugin: "cal".into()
             }]
         );
-        assert!(store.synced_events("t", "ana", "g:ana").await.unwrap().is_empty());
+        assert!(
+            store
+                .synced_events("t", "ana", "g:ana")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(effects.changes.len(), 1, "the person is free again");
-        assert_eq!(effects.changes[0].presence.availability, Availability::Available);
+        assert_eq!(
+            effects.changes[0].presence.availability,
+            Availability::Available
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_claim_was_taken_writes_nothing() {
+        let (_dir, store) = store().await;
+        let rules = EngineRules::default();
+        let now = 1_000_000;
+        let stale = tracked(&store, now).await;
+        // The claim lapses and another worker takes the row.
+        let fresh = store
+            .claim_calendar_syncs(now + 61_000, 60_000, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.connection == "g:ana")
+            .unwrap();
+        assert_ne!(fresh.claim_token, stale.claim_token);
+        let signals = [busy("g:ana", "a", now - 10, now + 100)];
+        let lost = store
+            .apply_calendar_page(&stale, &page(&signals, &[], "stale"), now, &rules)
+            .await;
+        assert!(matches!(lost, Err(StoreError::ClaimLost(_))), "{lost:?}");
+        assert!(
+            store
+                .synced_events("t", "ana", "g:ana")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            store.calendar_failed(&stale, false, "x", now).await,
+            Err(StoreError::ClaimLost(_))
+        ));
+        // Its release leaves the new claim alone; the holder's write goes through.
+        store.release_calendar_claim(&stale).await.unwrap();
+        store
+            .apply_calendar_page(&fresh, &page(&signals, &[], "fresh"), now, &rules)
+            .await
+            .unwrap();
+        let state = store.calendar_syncs("t").await.unwrap();
+        let row = state.iter().find(|s| s.connection == "g:ana").unwrap();
+        assert_eq!(row.cursor.as_deref(), Some("fresh"));
+        assert_eq!(row.claim_token, fresh.claim_token);
     }
 }

@@ -43,6 +43,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    /// A worker's claim on a row lapsed and another took it: its write was not made.
+    #[error("the claim on {0} was lost to another worker")]
+    ClaimLost(String),
 }
 
 /// A secret's name: what plugins and operators use in place of its value.

@@ -317,8 +317,8 @@ impl Store {
         )
     }
 
-    /// Every stored signal of `user` that has not expired at `now` (future ones
-    /// included), newest first.
+    /// The signals of `user` holding at `now` and the next one to start (what
+    /// the derivation reads; later ones wait their turn), newest first.
     pub async fn signals(
         &self,
         tenant: &str,

@@ -276,7 +276,10 @@ async fn process(
             match app.store.connection(&tenant, connection).await? {
                 Some(c) if c.plugin == plugin_name => signal.user = c.user,
                 _ => {
-                    tracing::warn!(connection, "signal for a connection this plugin does not have; ignored");
+                    tracing::warn!(
+                        connection,
+                        "signal for a connection this plugin does not have; ignored"
+                    );
                     continue;
                 }
             }
@@ -303,9 +306,11 @@ async fn process(
         };
         signals.push(
             classify::event_signal(
-                &app.registry,
-                &chain,
-                &tenant,
+                classify::Chain {
+                    registry: &app.registry,
+                    classifiers: &chain,
+                    tenant: &tenant,
+                },
                 &user_event.user,
                 format!("{plugin_name}:{}", event.id),
                 &plugin_name,
@@ -321,11 +326,13 @@ async fn process(
     // waiting (its deadline, a dropped connection) cancels this handler, not
     // the commit, and a committed change is always announced (SSE, the
     // router's wake, the scheduler), even though the redelivery is a duplicate.
-    // A calendar provider's sync requests are recorded there too, once the
-    // delivery is: a redelivery asks for nothing new.
+    // A calendar provider's sync requests are recorded there too, after the
+    // delivery.
     let delivery_id = outcome.delivery_id.clone();
-    let (sync_requests, watch_requests) =
-        (outcome.sync_requests.clone(), outcome.watch_requests.clone());
+    let (sync_requests, watch_requests) = (
+        outcome.sync_requests.clone(),
+        outcome.watch_requests.clone(),
+    );
     let committing = app.clone();
     let commit = tokio::spawn(
         async move {
@@ -340,11 +347,14 @@ async fn process(
                 )
                 .await?;
             committing.engine.publish(effects);
-            if commit == WebhookCommit::Recorded {
+            // A redelivery asks again: requests coalesce, and the first
+            // asking may not have been recorded (a crash after the commit).
+            {
                 use crate::calendar::sync::{Wanted, request};
-                for (wanted, connections) in
-                    [(Wanted::Sync, &sync_requests), (Wanted::Watch, &watch_requests)]
-                {
+                for (wanted, connections) in [
+                    (Wanted::Sync, &sync_requests),
+                    (Wanted::Watch, &watch_requests),
+                ] {
                     if !connections.is_empty() {
                         request(&committing, &tenant, &plugin_name, wanted, connections).await?;
                     }

@@ -68,9 +68,17 @@ impl<'a> Notification<'a> {
     /// Reads the headers (`header` looks one up by its lower-case name).
     pub fn read(header: impl Fn(&str) -> Option<&'a str>) -> Result<Self, String> {
         Ok(Self {
+            // Our channel ids are UUIDs (Google allows up to 64 characters of
+            // [A-Za-z0-9\-_+/=]); anything else is not one of ours, and is not
+            // looked up.
             channel_id: header("x-goog-channel-id")
-                .filter(|v| !v.is_empty())
-                .ok_or("missing X-Goog-Channel-ID: not a Google Calendar notification")?,
+                .filter(|v| {
+                    !v.is_empty()
+                        && v.len() <= 64
+                        && v.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b))
+                })
+                .ok_or("missing or malformed X-Goog-Channel-ID: not a notification of ours")?,
             token: header("x-goog-channel-token"),
             resource_id: header("x-goog-resource-id").map(str::trim),
             resource_state: header("x-goog-resource-state")

@@ -289,8 +289,14 @@ impl CalendarGuest for GoogleCalendar {
             kept.retired = retire(&connection, replaced)?;
             save(&key, &kept)?;
         }
+        // Google channels always expire; one whose expiry we could not read
+        // is renewed within a day rather than trusted for ever.
         Ok(WatchLease {
-            expires: record.expiration_ms,
+            expires: Some(
+                record
+                    .expiration_ms
+                    .unwrap_or(presence_sdk::now_ms() + 24 * 3_600_000),
+            ),
         })
     }
 

@@ -225,7 +225,10 @@ pub fn is_delta_cursor(api_base: &str, cursor: &str) -> bool {
         .and_then(|rest| rest.strip_prefix("/v1.0/"))
         .is_some_and(|rest| {
             let path = rest.split('?').next().unwrap_or(rest);
-            !path.contains("..") && !rest.contains('#') && path.ends_with("/delta")
+            !path.contains("..")
+                && !path.to_ascii_lowercase().contains("%2e")
+                && !rest.contains('#')
+                && path.ends_with("/delta")
         })
 }
 

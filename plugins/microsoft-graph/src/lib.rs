@@ -37,20 +37,47 @@ pub const SYNC_AHEAD_MS: i64 = 90 * 86_400_000;
 /// Gone for Outlook resources, 400 for directory ones): start again.
 const RESYNC_CODES: &[&str] = &["syncStateNotFound", "resyncRequired", "syncStateInvalid"];
 
+/// A delta cursor carries when its window was opened: `{opened_ms} {url}`.
+/// The window (from a day back to 90 days ahead) is fixed by the first
+/// request of a full sync, so after a week the next sync is a full one over a
+/// window from then.
+const WINDOW_REOPEN_MS: i64 = 7 * 24 * 3_600_000;
+
+fn wrap_cursor(opened: i64, url: &str) -> String {
+    format!("{opened} {url}")
+}
+
+fn unwrap_cursor(cursor: &str) -> Option<(i64, &str)> {
+    let (opened, url) = cursor.split_once(' ')?;
+    Some((opened.parse().ok()?, url))
+}
+
 /// One page of the calendar view's changes since `cursor` (a `nextLink` or
-/// `deltaLink`); a full sync without one, or when Graph no longer honours it.
+/// `deltaLink`); a full sync without one, when Graph no longer honours it, or
+/// when its window is a week old.
 pub fn sync(connection: &str, cursor: Option<String>) -> Result<CalendarPage, PluginError> {
     let api_base = api::api_base();
     let now = presence_sdk::now_ms();
     let full = events::full_sync_url(&api_base, now - SYNC_PAST_MS, now + SYNC_AHEAD_MS);
-    let (url, mut reset) = match cursor {
-        None => (full.clone(), false),
-        Some(c) if events::is_delta_cursor(&api_base, &c) => (c, false),
+    let (url, mut opened, mut reset) = match cursor.as_deref().map(unwrap_cursor) {
+        None => (full.clone(), now, false),
+        Some(Some((opened, url)))
+            if events::is_delta_cursor(&api_base, url)
+                && (0..WINDOW_REOPEN_MS).contains(&now.saturating_sub(opened)) =>
+        {
+            (url.to_string(), opened, false)
+        }
+        Some(Some((_, url))) if events::is_delta_cursor(&api_base, url) => {
+            presence_sdk::log::info(&format!(
+                "the sync window of {connection} is a week old; syncing in full over a new one"
+            ));
+            (full.clone(), now, true)
+        }
         Some(_) => {
             presence_sdk::log::warn(&format!(
                 "the sync cursor of {connection} is not a Graph delta URL under {api_base}; syncing in full"
             ));
-            (full.clone(), true)
+            (full.clone(), now, true)
         }
     };
     let service = "Graph GET /me/calendarView/delta";
@@ -65,6 +92,7 @@ pub fn sync(connection: &str, cursor: Option<String>) -> Result<CalendarPage, Pl
             response.status
         ));
         reset = true;
+        opened = now;
         response = api::send(service, "GET", &full, None, &preferences, connection)?;
     }
     if !(200..300).contains(&response.status) {
@@ -77,6 +105,20 @@ pub fn sync(connection: &str, cursor: Option<String>) -> Result<CalendarPage, Pl
         presence_sdk::log::warn(warning);
     }
     let mut page = reading.page;
+    // A link is followed with the person's token: one Graph gives outside
+    // api_base is refused here, not stored.
+    if let Some(link) = &page.next_cursor
+        && !events::is_delta_cursor(&api_base, link)
+    {
+        return Err(PluginError::Upstream(
+            presence_sdk::provider::UpstreamFailure {
+                message: format!("{service}: the next link is not a delta URL under {api_base}"),
+                status: Some(response.status),
+                retry_after_ms: None,
+            },
+        ));
+    }
+    page.next_cursor = page.next_cursor.map(|link| wrap_cursor(opened, &link));
     page.reset = reset;
     Ok(page)
 }
@@ -94,11 +136,11 @@ pub fn push(connection: &str, presence: &Presence) -> Result<(), PluginError> {
     let service = format!("Graph POST /users/{{id}}/presence/{}", call.action());
     let url = format!("{api_base}/v1.0/users/{user_id}/presence/{}", call.action());
     let response = api::send(&service, "POST", &url, Some(call.body()), &[], connection)?;
-    if (200..300).contains(&response.status) {
-        Ok(())
-    } else {
-        Err(api::failure(&service, &response))
+    if !(200..300).contains(&response.status) {
+        return Err(api::failure(&service, &response));
     }
+    presence::remember_push(connection, presence, presence_sdk::now_ms());
+    Ok(())
 }
 
 /// The component's exports (exported only in the wasm build, see below).

@@ -101,6 +101,10 @@ pub struct Work {
     pub presence: BTreeSet<String>,
     /// Lifecycle events received, worded for the log.
     pub lifecycle: Vec<String>,
+    /// Subscription ids that are not ours (skipped).
+    pub unknown: Vec<String>,
+    /// Items whose subscription and clientState checked out.
+    pub verified: usize,
 }
 
 /// Checks every notification of a delivery against our records (looked up
@@ -115,11 +119,13 @@ pub fn verify(
         let id = item.subscription_id.as_deref().ok_or_else(|| {
             PluginError::Unauthorized("a notification without a subscriptionId".into())
         })?;
+        // A subscription we no longer know (renewed away, deleted) may share
+        // the URL with ours: skipped, so it does not refuse the others.
         let Some(sub) = record(id)? else {
-            return Err(PluginError::Unauthorized(format!(
-                "subscription {id} is not ours"
-            )));
+            work.unknown.push(id.to_string());
+            continue;
         };
+        work.verified += 1;
         let given = item.client_state.as_deref().unwrap_or("");
         if !constant_time_eq(given.as_bytes(), sub.client_state.as_bytes()) {
             return Err(PluginError::Unauthorized(format!(
@@ -148,6 +154,12 @@ pub fn verify(
             }
         }
     }
+    if work.verified == 0 {
+        return Err(PluginError::Unauthorized(format!(
+            "no notification is for a subscription of ours ({})",
+            work.unknown.join(", ")
+        )));
+    }
     Ok(work)
 }
 
@@ -166,11 +178,18 @@ fn presence_signals(api_base: &str, connection: &str) -> Result<Vec<PresenceSign
         )?,
     )?;
     let field = |k: &str| answer.get(k).and_then(Value::as_str).unwrap_or("");
+    let now = presence_sdk::now_ms();
+    if presence::is_own_echo(connection, field("availability"), field("activity"), now) {
+        presence_sdk::log::debug(&format!(
+            "the presence of {connection} is our own last push; not news"
+        ));
+        return Ok(Vec::new());
+    }
     Ok(presence::signals(
         connection,
         field("availability"),
         field("activity"),
-        presence_sdk::now_ms(),
+        now,
     ))
 }
 
@@ -185,6 +204,12 @@ pub fn handle(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
     for event in &work.lifecycle {
         presence_sdk::log::info(event);
     }
+    if !work.unknown.is_empty() {
+        presence_sdk::log::info(&format!(
+            "notifications for subscriptions that are not ours skipped: {}",
+            work.unknown.join(", ")
+        ));
+    }
     for connection in &work.watch {
         calendar_host::request_watch(connection);
     }
@@ -194,8 +219,15 @@ pub fn handle(request: WebhookRequest) -> Result<WebhookOutcome, PluginError> {
     let mut signals = Vec::new();
     if !work.presence.is_empty() {
         let api_base = api::api_base();
+        // Graph wants its answer within seconds: a read that fails is
+        // logged and skipped, not a failed delivery (the other work stands).
         for connection in &work.presence {
-            signals.extend(presence_signals(&api_base, connection)?);
+            match presence_signals(&api_base, connection) {
+                Ok(read) => signals.extend(read),
+                Err(e) => presence_sdk::log::warn(&format!(
+                    "reading the presence of {connection} failed: {e:?}"
+                )),
+            }
         }
     }
     Ok(WebhookOutcome {
@@ -297,6 +329,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_subscription_we_no_longer_know_is_skipped_not_fatal() {
+        let delivery = items(
+            r#"{"value": [{"subscriptionId": "gone", "clientState": "whatever"},
+                          {"subscriptionId": "events-1", "clientState": "secretClientValue"}]}"#,
+        );
+        let work = verify(&delivery, records).unwrap();
+        assert_eq!(work.unknown, ["gone"]);
+        assert!(work.sync.contains("alice"));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! cleared instead (`presence: clearPresence`), so Teams shows the person's
 //! own clients' state.
 
-use presence_sdk::provider::{Availability, Presence, PresenceSignal, SignalSource};
+use presence_sdk::provider::{Availability, Presence, PresenceSignal, SignalSource, kv};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// How long a call signal holds if the end of the call is never heard of.
@@ -158,6 +159,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn our_own_push_read_back_is_an_echo_until_it_lapses() {
+        let pushed = Pushed {
+            availability: "Busy".into(),
+            activity: "InAConferenceCall".into(),
+            until_ms: 10_000,
+        };
+        assert!(pushed.echoes("Busy", "InAConferenceCall", 5_000));
+        // The person's own call, or after our session lapsed, is news.
+        assert!(!pushed.echoes("Busy", "InACall", 5_000));
+        assert!(!pushed.echoes("Busy", "InAConferenceCall", 10_000));
+    }
+
+    #[test]
     fn teams_statuses_map_to_availability() {
         let cases = [
             ("Available", "Available", Availability::Available),
@@ -259,5 +273,59 @@ mod tests {
         let clear = call_for("app", &presence(Availability::Offline, None), 0);
         assert_eq!(clear, PresenceCall::Clear(json!({"sessionId": "app"})));
         assert_eq!(clear.action(), "clearPresence");
+    }
+}
+
+/// What the app last set for a connection. Graph's presence combines every
+/// session's, the app's included, so what it reports back can be our own
+/// push: read back, it is not news (our `Busy/InAConferenceCall` for a
+/// meeting is not a call the person is in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushed {
+    pub availability: String,
+    pub activity: String,
+    /// When the app's session lapses at Graph.
+    pub until_ms: i64,
+}
+
+impl Pushed {
+    /// Whether a presence read at `now_ms` is this push coming back.
+    pub fn echoes(&self, availability: &str, activity: &str, now_ms: i64) -> bool {
+        now_ms < self.until_ms && self.availability == availability && self.activity == activity
+    }
+}
+
+fn pushed_key(connection: &str) -> String {
+    format!("pushed/{connection}")
+}
+
+/// Remembers what was just pushed for `connection` (forgets it for a clear).
+pub fn remember_push(connection: &str, presence: &Presence, now_ms: i64) {
+    let key = pushed_key(connection);
+    let written = match pair_of(presence.availability) {
+        Some((availability, activity)) => {
+            let pushed = Pushed {
+                availability: availability.into(),
+                activity: activity.into(),
+                until_ms: now_ms + expiration_minutes(presence.until, now_ms) * 60_000,
+            };
+            let value = serde_json::to_vec(&pushed).expect("a record serializes");
+            kv::set(&key, &value)
+        }
+        None => kv::delete(&key),
+    };
+    if let Err(e) = written {
+        presence_sdk::log::warn(&format!(
+            "could not remember the presence pushed for {connection}: {e:?}"
+        ));
+    }
+}
+
+/// Whether Graph's presence for `connection` is only our own last push.
+pub fn is_own_echo(connection: &str, availability: &str, activity: &str, now_ms: i64) -> bool {
+    match kv::get(&pushed_key(connection)) {
+        Ok(Some(bytes)) => serde_json::from_slice::<Pushed>(&bytes)
+            .is_ok_and(|p| p.echoes(availability, activity, now_ms)),
+        _ => false,
     }
 }

@@ -68,6 +68,12 @@ impl Guest for Hostile {
                 outcome.signals[0].user = " ".into();
                 Ok(outcome)
             }
+            "impersonate" => {
+                // A presence for the person behind another plugin's connection.
+                let mut outcome = answer("as someone else's connection");
+                outcome.signals[0].user = format!("connection:{target}");
+                Ok(outcome)
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
