@@ -241,6 +241,23 @@ async fn google_full_sync_then_notifications_keep_presence_in_step() {
     let lists = google.list_calls();
     assert!(lists[0].is_full_sync_start(), "{lists:?}");
     assert_eq!(lists[0].param("singleEvents"), Some("true"));
+    // Health counts the plugin's watch and sync calls and the worker's runs.
+    let (_, health) = host.get_json("/api/integrations/health").await;
+    let job = health["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "calendar-sync")
+        .cloned();
+    assert!(job.is_some_and(|j| j["last_outcome"] == "ok"), "{health}");
+    let plugin = health["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["plugin"] == "google-calendar")
+        .cloned()
+        .unwrap();
+    assert!(plugin["calls"].as_u64().unwrap() >= 2, "{plugin}");
 
     // A focus block starts now: Google notifies, the host syncs incrementally.
     let synced_at = first["last_synced_at"].as_i64().unwrap();

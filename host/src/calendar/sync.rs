@@ -97,15 +97,22 @@ pub async fn request(
 /// Runs the worker until the task is aborted.
 pub async fn run(app: Arc<App>) {
     loop {
-        if let Err(e) = tick(&app).await {
+        let run = tick(&app).await.map_err(|e| {
             tracing::warn!(error = %e, "calendar sync round failed; retrying");
-        }
+            e.to_string()
+        });
         let wait = match app.store.next_calendar_due().await {
             Ok(Some(due)) => {
                 Duration::from_millis((due - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
             }
             _ => POLL,
         };
+        // Watches, renewals and syncs: the health report's job "calendar-sync".
+        app.health.job_ran(
+            "calendar-sync",
+            run,
+            Some(now_ms() + wait.as_millis() as i64),
+        );
         tokio::select! {
             _ = app.engine.calendar_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
