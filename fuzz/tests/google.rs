@@ -53,7 +53,11 @@ fn google_notification_headers() {
         });
         if let Ok(n) = read {
             assert!(!n.channel_id.is_empty() && n.channel_id.len() <= 64);
-            assert!(n.channel_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b)));
+            assert!(
+                n.channel_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b))
+            );
         }
     });
 }

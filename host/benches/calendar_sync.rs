@@ -219,11 +219,13 @@ async fn run(total: usize, bundled: &std::path::Path) {
 
     // 2. Incremental: move events one after another.
     let mut latencies = Vec::with_capacity(CHANGES);
-    for k in 0..CHANGES {
-        let i = (k * 97 + 1) % total;
-        if is_free(i) || i % 20 == 15 {
-            continue;
-        }
+    // Timed events that are stored, spread over the calendar.
+    let movable: Vec<usize> = (0..total)
+        .map(|k| (k * 97 + 1) % total)
+        .filter(|&i| !is_free(i) && i % 20 != 15)
+        .take(CHANGES)
+        .collect();
+    for (k, i) in movable.into_iter().enumerate() {
         let mut e = event(i, total);
         let new_start = Utc::now() + TimeDelta::days(300) + TimeDelta::minutes(k as i64);
         let start_ms = new_start.timestamp_millis() / 1000 * 1000;

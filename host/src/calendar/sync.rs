@@ -278,6 +278,9 @@ async fn sync_pages(
     };
     // A sync from no cursor is a full one: what is not in it is gone.
     let mut full = sync.cursor.is_none() && !sync.paging;
+    // A full sync under way (resumed from an earlier claim, or started here)
+    // sweeps, at its last page, what it did not bring.
+    let mut sweep = sync.sweep_before.filter(|_| sync.paging);
     let mut cursor = sync.cursor.clone();
     let zone: Tz = app
         .store
@@ -306,6 +309,7 @@ async fn sync_pages(
         app.store
             .extend_calendar_claim(sync, now_ms() + LEASE_MS)
             .await?;
+        let asked_at = now_ms();
         let answer = app
             .runtime
             .sync_page(
@@ -365,6 +369,10 @@ async fn sync_pages(
             );
         }
         let more = page.more && page.next_cursor.is_some();
+        if page.reset || full {
+            // Everything written from now on is this full sync's.
+            sweep = Some(asked_at);
+        }
         let update = PageUpdate {
             reset: page.reset || full,
             signals: &signals,
@@ -373,6 +381,7 @@ async fn sync_pages(
             more,
             next_sync_at: Some(now + RESYNC_MS),
             started,
+            sweep,
         };
         app.store
             .extend_calendar_claim(sync, now_ms() + LEASE_MS)

@@ -29,7 +29,8 @@ pub struct CalendarSync {
     pub last_error: Option<String>,
     pub last_synced_at: Option<Instant>,
     pub watched_at: Option<Instant>,
-    /// The claim this worker holds (none when read outside a claim).
+    /// The claim on the row (a worker's own when it claimed it; writes under a
+    /// claim match it exactly, so none matches nothing).
     pub claim_token: Option<String>,
     /// When the sync under way started (while `paging`).
     pub sync_started_at: Option<Instant>,
@@ -85,6 +86,10 @@ pub struct PageUpdate<'a> {
     /// When this sync started (its first page, in whatever claim): a request
     /// made since then is served by another sync.
     pub started: Instant,
+    /// While a full sync is under way: when it (re)started, so that its last
+    /// page forgets the connection's events not written since. The worker
+    /// carries it from page to page (and the row, from claim to claim).
+    pub sweep: Option<Instant>,
 }
 
 fn sync_from(r: &sqlx::sqlite::SqliteRow) -> Result<CalendarSync, StoreError> {
@@ -200,7 +205,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let n = sqlx::query(
             "UPDATE calendar_syncs SET claimed_until = ?
-             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
+             WHERE tenant = ? AND connection = ? AND claim_token = ?",
         )
         .bind(until)
         .bind(&sync.tenant)
@@ -221,9 +226,11 @@ impl Store {
         now: Instant,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE calendar_syncs SET watch_due_at = ?, sync_due_at = ?, failures = 0
+            "UPDATE calendar_syncs SET watch_due_at = ?, sync_due_at = ?, sync_requested_at = ?,
+               failures = 0
              WHERE tenant = ? AND connection = ?",
         )
+        .bind(now)
         .bind(now)
         .bind(now)
         .bind(tenant)
@@ -280,7 +287,7 @@ impl Store {
                sync_due_at = CASE WHEN ? IS NULL THEN sync_due_at
                                   ELSE MIN(COALESCE(sync_due_at, ?), ?) END,
                failures = 0, last_error = NULL
-             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
+             WHERE tenant = ? AND connection = ? AND claim_token = ?",
         )
         .bind(expires)
         .bind(renew_at)
@@ -312,7 +319,7 @@ impl Store {
         };
         let n = sqlx::query(&format!(
             "UPDATE calendar_syncs SET {column} = ?, failures = failures + 1, last_error = ?
-             WHERE tenant = ? AND connection = ? AND claim_token IS ?"
+             WHERE tenant = ? AND connection = ? AND claim_token = ?"
         ))
         .bind(retry_at)
         .bind(error)
@@ -343,17 +350,13 @@ impl Store {
         } else {
             (page.next_sync_at, Some(now))
         };
-        let sweep = if page.reset {
-            Some(page.started)
-        } else {
-            sync.sweep_before
-        };
+        let sweep = page.sweep;
         let n = sqlx::query(
             "UPDATE calendar_syncs SET cursor = ?, paging = ?,
                sync_due_at = CASE WHEN sync_requested_at >= ? THEN sync_requested_at ELSE ? END,
                sync_started_at = ?, sweep_before = ?,
                last_synced_at = COALESCE(?, last_synced_at), failures = 0, last_error = NULL
-             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
+             WHERE tenant = ? AND connection = ? AND claim_token = ?",
         )
         .bind(page.next_cursor)
         .bind(page.more)
@@ -394,7 +397,7 @@ impl Store {
     pub async fn release_calendar_claim(&self, sync: &CalendarSync) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE calendar_syncs SET claimed_until = NULL, claim_token = NULL
-             WHERE tenant = ? AND connection = ? AND claim_token IS ?",
+             WHERE tenant = ? AND connection = ? AND claim_token = ?",
         )
         .bind(&sync.tenant)
         .bind(&sync.connection)
@@ -562,6 +565,7 @@ mod tests {
             more: false,
             next_sync_at: Some(i64::MAX / 2),
             started: 0,
+            sweep: None,
         }
     }
 
@@ -662,6 +666,7 @@ mod tests {
             reset: true,
             more: true,
             started: now + 1,
+            sweep: Some(now + 1),
             ..page(&fresh, &[], "p2")
         };
         store
@@ -682,16 +687,14 @@ mod tests {
             (mine.sweep_before, mine.sync_started_at),
             (Some(now + 1), Some(now + 1))
         );
-        let resumed = CalendarSync {
-            claim_token: sync.claim_token.clone(),
-            ..mine
-        };
+        // The last page, in the same claim (the row as it was claimed).
         let last = PageUpdate {
             started: now + 1,
+            sweep: Some(now + 1),
             ..page(&[], &[], "c3")
         };
         store
-            .apply_calendar_page(&resumed, &last, now + 3, &rules)
+            .apply_calendar_page(&sync, &last, now + 3, &rules)
             .await
             .unwrap();
         assert_eq!(

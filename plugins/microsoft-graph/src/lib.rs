@@ -132,14 +132,25 @@ pub fn push(connection: &str, presence: &Presence) -> Result<(), PluginError> {
     })?;
     let api_base = api::api_base();
     let user_id = subscriptions::graph_user_id(&api_base, connection)?;
-    let call = presence::call_for(&session_id, presence, presence_sdk::now_ms());
+    let mut call = presence::call_for(&session_id, presence, presence_sdk::now_ms());
+    let own = presence::own(connection);
+    if let Some(pair) = presence::pair_of(presence.availability)
+        && presence::repeats_own(pair, own.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))
+    {
+        call = presence::PresenceCall::Clear(serde_json::json!({ "sessionId": session_id }));
+    }
     let service = format!("Graph POST /users/{{id}}/presence/{}", call.action());
     let url = format!("{api_base}/v1.0/users/{user_id}/presence/{}", call.action());
     let response = api::send(&service, "POST", &url, Some(call.body()), &[], connection)?;
     if !(200..300).contains(&response.status) {
         return Err(api::failure(&service, &response));
     }
-    presence::remember_push(connection, presence, presence_sdk::now_ms());
+    match call {
+        presence::PresenceCall::Set(_) => {
+            presence::remember_push(connection, presence, presence_sdk::now_ms())
+        }
+        presence::PresenceCall::Clear(_) => presence::forget_push(connection),
+    }
     Ok(())
 }
 

@@ -185,6 +185,7 @@ fn presence_signals(api_base: &str, connection: &str) -> Result<Vec<PresenceSign
         ));
         return Ok(Vec::new());
     }
+    presence::remember_own(connection, field("availability"), field("activity"));
     Ok(presence::signals(
         connection,
         field("availability"),

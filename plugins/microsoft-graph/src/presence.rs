@@ -159,6 +159,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_push_that_repeats_the_persons_own_state_is_not_made() {
+        assert!(repeats_own(("Busy", "InACall"), Some(("Busy", "InACall"))));
+        assert!(!repeats_own(
+            ("Busy", "InACall"),
+            Some(("Available", "Available"))
+        ));
+        assert!(!repeats_own(("Busy", "InACall"), None));
+    }
+
+    #[test]
     fn our_own_push_read_back_is_an_echo_until_it_lapses() {
         let pushed = Pushed {
             availability: "Busy".into(),
@@ -279,7 +289,9 @@ mod tests {
 /// What the app last set for a connection. Graph's presence combines every
 /// session's, the app's included, so what it reports back can be our own
 /// push: read back, it is not news (our `Busy/InAConferenceCall` for a
-/// meeting is not a call the person is in).
+/// meeting is not a call the person is in). The ambiguity that remains: if
+/// the person's own state becomes exactly the pair we set, it is taken for
+/// our echo until our session lapses or the host pushes something else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pushed {
     pub availability: String,
@@ -297,6 +309,34 @@ impl Pushed {
 
 fn pushed_key(connection: &str) -> String {
     format!("pushed/{connection}")
+}
+
+fn own_key(connection: &str) -> String {
+    format!("own/{connection}")
+}
+
+/// Remembers the person's own presence as last read (not our echo).
+pub fn remember_own(connection: &str, availability: &str, activity: &str) {
+    let value = serde_json::to_vec(&(availability, activity)).expect("a pair serializes");
+    if let Err(e) = kv::set(&own_key(connection), &value) {
+        presence_sdk::log::warn(&format!(
+            "could not remember the presence read for {connection}: {e:?}"
+        ));
+    }
+}
+
+/// The person's own presence as last read, if any.
+pub fn own(connection: &str) -> Option<(String, String)> {
+    let bytes = kv::get(&own_key(connection)).ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether setting `pair` would only repeat what the person's own clients
+/// already show (`own`). Then the app's session is cleared instead: it adds
+/// nothing, and a session holding their state would be read back as theirs
+/// after it changed (a call they hung up would seem to go on).
+pub fn repeats_own(pair: (&str, &str), own: Option<(&str, &str)>) -> bool {
+    own == Some(pair)
 }
 
 /// Remembers what was just pushed for `connection` (forgets it for a clear).
@@ -317,6 +357,15 @@ pub fn remember_push(connection: &str, presence: &Presence, now_ms: i64) {
     if let Err(e) = written {
         presence_sdk::log::warn(&format!(
             "could not remember the presence pushed for {connection}: {e:?}"
+        ));
+    }
+}
+
+/// Forgets the last push (the app's session was cleared).
+pub fn forget_push(connection: &str) {
+    if let Err(e) = kv::delete(&pushed_key(connection)) {
+        presence_sdk::log::warn(&format!(
+            "could not forget the presence pushed for {connection}: {e:?}"
         ));
     }
 }
