@@ -30,8 +30,11 @@ CREATE TABLE calendar_syncs (
     -- While a full sync is under way: events not seen since then are swept
     -- when its last page is applied (so a failure mid-way forgets nothing).
     sweep_before      INTEGER,
-    -- Consecutive failures (sync or watch), for backoff and health.
+    -- Consecutive failures of syncs and of watches, each with its own backoff
+    -- (a watch the provider keeps refusing does not retry at the pace of
+    -- syncs that work).
     failures          INTEGER NOT NULL DEFAULT 0,
+    watch_failures    INTEGER NOT NULL DEFAULT 0,
     last_error        TEXT,
     last_synced_at    INTEGER,
     watched_at        INTEGER,

@@ -32,8 +32,9 @@ pub struct CalendarView {
     pub watch_expires_at: Option<Instant>,
     /// When they are renewed next.
     pub watch_due_at: Option<Instant>,
-    /// Consecutive failures, and the last one's message.
+    /// Consecutive failed syncs and failed watches, and the last failure's message.
     pub failures: u32,
+    pub watch_failures: u32,
     pub last_error: Option<String>,
 }
 
@@ -50,6 +51,7 @@ impl From<CalendarSync> for CalendarView {
             watch_expires_at: s.watch_expires_at,
             watch_due_at: s.watch_due_at,
             failures: s.failures,
+            watch_failures: s.watch_failures,
             last_error: s.last_error,
         }
     }

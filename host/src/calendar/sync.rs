@@ -412,7 +412,12 @@ async fn failed(
 ) -> Result<(), StoreError> {
     let what = if watching { "watch" } else { "sync" };
     let asked = retry_after_ms.unwrap_or(0).min(MAX_RETRY_AFTER_MS as u64) as i64;
-    let wait = backoff(sync.failures).max(asked);
+    let failures = if watching {
+        sync.watch_failures
+    } else {
+        sync.failures
+    };
+    let wait = backoff(failures).max(asked);
     tracing::warn!(tenant = %sync.tenant, connection = %sync.connection, error, retry_in_ms = wait, "calendar {what} failed");
     app.store
         .calendar_failed(sync, watching, error, now_ms().saturating_add(wait))

@@ -25,7 +25,9 @@ pub struct CalendarSync {
     pub sync_due_at: Option<Instant>,
     pub watch_due_at: Option<Instant>,
     pub watch_expires_at: Option<Instant>,
+    /// Consecutive failed syncs, and failed watches.
     pub failures: u32,
+    pub watch_failures: u32,
     pub last_error: Option<String>,
     pub last_synced_at: Option<Instant>,
     pub watched_at: Option<Instant>,
@@ -104,6 +106,9 @@ fn sync_from(r: &sqlx::sqlite::SqliteRow) -> Result<CalendarSync, StoreError> {
         watch_due_at: r.try_get("watch_due_at")?,
         watch_expires_at: r.try_get("watch_expires_at")?,
         failures: r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
+        watch_failures: r
+            .try_get::<i64, _>("watch_failures")?
+            .clamp(0, u32::MAX as i64) as u32,
         last_error: r.try_get("last_error")?,
         last_synced_at: r.try_get("last_synced_at")?,
         watched_at: r.try_get("watched_at")?,
@@ -227,7 +232,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE calendar_syncs SET watch_due_at = ?, sync_due_at = ?, sync_requested_at = ?,
-               failures = 0
+               failures = 0, watch_failures = 0
              WHERE tenant = ? AND connection = ?",
         )
         .bind(now)
@@ -286,7 +291,7 @@ impl Store {
             "UPDATE calendar_syncs SET watch_expires_at = ?, watch_due_at = ?, watched_at = ?,
                sync_due_at = CASE WHEN ? IS NULL THEN sync_due_at
                                   ELSE MIN(COALESCE(sync_due_at, ?), ?) END,
-               failures = 0, last_error = NULL
+               watch_failures = 0, last_error = NULL
              WHERE tenant = ? AND connection = ? AND claim_token = ?",
         )
         .bind(expires)
@@ -312,13 +317,13 @@ impl Store {
         error: &str,
         retry_at: Instant,
     ) -> Result<(), StoreError> {
-        let column = if watching {
-            "watch_due_at"
+        let (column, count) = if watching {
+            ("watch_due_at", "watch_failures")
         } else {
-            "sync_due_at"
+            ("sync_due_at", "failures")
         };
         let n = sqlx::query(&format!(
-            "UPDATE calendar_syncs SET {column} = ?, failures = failures + 1, last_error = ?
+            "UPDATE calendar_syncs SET {column} = ?, {count} = {count} + 1, last_error = ?
              WHERE tenant = ? AND connection = ? AND claim_token = ?"
         ))
         .bind(retry_at)
@@ -837,5 +842,27 @@ mod tests {
         let row = state.iter().find(|s| s.connection == "g:ana").unwrap();
         assert_eq!(row.cursor.as_deref(), Some("fresh"));
         assert_eq!(row.claim_token, fresh.claim_token);
+    }
+
+    #[tokio::test]
+    async fn a_failing_watch_keeps_its_backoff_while_syncs_succeed() {
+        let (_dir, store) = store().await;
+        let rules = EngineRules::default();
+        let now = 1_000_000;
+        let sync = tracked(&store, now).await;
+        for _ in 0..3 {
+            store
+                .calendar_failed(&sync, true, "channel refused", now + 60_000)
+                .await
+                .unwrap();
+        }
+        store
+            .apply_calendar_page(&sync, &page(&[], &[], "c1"), now, &rules)
+            .await
+            .unwrap();
+        let state = store.calendar_syncs("t").await.unwrap();
+        let row = state.iter().find(|s| s.connection == "g:ana").unwrap();
+        assert_eq!((row.watch_failures, row.failures), (3, 0));
+        assert_eq!(row.watch_due_at, Some(now + 60_000));
     }
 }
