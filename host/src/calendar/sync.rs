@@ -32,7 +32,8 @@ const BATCH: u32 = 8;
 /// have a turn (the sync goes on from its cursor in a later claim).
 const MAX_PAGES_PER_CLAIM: u32 = 100;
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
-/// Claim rounds one tick makes before it looks for new and gone connections again.
+/// A tick claims at most this many batches' worth of connections before it
+/// looks for new and gone connections again.
 const ROUNDS_PER_TICK: u32 = 16;
 /// Events plus removed ids one page may carry; a larger page is refused.
 pub const MAX_PAGE_ITEMS: usize = 5_000;
@@ -156,37 +157,45 @@ async fn tick(app: &Arc<App>) -> Result<(), StoreError> {
             }
         }
     }
-    for _ in 0..ROUNDS_PER_TICK {
-        let claimed = app
-            .store
-            .claim_calendar_syncs(now_ms(), LEASE_MS, BATCH)
-            .await?;
-        if claimed.is_empty() {
-            break;
-        }
-        let work = claimed.into_iter().map(|sync| {
-            let (app, rules) = (app.clone(), &rules);
-            async move {
-                let (tenant, connection) = (&sync.tenant, &sync.connection);
-                match work_on(&app, &sync, rules).await {
-                    Ok(()) => {}
-                    Err(StoreError::ClaimLost(_)) => {
-                        tracing::info!(%tenant, %connection, "calendar claim lapsed and was taken by another worker; its work there stands");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%tenant, %connection, error = %e, "calendar sync could not be recorded; the claim lapses and it is tried again");
-                        return;
-                    }
-                }
-                if let Err(e) = app.store.release_calendar_claim(&sync).await {
-                    tracing::warn!(%tenant, %connection, error = %e, "releasing a calendar claim failed; it lapses");
-                }
+    // Up to BATCH connections at once, a freed slot refilled at once: one slow
+    // provider does not hold the others back.
+    let mut running = tokio::task::JoinSet::new();
+    let mut claims_left = BATCH * ROUNDS_PER_TICK;
+    loop {
+        let room = BATCH.saturating_sub(running.len() as u32).min(claims_left);
+        if room > 0 {
+            let claimed = app
+                .store
+                .claim_calendar_syncs(now_ms(), LEASE_MS, room)
+                .await?;
+            claims_left -= claimed.len() as u32;
+            for sync in claimed {
+                running.spawn(work_and_release(app.clone(), sync, rules.clone()));
             }
-        });
-        futures::future::join_all(work).await;
+        }
+        if running.join_next().await.is_none() {
+            return Ok(());
+        }
     }
-    Ok(())
+}
+
+/// Works on one claimed connection, then lets go of it.
+async fn work_and_release(app: Arc<App>, sync: CalendarSync, rules: EngineRules) {
+    let (tenant, connection) = (&sync.tenant, &sync.connection);
+    match work_on(&app, &sync, &rules).await {
+        Ok(()) => {}
+        Err(StoreError::ClaimLost(_)) => {
+            tracing::info!(%tenant, %connection, "calendar claim lapsed and was taken by another worker; its work there stands");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%tenant, %connection, error = %e, "calendar sync could not be recorded; the claim lapses and it is tried again");
+            return;
+        }
+    }
+    if let Err(e) = app.store.release_calendar_claim(&sync).await {
+        tracing::warn!(%tenant, %connection, error = %e, "releasing a calendar claim failed; it lapses");
+    }
 }
 
 /// Watches and/or syncs one claimed connection.
