@@ -208,18 +208,13 @@ impl Store {
         sync: &CalendarSync,
         until: Instant,
     ) -> Result<(), StoreError> {
-        let n = sqlx::query(
+        sqlx::query(
             "UPDATE calendar_syncs SET claimed_until = ?
              WHERE tenant = ? AND connection = ? AND claim_token = ?",
         )
         .bind(until)
-        .bind(&sync.tenant)
-        .bind(&sync.connection)
-        .bind(&sync.claim_token)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        held(n, sync)
+        .fenced(sync, &self.writer)
+        .await
     }
 
     /// Makes `connection` due for a watch and a sync now and forgets its
@@ -287,7 +282,7 @@ impl Store {
         sync_now: Option<Instant>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        let n = sqlx::query(
+        sqlx::query(
             "UPDATE calendar_syncs SET watch_expires_at = ?, watch_due_at = ?, watched_at = ?,
                sync_due_at = CASE WHEN ? IS NULL THEN sync_due_at
                                   ELSE MIN(COALESCE(sync_due_at, ?), ?) END,
@@ -300,13 +295,8 @@ impl Store {
         .bind(sync_now)
         .bind(sync_now)
         .bind(sync_now)
-        .bind(&sync.tenant)
-        .bind(&sync.connection)
-        .bind(&sync.claim_token)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        held(n, sync)
+        .fenced(sync, &self.writer)
+        .await
     }
 
     /// Records a failed watch or sync: the error, and when to try again.
@@ -322,19 +312,14 @@ impl Store {
         } else {
             ("sync_due_at", "failures")
         };
-        let n = sqlx::query(&format!(
+        sqlx::query(&format!(
             "UPDATE calendar_syncs SET {column} = ?, {count} = {count} + 1, last_error = ?
              WHERE tenant = ? AND connection = ? AND claim_token = ?"
         ))
         .bind(retry_at)
         .bind(error)
-        .bind(&sync.tenant)
-        .bind(&sync.connection)
-        .bind(&sync.claim_token)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        held(n, sync)
+        .fenced(sync, &self.writer)
+        .await
     }
 
     /// Applies one page of a sync to `sync`'s person, with the cursor that
@@ -356,7 +341,7 @@ impl Store {
             (page.next_sync_at, Some(now))
         };
         let sweep = page.sweep;
-        let n = sqlx::query(
+        sqlx::query(
             "UPDATE calendar_syncs SET cursor = ?, paging = ?,
                sync_due_at = CASE WHEN sync_requested_at >= ? THEN sync_requested_at ELSE ? END,
                sync_started_at = ?, sweep_before = ?,
@@ -370,13 +355,8 @@ impl Store {
         .bind(page.more.then_some(page.started))
         .bind(if page.more { sweep } else { None })
         .bind(synced_at)
-        .bind(tenant)
-        .bind(connection)
-        .bind(&sync.claim_token)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        held(n, sync)?;
+        .fenced(sync, &mut *tx)
+        .await?;
         for id in page.removed {
             delete_event(&mut tx, tenant, user, &event_key(connection, id)).await?;
         }
@@ -467,14 +447,33 @@ impl Store {
     }
 }
 
-/// `n` rows were updated under `sync`'s claim: none means it was lost.
-fn held(n: u64, sync: &CalendarSync) -> Result<(), StoreError> {
-    if n == 0 {
-        Err(StoreError::ClaimLost(format!(
-            "calendar {}/{}",
-            sync.tenant, sync.connection
-        )))
-    } else {
+/// A write of a claimed row: the statement's last parameters are the row's
+/// tenant, connection and claim token, so a worker whose claim was lost
+/// (its lease lapsed and another took the row) changes nothing and hears so.
+trait Fenced<'q> {
+    async fn fenced<E>(self, sync: &'q CalendarSync, executor: E) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'q, Database = sqlx::Sqlite>;
+}
+
+impl<'q> Fenced<'q> for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    async fn fenced<E>(self, sync: &'q CalendarSync, executor: E) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'q, Database = sqlx::Sqlite>,
+    {
+        let n = self
+            .bind(&sync.tenant)
+            .bind(&sync.connection)
+            .bind(&sync.claim_token)
+            .execute(executor)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::ClaimLost(format!(
+                "calendar {}/{}",
+                sync.tenant, sync.connection
+            )));
+        }
         Ok(())
     }
 }
