@@ -132,16 +132,10 @@ async fn killed_five_times_under_load_nothing_acknowledged_is_lost_or_repeated()
     );
 
     // Every acknowledged delivery is recorded, with its effect, exactly once.
-    let db = sqlx::sqlite::SqlitePoolOptions::new()
-        .connect(&format!(
-            "sqlite://{}",
-            host.data_dir.path().join("presence.db").display()
-        ))
-        .await
-        .unwrap();
+    let db = host.db.pool().await;
     for (id, event) in &acked {
         let deliveries: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE plugin = 'calendar-webhook' AND delivery_id = ?",
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE plugin = 'calendar-webhook' AND delivery_id = $1",
         )
         .bind(id)
         .fetch_one(&db)
@@ -152,7 +146,7 @@ async fn killed_five_times_under_load_nothing_acknowledged_is_lost_or_repeated()
             "delivery {id} acknowledged but not recorded once"
         );
         let signals: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM presence_signals WHERE signal_key = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM presence_signals WHERE signal_key = $1")
                 .bind(format!("calendar-webhook:{event}"))
                 .fetch_one(&db)
                 .await

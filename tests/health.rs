@@ -311,9 +311,17 @@ async fn a_plugin_that_traps_is_an_alert_naming_its_version_and_what_to_do() {
         .cloned()
         .expect("an alert for the trapping plugin");
     let message = alert["message"].as_str().unwrap();
-    // Ten webhooks trapped; the one good call is the host's `describe` at load.
-    assert!(message.contains("panicky 0.1.0 fails 91 %"), "{message}");
-    assert!(message.contains("(10 of 11, mostly trap)"), "{message}");
+    // Ten webhooks trapped; the good calls are the host's `describe` at load
+    // (one, or two when two start-up tasks ask for the plugin's features at once).
+    assert!(
+        message.contains("panicky 0.1.0 fails 91 %")
+            || message.contains("panicky 0.1.0 fails 83 %"),
+        "{message}"
+    );
+    assert!(
+        message.contains("(10 of 11, mostly trap)") || message.contains("(10 of 12, mostly trap)"),
+        "{message}"
+    );
     assert!(
         alert["recommendation"]
             .as_str()
@@ -338,13 +346,7 @@ async fn a_plugin_that_traps_is_an_alert_naming_its_version_and_what_to_do() {
     assert!(plugin("echo")["latency_ms"]["p99"].is_f64());
 
     // The operator named in [health.alert_to] is told through the router.
-    let db = sqlx::sqlite::SqlitePoolOptions::new()
-        .connect(&format!(
-            "sqlite://{}",
-            host.data_dir.path().join("presence.db").display()
-        ))
-        .await
-        .unwrap();
+    let db = host.db.pool().await;
     let mut told = None;
     for _ in 0..150 {
         told = sqlx::query_scalar::<_, String>(

@@ -721,8 +721,9 @@ async fn the_http_capability_refreshes_before_expiry_and_retries_once_after_a_40
         Arc::new(OAuthEmulator::start(Flavor::Google, CLIENT_ID, "presence-client-secret").await);
     let (api, seen) = resource_server(emu.clone()).await;
     let dir = tempfile::tempdir().unwrap();
+    let db = support::db::TestDb::new(dir.path());
     let store = Store::open(
-        &format!("sqlite://{}", dir.path().join("p.db").display()),
+        &db.url,
         MasterKey::load_or_create(None, dir.path()).unwrap(),
     )
     .await

@@ -489,25 +489,12 @@ async fn webhooks_to_an_unknown_tenant_are_refused_and_the_cli_makes_tenants_and
     assert_eq!(host.digest().await, before);
 
     // The CLI, on the running host's data directory.
-    let data = host.data_dir.path().to_str().unwrap().to_string();
-    let (ok, out, err) = cli(&["tenant", "create", "nobody", "--data-dir", &data], None);
+    let (ok, out, err) = host.cli(&["tenant", "create", "nobody"]);
     assert!(ok, "{err}");
     assert!(out.contains("created"), "{out}");
-    let (ok, _, err) = cli(&["tenant", "create", "nobody", "--data-dir", &data], None);
+    let (ok, _, err) = host.cli(&["tenant", "create", "nobody"]);
     assert!(!ok && err.contains("already exists"), "{err}");
-    let (ok, out, err) = cli(
-        &[
-            "api-key",
-            "create",
-            "--tenant",
-            "nobody",
-            "--label",
-            "cli",
-            "--data-dir",
-            &data,
-        ],
-        None,
-    );
+    let (ok, out, err) = host.cli(&["api-key", "create", "--tenant", "nobody", "--label", "cli"]);
     assert!(ok, "{err}");
     let cli_key = out.trim().to_string();
     assert!(cli_key.starts_with("phk_"), "{out}");
@@ -524,25 +511,11 @@ async fn webhooks_to_an_unknown_tenant_are_refused_and_the_cli_makes_tenants_and
     assert_eq!(status, 200, "{presence}");
     assert_eq!(presence["availability"], "busy");
 
-    let (ok, out, _) = cli(
-        &["api-key", "list", "--tenant", "nobody", "--data-dir", &data],
-        None,
-    );
+    let (ok, out, _) = host.cli(&["api-key", "list", "--tenant", "nobody"]);
     assert!(ok && out.contains("live") && out.contains("cli"), "{out}");
     assert!(!out.contains(&cli_key), "the list shows the key: {out}");
     let id = &cli_key[4..16];
-    let (ok, _, err) = cli(
-        &[
-            "api-key",
-            "revoke",
-            "--tenant",
-            "nobody",
-            id,
-            "--data-dir",
-            &data,
-        ],
-        None,
-    );
+    let (ok, _, err) = host.cli(&["api-key", "revoke", "--tenant", "nobody", id]);
     assert!(ok, "{err}");
     assert_eq!(
         host.api("GET", "/api/presence/dee", &cli_key, None).await.0,

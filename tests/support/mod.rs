@@ -1,6 +1,7 @@
 //! Shared test support: the real host binary on a free loopback port, with the
 //! real built plugins, and small loopback servers.
 #![allow(dead_code)]
+pub mod db;
 pub mod email;
 pub mod google;
 pub mod graph;
@@ -119,6 +120,8 @@ pub struct Host {
     pub plugins: PluginsDir,
     pub client: reqwest::Client,
     log: PathBuf,
+    /// Its database (dropped after the process is stopped).
+    pub db: db::TestDb,
     /// The host's `/api/openapi.json`, read on first use: every answer of
     /// `api`, `get_json` and `post` is checked against it.
     spec: tokio::sync::OnceCell<Arc<openapi::SpecValidator>>,
@@ -173,14 +176,6 @@ impl Host {
     pub fn start(plugins: PluginsDir, config: &str, secrets: &[(&str, &[u8], bool)]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let data = data_dir.path().to_str().unwrap().to_string();
-        for (name, value, base64) in secrets {
-            let mut args = vec!["secret", "set", name, "--data-dir", &data];
-            if *base64 {
-                args.push("--base64");
-            }
-            let (ok, _, err) = cli(&args, Some(value));
-            assert!(ok, "secret set {name} failed: {err}");
-        }
         let parsed: toml::Table = toml::from_str(config).expect("test configuration is TOML");
         let (admin, config) = match parsed.get("admin_token").and_then(|t| t.as_str()) {
             Some(token) => (token.to_string(), config.to_string()),
@@ -189,7 +184,30 @@ impl Host {
                 format!("admin_token = \"{OPERATOR_TOKEN}\"\n{config}"),
             ),
         };
-        std::fs::write(data_dir.path().join("config.toml"), config).unwrap();
+        let db = db::TestDb::new(data_dir.path());
+        let config = match parsed.get("database_url") {
+            Some(_) => config,
+            None => format!("database_url = {:?}\n{config}", db.url),
+        };
+        let config_path = data_dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let config_path = config_path.to_str().unwrap();
+        for (name, value, base64) in secrets {
+            let mut args = vec![
+                "secret",
+                "set",
+                name,
+                "--data-dir",
+                &data,
+                "--config",
+                config_path,
+            ];
+            if *base64 {
+                args.push("--base64");
+            }
+            let (ok, _, err) = cli(&args, Some(value));
+            assert!(ok, "secret set {name} failed: {err}");
+        }
         let log = data_dir.path().join("host.log");
         let (child, addr) = spawn(data_dir.path(), plugins.path(), &log);
         Self {
@@ -200,6 +218,7 @@ impl Host {
             plugins,
             client: reqwest::Client::new(),
             log,
+            db,
             spec: tokio::sync::OnceCell::new(),
         }
     }
@@ -270,6 +289,21 @@ impl Host {
         let log = self.data_dir.path().join("replica.log");
         let (child, addr) = spawn(self.data_dir.path(), self.plugins.path(), &log);
         Replica { child, addr }
+    }
+
+    /// Runs a CLI command on this host's data directory and configuration
+    /// (so on its database); returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let data = self.data_dir.path();
+        let config = data.join("config.toml");
+        let mut all = args.to_vec();
+        all.extend_from_slice(&[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        cli(&all, None)
     }
 
     pub fn log(&self) -> String {
@@ -353,14 +387,11 @@ impl Host {
         body["key"].as_str().unwrap().to_string()
     }
 
-    /// The store opened beside the running host (SQLite in WAL mode allows it).
+    /// The store opened beside the running host (SQLite in WAL mode allows it;
+    /// PostgreSQL is made for it).
     pub async fn store(&self) -> Store {
         let key = MasterKey::load_or_create(None, self.data_dir.path()).unwrap();
-        let url = format!(
-            "sqlite://{}",
-            self.data_dir.path().join("presence.db").display()
-        );
-        Store::open(&url, key).await.unwrap()
+        Store::open(&self.db.url, key).await.unwrap()
     }
 
     pub async fn digest(&self) -> String {
@@ -428,6 +459,15 @@ impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the host said last.
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- the host's log, last lines ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 //! - `cargo xtask run [-- <serve args>]`: `plugins`, then `presence-host serve`.
 //! - `cargo xtask test [-- <cargo test args>]`: `plugins`, `test-plugins`, Debian's
 //!   `chromium` for the dashboard's browser test (installed with apt-get when
-//!   absent and possible), then the whole test suite.
+//!   absent and possible), then the whole test suite; then the host's
+//!   end-to-end suite again on PostgreSQL (`$PRESENCE_TEST_POSTGRES`, by default
+//!   the local server's database `test`; empty skips it).
 //!
 //! Plugins are built one world at a time: the SDK's `classifier` and `provider`
 //! features must not be unified into one component.
@@ -50,6 +52,17 @@ fn main() -> anyhow::Result<()> {
             ensure_browser();
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]).args(&rest);
+            run(cmd)?;
+            // The second pass: the host's end-to-end suite again, every host
+            // on a schema of its own on PostgreSQL.
+            let Some(server) = postgres_for_tests()? else {
+                return Ok(());
+            };
+            eprintln!("xtask: the end-to-end suite again, on PostgreSQL ({server})");
+            let mut cmd = cargo();
+            cmd.args(["test", "--package", "presence-host", "--test", "*"])
+                .args(&rest)
+                .env(POSTGRES_ENV, &server);
             run(cmd)
         }
         _ => {
@@ -59,6 +72,49 @@ fn main() -> anyhow::Result<()> {
             bail!("unknown task {task:?}")
         }
     }
+}
+
+/// Names the PostgreSQL server of the suite's second pass (as the tests' support reads it).
+const POSTGRES_ENV: &str = "PRESENCE_TEST_POSTGRES";
+
+/// The PostgreSQL server the suite's second pass runs on: `$PRESENCE_TEST_POSTGRES`,
+/// or the local server (127.0.0.1:5432, database `test`). Set the variable
+/// empty to skip the pass; a server that does not answer is an error, not a
+/// silent skip.
+fn postgres_for_tests() -> anyhow::Result<Option<String>> {
+    let server = match std::env::var(POSTGRES_ENV) {
+        Ok(url) if url.is_empty() => {
+            eprintln!("xtask: {POSTGRES_ENV} is empty: skipping the PostgreSQL pass");
+            return Ok(None);
+        }
+        Ok(url) => url,
+        Err(_) => "postgres://postgres@127.0.0.1:5432/test".to_string(),
+    };
+    let hostport = server
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .map(|auth| auth.rsplit('@').next().unwrap_or(auth))
+        .filter(|h| !h.is_empty())
+        .unwrap_or("127.0.0.1:5432");
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    };
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&hostport)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).is_ok()
+        });
+    if !reachable {
+        bail!(
+            "PostgreSQL at {hostport} does not answer: start it, point {POSTGRES_ENV} at one, \
+             or set {POSTGRES_ENV}= (empty) to skip the PostgreSQL pass"
+        );
+    }
+    Ok(Some(server))
 }
 
 /// Installs Debian's `chromium` for the browser test when it is missing and

@@ -106,6 +106,11 @@ pub async fn submit(
     if submit.body.trim().is_empty() || submit.body.len() > 4096 {
         return Err(ApiError::BadRequest("body must be 1-4096 bytes".into()));
     }
+    if submit.body.contains('\0') || submit.subject.as_ref().is_some_and(|s| s.contains('\0')) {
+        return Err(ApiError::BadRequest(
+            "subject and body must not contain NUL characters".into(),
+        ));
+    }
     if submit.subject.as_ref().is_some_and(|s| s.len() > 200) {
         return Err(ApiError::BadRequest(
             "subject must be at most 200 bytes".into(),
@@ -161,7 +166,9 @@ pub async fn submit(
             body: submit.body.clone(),
             idempotency_key: idempotency_key
                 .as_ref()
-                .map(|k| format!("{k}\u{0}{recipient}")),
+                // A newline cannot occur in either (a header value; a
+                // recipient of printable characters), so keys never collide.
+                .map(|k| format!("{k}\n{recipient}")),
             deliver_by,
             escalation: (!submit.escalation.is_empty()).then(|| Escalation {
                 path: submit.escalation.clone(),

@@ -55,7 +55,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_events (tenant, at, actor, action, subject, detail)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(tenant)
         .bind(now_ms())
@@ -79,15 +79,15 @@ impl Store {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, tenant, at, actor, action, subject, detail FROM audit_events
-             WHERE tenant = ? AND seq > ? AND (? IS NULL OR substr(action, 1, length(?)) = ?)
-             ORDER BY seq LIMIT ?",
+             WHERE tenant = $1 AND seq > $2 AND ($3 IS NULL OR substr(action, 1, length($4)) = $5)
+             ORDER BY seq LIMIT $6",
         )
         .bind(tenant)
         .bind(after)
         .bind(action)
         .bind(action)
         .bind(action)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

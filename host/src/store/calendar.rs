@@ -8,7 +8,7 @@
 
 use sqlx::Row;
 
-use super::presence::{Effects, EngineRules, recompute, upsert_signal};
+use super::presence::{Effects, EngineRules, begin_presence, recompute, upsert_signal};
 use super::{Store, StoreError};
 use crate::model::{Instant, KeyedSignal, SignalSource};
 
@@ -94,7 +94,7 @@ pub struct PageUpdate<'a> {
     pub sweep: Option<Instant>,
 }
 
-fn sync_from(r: &sqlx::sqlite::SqliteRow) -> Result<CalendarSync, StoreError> {
+fn sync_from(r: &sqlx::any::AnyRow) -> Result<CalendarSync, StoreError> {
     Ok(CalendarSync {
         tenant: r.try_get("tenant")?,
         connection: r.try_get("connection")?,
@@ -130,13 +130,18 @@ impl Store {
         rules: &EngineRules,
     ) -> Result<(Vec<Untracked>, Effects), StoreError> {
         let plugins = serde_json::to_string(plugins).expect("names serialize");
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
+        let mut tx = begin_presence(&self.writer).await?;
+        sqlx::query(self.sql(
             "INSERT INTO calendar_syncs (tenant, connection, plugin, user_id, sync_due_at, watch_due_at)
-             SELECT c.tenant, c.name, c.plugin, c.user_id, ?, ? FROM connections c
-             WHERE c.plugin IN (SELECT value FROM json_each(?)) AND c.status = 'active'
+             SELECT c.tenant, c.name, c.plugin, c.user_id, $1, $2 FROM connections c
+             WHERE c.plugin IN (SELECT value FROM json_each($3)) AND c.status = 'active'
              ON CONFLICT (tenant, connection) DO NOTHING",
-        )
+            "INSERT INTO calendar_syncs (tenant, connection, plugin, user_id, sync_due_at, watch_due_at)
+             SELECT c.tenant, c.name, c.plugin, c.user_id, $1, $2 FROM connections c
+             WHERE c.plugin IN (SELECT value FROM json_array_elements_text(CAST($3 AS json)) AS j(value))
+               AND c.status = 'active'
+             ON CONFLICT (tenant, connection) DO NOTHING",
+        ))
         .bind(now)
         .bind(now)
         .bind(&plugins)
@@ -181,22 +186,32 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<CalendarSync>, StoreError> {
         let token = hex::encode(rand::random::<[u8; 12]>());
-        let rows = sqlx::query(
-            "UPDATE calendar_syncs SET claimed_until = ?, claim_token = ?
+        // On PostgreSQL, replicas claiming at once skip each other's rows
+        // instead of waiting for them.
+        let rows = sqlx::query(self.sql(
+            "UPDATE calendar_syncs SET claimed_until = $1, claim_token = $2
              WHERE rowid IN (
                SELECT rowid FROM calendar_syncs
-               WHERE (sync_due_at <= ? OR watch_due_at <= ?)
-                 AND (claimed_until IS NULL OR claimed_until < ?)
+               WHERE (sync_due_at <= $3 OR watch_due_at <= $4)
+                 AND (claimed_until IS NULL OR claimed_until < $5)
                ORDER BY MIN(COALESCE(sync_due_at, watch_due_at), COALESCE(watch_due_at, sync_due_at))
-               LIMIT ?)
+               LIMIT $6)
              RETURNING *",
-        )
+            "UPDATE calendar_syncs SET claimed_until = $1, claim_token = $2
+             WHERE rowid IN (
+               SELECT rowid FROM calendar_syncs
+               WHERE (sync_due_at <= $3 OR watch_due_at <= $4)
+                 AND (claimed_until IS NULL OR claimed_until < $5)
+               ORDER BY LEAST(sync_due_at, watch_due_at)
+               LIMIT $6 FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        ))
         .bind(now + lease_ms)
         .bind(&token)
         .bind(now)
         .bind(now)
         .bind(now)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.writer)
         .await?;
         rows.iter().map(sync_from).collect()
@@ -209,8 +224,8 @@ impl Store {
         until: Instant,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE calendar_syncs SET claimed_until = ?
-             WHERE tenant = ? AND connection = ? AND claim_token = ?",
+            "UPDATE calendar_syncs SET claimed_until = $1
+             WHERE tenant = $2 AND connection = $3 AND claim_token = $4",
         )
         .bind(until)
         .fenced(sync, &self.writer)
@@ -226,9 +241,9 @@ impl Store {
         now: Instant,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE calendar_syncs SET watch_due_at = ?, sync_due_at = ?, sync_requested_at = ?,
+            "UPDATE calendar_syncs SET watch_due_at = $1, sync_due_at = $2, sync_requested_at = $3,
                failures = 0, watch_failures = 0
-             WHERE tenant = ? AND connection = ?",
+             WHERE tenant = $4 AND connection = $5",
         )
         .bind(now)
         .bind(now)
@@ -252,14 +267,19 @@ impl Store {
         now: Instant,
     ) -> Result<Vec<String>, StoreError> {
         let names = serde_json::to_string(connections).expect("names serialize");
+        let min = self.sql("MIN", "LEAST");
         let set = if watch {
-            "watch_due_at = MIN(COALESCE(watch_due_at, ?1), ?1)"
+            format!("watch_due_at = {min}(COALESCE(watch_due_at, $1), $1)")
         } else {
-            "sync_due_at = MIN(COALESCE(sync_due_at, ?1), ?1), sync_requested_at = ?1"
+            format!("sync_due_at = {min}(COALESCE(sync_due_at, $1), $1), sync_requested_at = $1")
         };
+        let names_in = self.sql(
+            "SELECT value FROM json_each($4)",
+            "SELECT value FROM json_array_elements_text(CAST($4 AS json)) AS j(value)",
+        );
         let rows: Vec<String> = sqlx::query_scalar(&format!(
             "UPDATE calendar_syncs SET {set}
-             WHERE tenant = ?2 AND plugin = ?3 AND connection IN (SELECT value FROM json_each(?4))
+             WHERE tenant = $2 AND plugin = $3 AND connection IN ({names_in})
              RETURNING connection"
         ))
         .bind(now)
@@ -282,13 +302,18 @@ impl Store {
         sync_now: Option<Instant>,
         now: Instant,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE calendar_syncs SET watch_expires_at = ?, watch_due_at = ?, watched_at = ?,
-               sync_due_at = CASE WHEN ? IS NULL THEN sync_due_at
-                                  ELSE MIN(COALESCE(sync_due_at, ?), ?) END,
+        sqlx::query(self.sql(
+            "UPDATE calendar_syncs SET watch_expires_at = $1, watch_due_at = $2, watched_at = $3,
+               sync_due_at = CASE WHEN $4 IS NULL THEN sync_due_at
+                                  ELSE MIN(COALESCE(sync_due_at, $5), $6) END,
                watch_failures = 0, last_error = NULL
-             WHERE tenant = ? AND connection = ? AND claim_token = ?",
-        )
+             WHERE tenant = $7 AND connection = $8 AND claim_token = $9",
+            "UPDATE calendar_syncs SET watch_expires_at = $1, watch_due_at = $2, watched_at = $3,
+               sync_due_at = CASE WHEN $4 IS NULL THEN sync_due_at
+                                  ELSE LEAST(sync_due_at, $5, $6) END,
+               watch_failures = 0, last_error = NULL
+             WHERE tenant = $7 AND connection = $8 AND claim_token = $9",
+        ))
         .bind(expires)
         .bind(renew_at)
         .bind(now)
@@ -313,8 +338,8 @@ impl Store {
             ("sync_due_at", "failures")
         };
         sqlx::query(&format!(
-            "UPDATE calendar_syncs SET {column} = ?, {count} = {count} + 1, last_error = ?
-             WHERE tenant = ? AND connection = ? AND claim_token = ?"
+            "UPDATE calendar_syncs SET {column} = $1, {count} = {count} + 1, last_error = $2
+             WHERE tenant = $3 AND connection = $4 AND claim_token = $5"
         ))
         .bind(retry_at)
         .bind(error)
@@ -333,7 +358,7 @@ impl Store {
         rules: &EngineRules,
     ) -> Result<Effects, StoreError> {
         let (tenant, user, connection) = (&sync.tenant, &sync.user, &sync.connection);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_presence(&self.writer).await?;
         // The row first: it fences the page against a worker that lost its claim.
         let (sync_due, synced_at) = if page.more {
             (Some(now), None)
@@ -342,14 +367,14 @@ impl Store {
         };
         let sweep = page.sweep;
         sqlx::query(
-            "UPDATE calendar_syncs SET cursor = ?, paging = ?,
-               sync_due_at = CASE WHEN sync_requested_at >= ? THEN sync_requested_at ELSE ? END,
-               sync_started_at = ?, sweep_before = ?,
-               last_synced_at = COALESCE(?, last_synced_at), failures = 0, last_error = NULL
-             WHERE tenant = ? AND connection = ? AND claim_token = ?",
+            "UPDATE calendar_syncs SET cursor = $1, paging = $2,
+               sync_due_at = CASE WHEN sync_requested_at >= $3 THEN sync_requested_at ELSE $4 END,
+               sync_started_at = $5, sweep_before = $6,
+               last_synced_at = COALESCE($7, last_synced_at), failures = 0, last_error = NULL
+             WHERE tenant = $8 AND connection = $9 AND claim_token = $10",
         )
         .bind(page.next_cursor)
-        .bind(page.more)
+        .bind(i64::from(page.more))
         .bind(page.started)
         .bind(sync_due)
         .bind(page.more.then_some(page.started))
@@ -382,7 +407,7 @@ impl Store {
     pub async fn release_calendar_claim(&self, sync: &CalendarSync) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE calendar_syncs SET claimed_until = NULL, claim_token = NULL
-             WHERE tenant = ? AND connection = ? AND claim_token = ?",
+             WHERE tenant = $1 AND connection = $2 AND claim_token = $3",
         )
         .bind(&sync.tenant)
         .bind(&sync.connection)
@@ -394,22 +419,27 @@ impl Store {
 
     /// When the next sync or watch falls due (claimed rows count from the end of their claim).
     pub async fn next_calendar_due(&self) -> Result<Option<Instant>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(self.sql(
             "SELECT MIN(MAX(due, COALESCE(claimed_until, 0))) FROM (
                SELECT sync_due_at AS due, claimed_until FROM calendar_syncs WHERE sync_due_at IS NOT NULL
                UNION ALL
                SELECT watch_due_at, claimed_until FROM calendar_syncs WHERE watch_due_at IS NOT NULL)",
-        )
+            "SELECT MIN(GREATEST(due, COALESCE(claimed_until, 0))) FROM (
+               SELECT sync_due_at AS due, claimed_until FROM calendar_syncs WHERE sync_due_at IS NOT NULL
+               UNION ALL
+               SELECT watch_due_at, claimed_until FROM calendar_syncs WHERE watch_due_at IS NOT NULL) AS d",
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
 
     /// The tenant's calendar syncs, for the API and health.
     pub async fn calendar_syncs(&self, tenant: &str) -> Result<Vec<CalendarSync>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM calendar_syncs WHERE tenant = ? ORDER BY connection")
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM calendar_syncs WHERE tenant = $1 ORDER BY connection")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(sync_from).collect()
     }
 
@@ -423,7 +453,7 @@ impl Store {
         let prefix = event_key_prefix(connection);
         let rows = sqlx::query(
             "SELECT signal_key, starts_at, expires_at, availability FROM presence_signals
-             WHERE tenant = ? AND user_id = ? AND source = ? AND substr(signal_key, 1, ?) = ?
+             WHERE tenant = $1 AND user_id = $2 AND source = $3 AND substr(signal_key, 1, CAST($4 AS INTEGER)) = $5
              ORDER BY starts_at, signal_key",
         )
         .bind(tenant)
@@ -453,13 +483,13 @@ impl Store {
 trait Fenced<'q> {
     async fn fenced<E>(self, sync: &'q CalendarSync, executor: E) -> Result<(), StoreError>
     where
-        E: sqlx::Executor<'q, Database = sqlx::Sqlite>;
+        E: sqlx::Executor<'q, Database = sqlx::Any>;
 }
 
-impl<'q> Fenced<'q> for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+impl<'q> Fenced<'q> for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     async fn fenced<E>(self, sync: &'q CalendarSync, executor: E) -> Result<(), StoreError>
     where
-        E: sqlx::Executor<'q, Database = sqlx::Sqlite>,
+        E: sqlx::Executor<'q, Database = sqlx::Any>,
     {
         let n = self
             .bind(&sync.tenant)
@@ -479,14 +509,14 @@ impl<'q> Fenced<'q> for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlit
 }
 
 async fn delete_event(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     tenant: &str,
     user: &str,
     key: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "DELETE FROM presence_signals
-         WHERE tenant = ? AND user_id = ? AND source = 'calendar' AND signal_key = ?",
+         WHERE tenant = $1 AND user_id = $2 AND source = 'calendar' AND signal_key = $3",
     )
     .bind(tenant)
     .bind(user)
@@ -499,7 +529,7 @@ async fn delete_event(
 /// Deletes the synced events of `connection` held for `user`: all of them,
 /// or those last written before `before`.
 async fn forget_events(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     tenant: &str,
     user: &str,
     connection: &str,
@@ -510,8 +540,8 @@ async fn forget_events(
     // start with it (`/` + 1 is `0`).
     let end = format!("cal/{connection}0");
     sqlx::query(
-        "DELETE FROM presence_signals WHERE tenant = ? AND user_id = ? AND source = 'calendar'
-           AND signal_key >= ? AND signal_key < ? AND (? IS NULL OR updated_at < ?)",
+        "DELETE FROM presence_signals WHERE tenant = $1 AND user_id = $2 AND source = 'calendar'
+           AND signal_key >= $3 AND signal_key < $4 AND ($5 IS NULL OR updated_at < $6)",
     )
     .bind(tenant)
     .bind(user)

@@ -178,7 +178,7 @@ impl Store {
 const CONNECTION_COLUMNS: &str = "name, plugin, user_id, expires_at, updated_at, provider, scopes,
     account, status, status_detail, refreshed_at, version";
 
-fn connection_from(r: &sqlx::sqlite::SqliteRow) -> Result<Connection, StoreError> {
+fn connection_from(r: &sqlx::any::AnyRow) -> Result<Connection, StoreError> {
     Ok(Connection {
         name: r.try_get("name")?,
         plugin: r.try_get("plugin")?,
@@ -209,7 +209,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO connections (tenant, name, plugin, user_id, key_id, nonce, ciphertext,
                expires_at, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (tenant, name) DO UPDATE SET plugin = excluded.plugin,
                user_id = excluded.user_id, key_id = excluded.key_id, nonce = excluded.nonce,
                ciphertext = excluded.ciphertext, expires_at = excluded.expires_at,
@@ -240,7 +240,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<SecretValue>, StoreError> {
         let row = sqlx::query(
-            "SELECT key_id, nonce, ciphertext FROM connections WHERE tenant = ? AND name = ?",
+            "SELECT key_id, nonce, ciphertext FROM connections WHERE tenant = $1 AND name = $2",
         )
         .bind(tenant)
         .bind(name)
@@ -252,7 +252,7 @@ impl Store {
 
     /// Removes a connection; true when there was one.
     pub async fn delete_connection(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("DELETE FROM connections WHERE tenant = ? AND name = ?")
+        let n = sqlx::query("DELETE FROM connections WHERE tenant = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
             .execute(&self.writer)
@@ -269,7 +269,7 @@ impl Store {
     ) -> Result<Vec<Connection>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections
-             WHERE tenant = ? AND (? IS NULL OR user_id = ?) ORDER BY name"
+             WHERE tenant = $1 AND ($2 IS NULL OR user_id = $3) ORDER BY name"
         ))
         .bind(tenant)
         .bind(user)
@@ -285,7 +285,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<Connection>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant = ? AND name = ?"
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant = $1 AND name = $2"
         ))
         .bind(tenant)
         .bind(name)
@@ -305,8 +305,9 @@ impl Store {
     ) -> Result<Option<Credential>, StoreError> {
         let row = sqlx::query(
             "SELECT key_id, nonce, ciphertext, version, expires_at, status,
-               provider IS NOT NULL AND refresh_ciphertext IS NOT NULL AS refreshable
-             FROM connections WHERE tenant = ? AND name = ? AND plugin = ?",
+               CASE WHEN provider IS NOT NULL AND refresh_ciphertext IS NOT NULL THEN 1 ELSE 0 END
+                 AS refreshable
+             FROM connections WHERE tenant = $1 AND name = $2 AND plugin = $3",
         )
         .bind(tenant)
         .bind(name)
@@ -319,7 +320,7 @@ impl Store {
             version: row.try_get("version")?,
             expires_at: row.try_get("expires_at")?,
             status: row.try_get("status")?,
-            refreshable: row.try_get("refreshable")?,
+            refreshable: row.try_get::<i64, _>("refreshable")? != 0,
         }))
     }
 
@@ -342,7 +343,7 @@ impl Store {
             "INSERT INTO connections (tenant, name, plugin, user_id, key_id, nonce, ciphertext,
                expires_at, created_at, updated_at, provider, refresh_key_id, refresh_nonce,
                refresh_ciphertext, scopes, account, status, version, refreshed_at, next_refresh_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', 1, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'active', 1, $17, $18)
              ON CONFLICT (tenant, name) DO UPDATE SET plugin = excluded.plugin,
                user_id = excluded.user_id, key_id = excluded.key_id, nonce = excluded.nonce,
                ciphertext = excluded.ciphertext, expires_at = excluded.expires_at,
@@ -390,7 +391,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT provider, plugin, user_id, refresh_key_id AS key_id, refresh_nonce AS nonce,
                refresh_ciphertext AS ciphertext, version, status, scopes, refresh_failures
-             FROM connections WHERE tenant = ? AND name = ?
+             FROM connections WHERE tenant = $1 AND name = $2
                AND provider IS NOT NULL AND refresh_ciphertext IS NOT NULL",
         )
         .bind(tenant)
@@ -421,7 +422,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<(i64, Option<i64>)>, StoreError> {
         let row = sqlx::query(
-            "SELECT version, lock_until FROM connections WHERE tenant = ? AND name = ?",
+            "SELECT version, lock_until FROM connections WHERE tenant = $1 AND name = $2",
         )
         .bind(tenant)
         .bind(name)
@@ -443,9 +444,9 @@ impl Store {
         until: i64,
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(
-            "UPDATE connections SET lock_owner = ?, lock_until = ?
-             WHERE tenant = ? AND name = ? AND version = ?
-               AND (lock_until IS NULL OR lock_until < ?)",
+            "UPDATE connections SET lock_owner = $1, lock_until = $2
+             WHERE tenant = $3 AND name = $4 AND version = $5
+               AND (lock_until IS NULL OR lock_until < $6)",
         )
         .bind(owner)
         .bind(until)
@@ -480,14 +481,14 @@ impl Store {
         } = self.seal_tokens(tenant, name, tokens);
         let now = now_ms();
         let n = sqlx::query(
-            "UPDATE connections SET key_id = ?, nonce = ?, ciphertext = ?, expires_at = ?,
-               refresh_key_id = COALESCE(?, refresh_key_id),
-               refresh_nonce = COALESCE(?, refresh_nonce),
-               refresh_ciphertext = COALESCE(?, refresh_ciphertext),
-               scopes = ?, status = 'active', status_detail = NULL, version = version + 1,
-               refreshed_at = ?, updated_at = ?, next_refresh_at = ?, refresh_failures = 0,
+            "UPDATE connections SET key_id = $1, nonce = $2, ciphertext = $3, expires_at = $4,
+               refresh_key_id = COALESCE($5, refresh_key_id),
+               refresh_nonce = COALESCE($6, refresh_nonce),
+               refresh_ciphertext = COALESCE($7, refresh_ciphertext),
+               scopes = $8, status = 'active', status_detail = NULL, version = version + 1,
+               refreshed_at = $9, updated_at = $10, next_refresh_at = $11, refresh_failures = 0,
                lock_owner = NULL, lock_until = NULL
-             WHERE tenant = ? AND name = ? AND version = ?",
+             WHERE tenant = $12 AND name = $13 AND version = $14",
         )
         .bind(self.key.id())
         .bind(nonce)
@@ -527,12 +528,12 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "UPDATE connections SET
-               lock_owner = CASE WHEN lock_owner = ? THEN NULL ELSE lock_owner END,
-               lock_until = CASE WHEN lock_owner = ? THEN NULL ELSE lock_until END,
-               refresh_failures = refresh_failures + 1, status_detail = ?,
-               status = CASE WHEN ? THEN 'needs_reconsent' ELSE status END,
-               next_refresh_at = CASE WHEN ? THEN NULL ELSE ? END
-             WHERE tenant = ? AND name = ? AND version = ?",
+               lock_owner = CASE WHEN lock_owner = $1 THEN NULL ELSE lock_owner END,
+               lock_until = CASE WHEN lock_owner = $2 THEN NULL ELSE lock_until END,
+               refresh_failures = refresh_failures + 1, status_detail = $3,
+               status = CASE WHEN $4 THEN 'needs_reconsent' ELSE status END,
+               next_refresh_at = CASE WHEN $5 THEN NULL ELSE $6 END
+             WHERE tenant = $7 AND name = $8 AND version = $9",
         )
         .bind(owner)
         .bind(owner)
@@ -557,13 +558,13 @@ impl Store {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant, name FROM connections
-             WHERE next_refresh_at <= ? AND status = 'active'
-               AND (lock_until IS NULL OR lock_until < ?)
-             ORDER BY next_refresh_at LIMIT ?",
+             WHERE next_refresh_at <= $1 AND status = 'active'
+               AND (lock_until IS NULL OR lock_until < $2)
+             ORDER BY next_refresh_at LIMIT $3",
         )
         .bind(now)
         .bind(now)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -574,10 +575,12 @@ impl Store {
     /// The earliest scheduled refresh (a locked one once its lock lapses),
     /// for the refresher's sleep.
     pub async fn next_refresh_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(self.sql(
             "SELECT MIN(MAX(next_refresh_at, COALESCE(lock_until, 0))) FROM connections
              WHERE status = 'active'",
-        )
+            "SELECT MIN(GREATEST(next_refresh_at, COALESCE(lock_until, 0))) FROM connections
+             WHERE status = 'active'",
+        ))
         .fetch_one(&self.pool)
         .await?)
     }

@@ -15,13 +15,10 @@ pub mod presence_webhooks;
 pub mod reseal;
 pub mod tenants;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 use zeroize::Zeroizing;
 
 pub use crypto::MasterKey;
@@ -32,7 +29,7 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: this build supports sqlite:// URLs")]
+    #[error("unsupported database URL {0:?}: use sqlite:// (the embedded default) or postgres://")]
     UnsupportedUrl(String),
     #[error("secret {name:?}: {source}")]
     Secret {
@@ -111,14 +108,59 @@ pub enum WebhookCommit {
     Duplicate,
 }
 
+/// The database behind the store, chosen by the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: one file, one writer at a time.
+    Sqlite,
+    /// The scale-out path: several replicas on one server.
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_string()))
+        }
+    }
+
+    /// Whether `conn` (a connection of either backend) is PostgreSQL's.
+    fn of(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name() == "PostgreSQL" {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+/// A statement that must be written differently for each backend; the rest
+/// of the store's SQL (numbered `$n` parameters, `ON CONFLICT`, `RETURNING`)
+/// means the same to both.
+fn dialect<'a>(backend: Backend, sqlite: &'a str, postgres: &'a str) -> &'a str {
+    match backend {
+        Backend::Sqlite => sqlite,
+        Backend::Postgres => postgres,
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    /// Readers: several connections, reading alongside the writer (WAL).
-    pool: SqlitePool,
-    /// The one writing connection. SQLite takes one writer at a time anyway;
-    /// queueing writers here, in order, replaces SQLite's busy-wait retries
-    /// (sleeps of up to 100 ms) with a fair wait for the connection.
-    writer: SqlitePool,
+    backend: Backend,
+    /// Readers. On SQLite several connections read alongside the writer
+    /// (WAL); on PostgreSQL this is the one pool, writers included.
+    pool: AnyPool,
+    /// The writing connections. On SQLite, one: SQLite takes one writer at a
+    /// time anyway, and queueing writers here, in order, replaces its
+    /// busy-wait retries (sleeps of up to 100 ms) with a fair wait for the
+    /// connection. On PostgreSQL, the same pool as `pool`: row locks, `SKIP
+    /// LOCKED` claims and per-person advisory locks keep concurrent writers
+    /// (and replicas) apart.
+    writer: AnyPool,
     /// Webhook commits, grouped into shared transactions by
     /// [`presence::group_commit`] on the writer.
     webhooks: tokio::sync::mpsc::Sender<presence::WebhookJob>,
@@ -135,9 +177,13 @@ type SecretCache = std::collections::HashMap<String, (std::time::Instant, Option
 /// How long a read secret is reused before it is read again.
 pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// Connections per PostgreSQL pool (each replica has its own).
+const POSTGRES_CONNECTIONS: u32 = 16;
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
+            .field("backend", &self.backend)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
@@ -147,36 +193,99 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Takes PostgreSQL's transaction-scoped advisory lock named by `key`, so
+/// transactions that read and then write the same thing (across replicas
+/// too) take turns; it is released at commit or rollback. Nothing on SQLite,
+/// whose one writer at a time already takes turns.
+pub(crate) async fn lock_key(conn: &mut sqlx::AnyConnection, key: &str) -> Result<(), StoreError> {
+    if Backend::of(conn) == Backend::Postgres {
+        // Named within the schema: deployments sharing a server do not wait on each other.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))",
+        )
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// SQLite's settings, on every connection: WAL (readers beside the writer),
+/// synchronous NORMAL (durable at checkpoints, safe in WAL), foreign keys on,
+/// and a busy timeout for the rare writer from another process.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
 impl Store {
-    /// Opens (creating if needed) the database at `url` and runs pending migrations.
+    /// Opens the database at `url` (`sqlite://path`, created if missing, or
+    /// `postgres://...`) and runs its pending migrations. Replicas starting
+    /// together on one PostgreSQL migrate once: sqlx holds an advisory lock
+    /// while it migrates.
     pub async fn open(url: &str, key: MasterKey) -> Result<Self, StoreError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl(url.to_string()));
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)?;
+        let (pool, writer) = match backend {
+            Backend::Sqlite => {
+                let options = || {
+                    AnyPoolOptions::new().after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(SQLITE_PRAGMAS).await?;
+                            Ok(())
+                        })
+                    })
+                };
+                if url.contains(":memory:") {
+                    // Each connection would open a database of its own: one
+                    // connection, kept for the store's life, serves all.
+                    let pool = options()
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .connect(url)
+                        .await?;
+                    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                    (pool.clone(), pool)
+                } else {
+                    let url = if url.contains('?') {
+                        url.to_string()
+                    } else {
+                        format!("{url}?mode=rwc")
+                    };
+                    let pool = options().max_connections(8).connect(&url).await?;
+                    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                    let writer = options().max_connections(1).connect(&url).await?;
+                    (pool, writer)
+                }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(POSTGRES_CONNECTIONS)
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                (pool.clone(), pool)
+            }
+        };
         let (webhooks, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(presence::group_commit(writer.clone(), jobs));
         Ok(Self {
+            backend,
             pool,
             writer,
             webhooks,
             key: std::sync::Arc::new(key),
             secrets: Default::default(),
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// [`dialect`] for this store's backend.
+    fn sql<'a>(&self, sqlite: &'a str, postgres: &'a str) -> &'a str {
+        dialect(self.backend, sqlite, postgres)
     }
 
     /// Whether the database answers (readiness and health).
@@ -198,7 +307,7 @@ impl Store {
     pub async fn set_secret(&self, name: &SecretName, value: &[u8]) -> Result<(), StoreError> {
         let (nonce, ciphertext) = self.key.seal(value, &Self::secret_aad(name));
         sqlx::query(
-            "INSERT INTO secrets (name, key_id, nonce, ciphertext, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO secrets (name, key_id, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,
              ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
         )
@@ -235,7 +344,7 @@ impl Store {
     }
 
     async fn read_secret(&self, name: &SecretName) -> Result<Option<SecretValue>, StoreError> {
-        let row = sqlx::query("SELECT key_id, nonce, ciphertext FROM secrets WHERE name = ?")
+        let row = sqlx::query("SELECT key_id, nonce, ciphertext FROM secrets WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -249,12 +358,7 @@ impl Store {
 
     /// Opens a row's `key_id`, `nonce` and `ciphertext` columns, sealed with
     /// `aad` (the row's identity); `what` names it in errors.
-    fn unseal(
-        &self,
-        row: &sqlx::sqlite::SqliteRow,
-        aad: &[u8],
-        what: &str,
-    ) -> Result<SecretValue, StoreError> {
+    fn unseal(&self, row: &AnyRow, aad: &[u8], what: &str) -> Result<SecretValue, StoreError> {
         let key_id: String = row.try_get("key_id")?;
         let nonce: Vec<u8> = row.try_get("nonce")?;
         let ciphertext: Vec<u8> = row.try_get("ciphertext")?;
@@ -285,12 +389,13 @@ impl Store {
         tenant: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query("SELECT value FROM kv WHERE plugin = ? AND tenant = ? AND key = ?")
-            .bind(plugin)
-            .bind(tenant)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT value FROM kv WHERE plugin = $1 AND tenant = $2 AND key = $3")
+                .bind(plugin)
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
@@ -305,11 +410,18 @@ impl Store {
     ) -> Result<KvWrite, StoreError> {
         // IMMEDIATE: this transaction reads then writes, and a deferred one would
         // fail with SQLITE_BUSY_SNAPSHOT if another write committed in between.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let used: i64 = sqlx::query_scalar(
+        // On PostgreSQL the namespace's lock does that job.
+        let mut tx = self
+            .writer
+            .begin_with(self.sql("BEGIN IMMEDIATE", "BEGIN"))
+            .await?;
+        lock_key(&mut tx, &format!("kv/{plugin}/{tenant}")).await?;
+        let used: i64 = sqlx::query_scalar(self.sql(
             "SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv
-             WHERE plugin = ? AND tenant = ? AND key <> ?",
-        )
+             WHERE plugin = $1 AND tenant = $2 AND key <> $3",
+            "SELECT CAST(COALESCE(SUM(octet_length(key) + octet_length(value)), 0) AS BIGINT)
+             FROM kv WHERE plugin = $1 AND tenant = $2 AND key <> $3",
+        ))
         .bind(plugin)
         .bind(tenant)
         .bind(key)
@@ -319,7 +431,7 @@ impl Store {
             return Ok(KvWrite::QuotaExceeded);
         }
         sqlx::query(
-            "INSERT INTO kv (plugin, tenant, key, value, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO kv (plugin, tenant, key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (plugin, tenant, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
         .bind(plugin)
@@ -334,7 +446,7 @@ impl Store {
     }
 
     pub async fn kv_delete(&self, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM kv WHERE plugin = ? AND tenant = ? AND key = ?")
+        sqlx::query("DELETE FROM kv WHERE plugin = $1 AND tenant = $2 AND key = $3")
             .bind(plugin)
             .bind(tenant)
             .bind(key)
@@ -352,8 +464,8 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         // substr comparison instead of LIKE: a prefix with % or _ means itself.
         let rows = sqlx::query(
-            "SELECT key FROM kv WHERE plugin = ? AND tenant = ? AND substr(key, 1, length(?)) = ?
-             ORDER BY key LIMIT ?",
+            "SELECT key FROM kv WHERE plugin = $1 AND tenant = $2 AND substr(key, 1, length($3)) = $4
+             ORDER BY key LIMIT $5",
         )
         .bind(plugin)
         .bind(tenant)
@@ -368,7 +480,7 @@ impl Store {
     /// Whether any signal was ever stored for `user` (expired ones included).
     pub async fn knows_user(&self, tenant: &str, user: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM presence_signals WHERE tenant = ? AND user_id = ?",
+            "SELECT COUNT(*) FROM presence_signals WHERE tenant = $1 AND user_id = $2",
         )
         .bind(tenant)
         .bind(user)
@@ -383,7 +495,7 @@ impl Store {
         tenant: &str,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let row: Option<String> =
-            sqlx::query_scalar("SELECT classifiers FROM tenant_classifiers WHERE tenant = ?")
+            sqlx::query_scalar("SELECT classifiers FROM tenant_classifiers WHERE tenant = $1")
                 .bind(tenant)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -403,7 +515,7 @@ impl Store {
         match chain {
             Some(chain) => {
                 sqlx::query(
-                    "INSERT INTO tenant_classifiers (tenant, classifiers, updated_at) VALUES (?, ?, ?)
+                    "INSERT INTO tenant_classifiers (tenant, classifiers, updated_at) VALUES ($1, $2, $3)
                      ON CONFLICT (tenant) DO UPDATE SET classifiers = excluded.classifiers, updated_at = excluded.updated_at",
                 )
                 .bind(tenant)
@@ -413,7 +525,7 @@ impl Store {
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM tenant_classifiers WHERE tenant = ?")
+                sqlx::query("DELETE FROM tenant_classifiers WHERE tenant = $1")
                     .bind(tenant)
                     .execute(&self.writer)
                     .await?;

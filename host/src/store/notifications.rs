@@ -9,7 +9,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Backend, Store, StoreError, now_ms};
 use crate::model::Instant;
 use crate::notify::{Class, Wedding};
 
@@ -129,7 +129,7 @@ pub enum Submitted {
     Existing(String),
 }
 
-fn record_from(r: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreError> {
+fn record_from(r: &sqlx::any::AnyRow) -> Result<NotificationRecord, StoreError> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
         StoreError::Corrupt(format!("notifications.{what}: {e}"))
     };
@@ -199,7 +199,7 @@ impl Store {
             let inserted = sqlx::query(
                 "INSERT INTO notifications (id, tenant, recipient, urgency, wedding, subject, body,
                    idempotency_key, state, due_at, deliver_by, decisions, created_at, escalation)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due', ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'due', $9, $10, $11, $12, $13)
                  ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
             )
             .bind(&n.id)
@@ -231,7 +231,7 @@ impl Store {
                 continue;
             }
             let existing: String = sqlx::query_scalar(
-                "SELECT id FROM notifications WHERE tenant = ? AND idempotency_key = ?",
+                "SELECT id FROM notifications WHERE tenant = $1 AND idempotency_key = $2",
             )
             .bind(&n.tenant)
             .bind(&n.idempotency_key)
@@ -249,7 +249,7 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> Result<Option<NotificationRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM notifications WHERE tenant = ? AND id = ?")
+        let row = sqlx::query("SELECT * FROM notifications WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -274,11 +274,15 @@ impl Store {
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, Vec<Attempt>>, StoreError> {
         let ids = serde_json::to_string(ids).expect("ids serialize");
-        let rows = sqlx::query(
+        let rows = sqlx::query(self.sql(
             "SELECT * FROM notification_attempts
-             WHERE notification_id IN (SELECT value FROM json_each(?))
+             WHERE notification_id IN (SELECT value FROM json_each($1))
              ORDER BY notification_id, attempt",
-        )
+            "SELECT * FROM notification_attempts
+             WHERE notification_id IN (
+               SELECT value FROM json_array_elements_text(CAST($1 AS json)) AS j(value))
+             ORDER BY notification_id, attempt",
+        ))
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
@@ -327,17 +331,27 @@ impl Store {
             } else {
                 ("notifications_due", "")
             };
+            // PostgreSQL picks its index unaided; replicas claiming at once
+            // skip each other's rows instead of waiting for them.
+            let (indexed_by, busy_pairs, skip_locked) = match self.backend {
+                Backend::Sqlite => (format!("INDEXED BY {index}"), "json_each($5) AS b", ""),
+                Backend::Postgres => (
+                    String::new(),
+                    "json_array_elements(CAST($5 AS json)) AS b(value)",
+                    "FOR UPDATE SKIP LOCKED",
+                ),
+            };
             let claim = format!(
-                "UPDATE notifications SET claimed_until = ?, claim_token = ?
+                "UPDATE notifications SET claimed_until = $1, claim_token = $2
                  WHERE id IN (
-                   SELECT id FROM notifications INDEXED BY {index}
-                   WHERE {only}due_at <= ? AND state IN ('due', 'deferred', 'delivered')
-                     AND (claimed_until IS NULL OR claimed_until < ?)
+                   SELECT id FROM notifications {indexed_by}
+                   WHERE {only}due_at <= $3 AND state IN ('due', 'deferred', 'delivered')
+                     AND (claimed_until IS NULL OR claimed_until < $4)
                      AND NOT EXISTS (
-                       SELECT 1 FROM json_each(?) b
+                       SELECT 1 FROM {busy_pairs}
                        WHERE b.value ->> 0 = notifications.tenant
                          AND b.value ->> 1 = notifications.recipient)
-                   ORDER BY due_at LIMIT ?)
+                   ORDER BY due_at LIMIT $6 {skip_locked})
                  RETURNING *"
             );
             rows.extend(
@@ -347,7 +361,7 @@ impl Store {
                     .bind(now)
                     .bind(now)
                     .bind(&busy)
-                    .bind(room)
+                    .bind(i64::from(room))
                     .fetch_all(&self.writer)
                     .await?,
             );
@@ -374,7 +388,7 @@ impl Store {
         now: Instant,
     ) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT 1 FROM notifications WHERE id = ? AND claim_token = ? AND claimed_until > ?",
+            "SELECT 1 FROM notifications WHERE id = $1 AND claim_token = $2 AND claimed_until > $3",
         )
         .bind(id)
         .bind(token)
@@ -393,7 +407,7 @@ impl Store {
         until: Instant,
     ) -> Result<bool, StoreError> {
         Ok(sqlx::query(
-            "UPDATE notifications SET claimed_until = ? WHERE id = ? AND claim_token = ?",
+            "UPDATE notifications SET claimed_until = $1 WHERE id = $2 AND claim_token = $3",
         )
         .bind(until)
         .bind(id)
@@ -455,19 +469,19 @@ impl Store {
         presence_wakes: bool,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
-        let n = sqlx::query(
-            "UPDATE notifications SET state = ?, due_at = ?, attempts = ?, claimed_until = NULL,
-               claim_token = NULL, presence_wakes = ?,
-               decisions = CASE WHEN ? IS NULL THEN decisions
-                                ELSE json_insert(decisions, '$[#]', json(?)) END,
-               delivered_at = CASE WHEN ? = 'delivered' THEN COALESCE(delivered_at, ?)
+        let n = sqlx::query(&format!(
+            "UPDATE notifications SET state = $1, due_at = $2, attempts = $3, claimed_until = NULL,
+               claim_token = NULL, presence_wakes = $4,
+               decisions = CASE WHEN $5 IS NULL THEN decisions ELSE {} END,
+               delivered_at = CASE WHEN $7 = 'delivered' THEN COALESCE(delivered_at, $8)
                                    ELSE delivered_at END
-             WHERE id = ? AND claim_token = ?",
-        )
+             WHERE id = $9 AND claim_token = $10",
+            self.append_decision("$6")
+        ))
         .bind(state)
         .bind(due_at)
         .bind(rounds)
-        .bind(presence_wakes)
+        .bind(i64::from(presence_wakes))
         .bind(entry.as_ref().map(|e| e.to_string()))
         .bind(entry.map(|e| e.to_string()))
         .bind(state)
@@ -494,8 +508,8 @@ impl Store {
         let attempt: i64 = sqlx::query_scalar(
             "INSERT INTO notification_attempts (notification_id, attempt, plugin, address, started_at,
                carried)
-             VALUES (?, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM notification_attempts
-                         WHERE notification_id = ?), ?, ?, ?, ?)
+             VALUES ($1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM notification_attempts
+                         WHERE notification_id = $2), $3, $4, $5, $6)
              RETURNING attempt",
         )
         .bind(id)
@@ -518,8 +532,8 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE notification_attempts SET outcome = ?, provider_message_id = ?, error = ?,
-               finished_at = ? WHERE notification_id = ? AND attempt = ?",
+            "UPDATE notification_attempts SET outcome = $1, provider_message_id = $2, error = $3,
+               finished_at = $4 WHERE notification_id = $5 AND attempt = $6",
         )
         .bind(outcome)
         .bind(provider_message_id)
@@ -541,9 +555,9 @@ impl Store {
         now: Instant,
     ) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE notifications SET due_at = ?
-             WHERE tenant = ? AND recipient = ? AND state = 'deferred' AND presence_wakes
-               AND due_at > ?",
+            "UPDATE notifications SET due_at = $1
+             WHERE tenant = $2 AND recipient = $3 AND state = 'deferred' AND presence_wakes <> 0
+               AND due_at > $4",
         )
         .bind(now)
         .bind(tenant)
@@ -558,8 +572,8 @@ impl Store {
     /// worker missed presence changes).
     pub async fn wake_all_notifications(&self, now: Instant) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE notifications SET due_at = ?
-             WHERE state = 'deferred' AND presence_wakes AND due_at > ?",
+            "UPDATE notifications SET due_at = $1
+             WHERE state = 'deferred' AND presence_wakes <> 0 AND due_at > $2",
         )
         .bind(now)
         .bind(now)
@@ -569,10 +583,12 @@ impl Store {
     }
 
     pub async fn next_notification_due(&self) -> Result<Option<Instant>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(self.sql(
             "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM notifications
              WHERE due_at IS NOT NULL",
-        )
+            "SELECT MIN(GREATEST(due_at, COALESCE(claimed_until, 0))) FROM notifications
+             WHERE due_at IS NOT NULL",
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -584,7 +600,7 @@ impl Store {
         user: &str,
     ) -> Result<Vec<Channel>, StoreError> {
         let json: Option<Option<String>> =
-            sqlx::query_scalar("SELECT channels FROM users WHERE tenant = ? AND user_id = ?")
+            sqlx::query_scalar("SELECT channels FROM users WHERE tenant = $1 AND user_id = $2")
                 .bind(tenant)
                 .bind(user)
                 .fetch_optional(&self.pool)
@@ -605,7 +621,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(channels).expect("channels serialize");
         sqlx::query(
-            "INSERT INTO users (tenant, user_id, channels, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO users (tenant, user_id, channels, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant, user_id) DO UPDATE SET channels = excluded.channels,
                updated_at = excluded.updated_at",
         )
@@ -633,7 +649,7 @@ impl Store {
         );
         let row: Option<Row> = sqlx::query_as(
             "SELECT time_zone, working_hours, days_off, quiet_hours FROM users
-             WHERE tenant = ? AND user_id = ?",
+             WHERE tenant = $1 AND user_id = $2",
         )
         .bind(tenant)
         .bind(user)
@@ -667,7 +683,7 @@ impl Store {
     ) -> Result<Vec<crate::notify::timing::Ack>, StoreError> {
         let rows: Vec<(Instant, Instant)> = sqlx::query_as(
             "SELECT delivered_at, acked_at FROM notifications
-             WHERE tenant = ? AND recipient = ? AND acked_at IS NOT NULL AND delivered_at >= ?
+             WHERE tenant = $1 AND recipient = $2 AND acked_at IS NOT NULL AND delivered_at >= $3
              ORDER BY delivered_at DESC LIMIT 1000",
         )
         .bind(tenant)
@@ -688,10 +704,20 @@ impl Store {
     pub async fn recipients_waiting(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT DISTINCT tenant, recipient FROM notifications
-             WHERE state = 'deferred' AND presence_wakes",
+             WHERE state = 'deferred' AND presence_wakes <> 0",
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// SQL for `decisions` with the JSON value bound at `param` appended.
+    fn append_decision(&self, param: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("json_insert(decisions, '$[#]', json({param}))"),
+            Backend::Postgres => format!(
+                "CAST(CAST(decisions AS jsonb) || jsonb_build_array(CAST({param} AS jsonb)) AS text)"
+            ),
+        }
     }
 
     /// Acknowledges a notification (the recipient saw it): an emergency's
@@ -705,12 +731,13 @@ impl Store {
     ) -> Result<Option<bool>, StoreError> {
         let now = now_ms();
         let entry = decision(now, "acknowledged", &format!("by {by}"));
-        let n = sqlx::query(
-            "UPDATE notifications SET acked_at = ?, acked_by = ?,
+        let n = sqlx::query(&format!(
+            "UPDATE notifications SET acked_at = $1, acked_by = $2,
                due_at = CASE WHEN state = 'delivered' THEN NULL ELSE due_at END,
-               decisions = json_insert(decisions, '$[#]', json(?))
-             WHERE tenant = ? AND id = ? AND acked_at IS NULL",
-        )
+               decisions = {}
+             WHERE tenant = $4 AND id = $5 AND acked_at IS NULL",
+            self.append_decision("$3")
+        ))
         .bind(now)
         .bind(by)
         .bind(entry.to_string())
@@ -723,7 +750,7 @@ impl Store {
             return Ok(Some(true));
         }
         let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM notifications WHERE tenant = ? AND id = ?")
+            sqlx::query_scalar("SELECT 1 FROM notifications WHERE tenant = $1 AND id = $2")
                 .bind(tenant)
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -746,27 +773,27 @@ impl Store {
         resuming: bool,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE notifications SET claimed_until = ?, claim_token = ?, digest_lead = ?
+            "UPDATE notifications SET claimed_until = $1, claim_token = $2, digest_lead = $3
              WHERE id IN (
                SELECT id FROM notifications
-               WHERE tenant = ? AND recipient = ? AND urgency = 'general' AND id != ?
+               WHERE tenant = $4 AND recipient = $5 AND urgency = 'general' AND id != $6
                  AND state IN ('deferred', 'due')
                  -- Not one that waits out its own retry delay (unless it rode in
                  -- the digest being resumed, and waits for it).
-                 AND (? = 1 OR NOT (state = 'due' AND due_at > ?))
-                 AND (claimed_until IS NULL OR claimed_until < ? OR claim_token = ?
+                 AND ($7 = 1 OR NOT (state = 'due' AND due_at > $8))
+                 AND (claimed_until IS NULL OR claimed_until < $9 OR claim_token = $10
                       -- A digest being resumed takes back every note it carried,
                       -- even one still claimed by the process that died sending it.
-                      OR (? = 1 AND digest_lead = ?))
+                      OR ($11 = 1 AND digest_lead = $12))
                  -- Not one that rode in another digest, or whose own send was
                  -- cut short: that message may have gone out, and goes out
                  -- again only as it was (same content, same idempotency key).
-                 AND (digest_lead IS NULL OR digest_lead = ?)
+                 AND (digest_lead IS NULL OR digest_lead = $13)
                  AND NOT EXISTS (SELECT 1 FROM notification_attempts a
                                  WHERE a.notification_id = notifications.id AND a.outcome IS NULL)
                  -- Resuming a digest cut short: exactly the notes it carried.
-                 AND (? = 0 OR digest_lead = ?)
-               ORDER BY created_at LIMIT ?)
+                 AND ($14 = 0 OR digest_lead = $15)
+               ORDER BY created_at LIMIT $16)
              RETURNING *",
         )
         .bind(now + lease_ms)
@@ -775,16 +802,16 @@ impl Store {
         .bind(&lead.tenant)
         .bind(&lead.recipient)
         .bind(&lead.id)
-        .bind(resuming)
+        .bind(i64::from(resuming))
         .bind(now)
         .bind(now)
         .bind(token)
-        .bind(resuming)
+        .bind(i64::from(resuming))
         .bind(&lead.id)
         .bind(&lead.id)
-        .bind(resuming)
+        .bind(i64::from(resuming))
         .bind(&lead.id)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.writer)
         .await?;
         let mut members = rows
@@ -805,7 +832,7 @@ impl Store {
     ) -> Result<Option<Option<Instant>>, StoreError> {
         Ok(sqlx::query_scalar::<_, Option<Instant>>(
             "SELECT n.due_at FROM notifications n
-             WHERE n.id = ? AND EXISTS (SELECT 1 FROM notification_attempts a
+             WHERE n.id = $1 AND EXISTS (SELECT 1 FROM notification_attempts a
                                         WHERE a.notification_id = n.id AND a.outcome IS NULL)",
         )
         .bind(lead)
@@ -817,9 +844,9 @@ impl Store {
     /// `interrupted`: their outcome is unknown, and the send is being resumed.
     pub async fn close_open_attempts(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE notification_attempts SET outcome = 'interrupted', finished_at = ?,
+            "UPDATE notification_attempts SET outcome = 'interrupted', finished_at = $1,
                error = 'the host stopped during this send; whether it went out is unknown'
-             WHERE notification_id = ? AND outcome IS NULL",
+             WHERE notification_id = $2 AND outcome IS NULL",
         )
         .bind(now_ms())
         .bind(id)
@@ -830,10 +857,13 @@ impl Store {
 
     /// Whether a delivered attempt of `lead` carried `member` (in its digest).
     pub async fn delivered_with(&self, lead: &str, member: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar::<_, i64>(
+        Ok(sqlx::query_scalar::<_, i64>(self.sql(
             "SELECT 1 FROM notification_attempts a, json_each(a.carried) c
-             WHERE a.notification_id = ? AND a.outcome = 'delivered' AND c.value = ?",
-        )
+             WHERE a.notification_id = $1 AND a.outcome = 'delivered' AND c.value = $2",
+            "SELECT 1 FROM notification_attempts a,
+               json_array_elements_text(CAST(a.carried AS json)) AS c(value)
+             WHERE a.notification_id = $1 AND a.outcome = 'delivered' AND c.value = $2",
+        ))
         .bind(lead)
         .bind(member)
         .fetch_optional(&self.pool)
@@ -845,7 +875,7 @@ impl Store {
     pub async fn any_acknowledged(&self, ids: &[String]) -> Result<bool, StoreError> {
         for id in ids {
             let acked: Option<Option<i64>> =
-                sqlx::query_scalar("SELECT acked_at FROM notifications WHERE id = ?")
+                sqlx::query_scalar("SELECT acked_at FROM notifications WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -866,11 +896,15 @@ impl Store {
         token: &str,
         digest_failed: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(self.sql(
             "UPDATE notifications SET claimed_until = NULL, claim_token = NULL,
-               digest_lead = CASE WHEN ? THEN NULL ELSE digest_lead END
-             WHERE id IN (SELECT value FROM json_each(?)) AND claim_token = ?",
-        )
+               digest_lead = CASE WHEN $1 THEN NULL ELSE digest_lead END
+             WHERE id IN (SELECT value FROM json_each($2)) AND claim_token = $3",
+            "UPDATE notifications SET claimed_until = NULL, claim_token = NULL,
+               digest_lead = CASE WHEN $1 THEN NULL ELSE digest_lead END
+             WHERE id IN (SELECT value FROM json_array_elements_text(CAST($2 AS json)) AS j(value))
+               AND claim_token = $3",
+        ))
         .bind(digest_failed)
         .bind(serde_json::to_string(ids).expect("ids serialize"))
         .bind(token)

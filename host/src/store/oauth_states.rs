@@ -67,14 +67,14 @@ impl Store {
         let (nonce, ciphertext) = self.key.seal(secret, &aad(&digest, pending));
         let now = now_ms();
         // Expired states are of no use to anyone: drop them as new ones come.
-        sqlx::query("DELETE FROM oauth_states WHERE expires_at < ?")
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(now - 3_600_000)
             .execute(&self.writer)
             .await?;
         sqlx::query(
             "INSERT INTO oauth_states (state_sha256, provider, tenant, user_id, plugin, connection,
                scopes, key_id, nonce, ciphertext, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&digest)
         .bind(&pending.provider)
@@ -105,8 +105,8 @@ impl Store {
         // Only a callback of the provider the state was issued for uses it up:
         // a foreign callback cannot burn someone's pending authorization.
         let row = sqlx::query(
-            "UPDATE oauth_states SET used_at = ?
-             WHERE state_sha256 = ? AND used_at IS NULL AND provider = ?
+            "UPDATE oauth_states SET used_at = $1
+             WHERE state_sha256 = $2 AND used_at IS NULL AND provider = $3
              RETURNING provider, tenant, user_id, plugin, connection, scopes, key_id, nonce,
                ciphertext, expires_at",
         )
@@ -116,11 +116,12 @@ impl Store {
         .fetch_optional(&self.writer)
         .await?;
         let Some(row) = row else {
-            let known: Option<(String, Option<i64>)> =
-                sqlx::query_as("SELECT provider, used_at FROM oauth_states WHERE state_sha256 = ?")
-                    .bind(&digest)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let known: Option<(String, Option<i64>)> = sqlx::query_as(
+                "SELECT provider, used_at FROM oauth_states WHERE state_sha256 = $1",
+            )
+            .bind(&digest)
+            .fetch_optional(&self.pool)
+            .await?;
             return Ok(Err(match known {
                 None => StateRefusal::Unknown,
                 Some((_, Some(_))) => StateRefusal::Reused,

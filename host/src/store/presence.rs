@@ -8,10 +8,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use sqlx::AnyConnection;
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
-use super::{Store, StoreError, WebhookCommit, now_ms};
+use super::{Store, StoreError, WebhookCommit, lock_key, now_ms};
 use crate::model::{
     Availability, Category, Instant, KeyedSignal, Presence, PresenceSignal, SignalSource,
 };
@@ -132,7 +132,7 @@ const GROUP_COMMIT_MAX: usize = 64;
 /// is answered only after its transaction committed. If a batch fails, its
 /// webhooks are committed one by one, so one bad delivery fails alone.
 pub(super) async fn group_commit(
-    writer: sqlx::SqlitePool,
+    writer: sqlx::AnyPool,
     mut jobs: tokio::sync::mpsc::Receiver<WebhookJob>,
 ) {
     while let Some(first) = jobs.recv().await {
@@ -167,11 +167,11 @@ pub(super) async fn group_commit(
 }
 
 async fn commit_batch(
-    writer: &sqlx::SqlitePool,
+    writer: &sqlx::AnyPool,
     batch: &[WebhookJob],
 ) -> Result<Vec<(WebhookCommit, Effects)>, StoreError> {
     let now = now_ms();
-    let mut tx = writer.begin().await?;
+    let mut tx = begin_presence(writer).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         results.push(apply_webhook(&mut tx, job, now).await?);
@@ -183,14 +183,14 @@ async fn commit_batch(
 /// Records one webhook's delivery and signals and re-derives the presence of
 /// the people it names, inside the caller's transaction.
 async fn apply_webhook(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     job: &WebhookJob,
     now: Instant,
 ) -> Result<(WebhookCommit, Effects), StoreError> {
     let (plugin, tenant, rules) = (job.plugin.as_str(), job.tenant.as_str(), &job.rules);
     if let Some(id) = &job.delivery_id {
         let inserted = sqlx::query(
-            "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
         )
         .bind(plugin)
@@ -276,7 +276,7 @@ impl Store {
             origin: "api".into(),
             signal,
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_presence(&self.writer).await?;
         upsert_signal(&mut tx, tenant, &keyed, now, rules).await?;
         let effects = recompute(&mut tx, tenant, user, now, rules).await?;
         tx.commit().await?;
@@ -291,13 +291,13 @@ impl Store {
         limit: u32,
         rules: &EngineRules,
     ) -> Result<Effects, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_presence(&self.writer).await?;
         let due: Vec<(String, String)> = sqlx::query_as(
-            "SELECT tenant, user_id FROM presence_state WHERE next_due_at <= ?
-             ORDER BY next_due_at LIMIT ?",
+            "SELECT tenant, user_id FROM presence_state WHERE next_due_at <= $1
+             ORDER BY next_due_at LIMIT $2",
         )
         .bind(now)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
         let mut effects = Effects::default();
@@ -336,7 +336,7 @@ impl Store {
         user: &str,
     ) -> Result<Option<(Presence, Option<Instant>)>, StoreError> {
         let row = sqlx::query(
-            "SELECT presence, next_due_at FROM presence_state WHERE tenant = ? AND user_id = ?",
+            "SELECT presence, next_due_at FROM presence_state WHERE tenant = $1 AND user_id = $2",
         )
         .bind(tenant)
         .bind(user)
@@ -358,12 +358,12 @@ impl Store {
     ) -> Result<Vec<Change>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, tenant, user_id, presence, changed_at FROM presence_changes
-             WHERE seq > ? AND (? IS NULL OR tenant = ?) ORDER BY seq LIMIT ?",
+             WHERE seq > $1 AND ($2 IS NULL OR tenant = $3) ORDER BY seq LIMIT $4",
         )
         .bind(after)
         .bind(tenant)
         .bind(tenant)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -396,19 +396,19 @@ impl Store {
 
     /// Forgets changes older than `before` and push-log entries older than an hour.
     pub async fn prune_presence(&self, before: Instant) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM presence_changes WHERE changed_at < ?")
+        sqlx::query("DELETE FROM presence_changes WHERE changed_at < $1")
             .bind(before)
             .execute(&self.writer)
             .await?;
         // Synced calendar events long over (their keys are the sync's own).
         sqlx::query(
             "DELETE FROM presence_signals WHERE source = 'calendar' AND signal_key LIKE 'cal/%'
-               AND expires_at < ?",
+               AND expires_at < $1",
         )
         .bind(before)
         .execute(&self.writer)
         .await?;
-        sqlx::query("DELETE FROM status_push_log WHERE pushed_at < ?")
+        sqlx::query("DELETE FROM status_push_log WHERE pushed_at < $1")
             .bind(now_ms() - 3_600_000)
             .execute(&self.writer)
             .await?;
@@ -427,19 +427,19 @@ impl Store {
         rules: &EngineRules,
     ) -> Result<Effects, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_presence(&self.writer).await?;
         fn json<T: serde::Serialize + ?Sized>(v: Option<Option<&T>>) -> Option<String> {
             v.flatten()
                 .map(|v| serde_json::to_string(v).expect("settings serialize"))
         }
         sqlx::query(
             "INSERT INTO users (tenant, user_id, time_zone, working_hours, days_off, quiet_hours, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (tenant, user_id) DO UPDATE SET
-               time_zone = CASE WHEN ? THEN excluded.time_zone ELSE users.time_zone END,
-               working_hours = CASE WHEN ? THEN excluded.working_hours ELSE users.working_hours END,
-               days_off = CASE WHEN ? THEN excluded.days_off ELSE users.days_off END,
-               quiet_hours = CASE WHEN ? THEN excluded.quiet_hours ELSE users.quiet_hours END,
+               time_zone = CASE WHEN $8 THEN excluded.time_zone ELSE users.time_zone END,
+               working_hours = CASE WHEN $9 THEN excluded.working_hours ELSE users.working_hours END,
+               days_off = CASE WHEN $10 THEN excluded.days_off ELSE users.days_off END,
+               quiet_hours = CASE WHEN $11 THEN excluded.quiet_hours ELSE users.quiet_hours END,
                updated_at = excluded.updated_at",
         )
         .bind(tenant)
@@ -466,7 +466,7 @@ impl Store {
         user: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT time_zone FROM users WHERE tenant = ? AND user_id = ?")
+            sqlx::query_scalar("SELECT time_zone FROM users WHERE tenant = $1 AND user_id = $2")
                 .bind(tenant)
                 .bind(user)
                 .fetch_optional(&self.pool)
@@ -485,18 +485,25 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<PendingPush>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE status_outbox SET claimed_until = ?
+        let rows = sqlx::query(self.sql(
+            "UPDATE status_outbox SET claimed_until = $1
              WHERE (tenant, connection) IN (
                SELECT tenant, connection FROM status_outbox
-               WHERE due_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)
-               ORDER BY due_at LIMIT ?)
+               WHERE due_at <= $2 AND (claimed_until IS NULL OR claimed_until <= $3)
+               ORDER BY due_at LIMIT $4)
              RETURNING tenant, connection, plugin, user_id, presence, revision, attempts",
-        )
+            // Replicas claiming at once skip each other's rows.
+            "UPDATE status_outbox SET claimed_until = $1
+             WHERE (tenant, connection) IN (
+               SELECT tenant, connection FROM status_outbox
+               WHERE due_at <= $2 AND (claimed_until IS NULL OR claimed_until <= $3)
+               ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING tenant, connection, plugin, user_id, presence, revision, attempts",
+        ))
         .bind(now + lease_ms)
         .bind(now)
         .bind(now)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.writer)
         .await?;
         rows.iter()
@@ -516,7 +523,6 @@ impl Store {
             .collect()
     }
 
-    /// The earliest due push, claimed or not.
     /// How many status pushes wait, and the due time of the oldest.
     pub async fn outbox_stats(&self, _now: Instant) -> Result<OutboxStats, StoreError> {
         let (pending, oldest_due_at): (i64, Option<i64>) =
@@ -529,10 +535,12 @@ impl Store {
         })
     }
 
+    /// The earliest due push (a claimed one once its claim lapses).
     pub async fn next_push_due(&self) -> Result<Option<Instant>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(self.sql(
             "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM status_outbox",
-        )
+            "SELECT MIN(GREATEST(due_at, COALESCE(claimed_until, 0))) FROM status_outbox",
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -546,7 +554,7 @@ impl Store {
     ) -> Result<(u32, Option<Instant>), StoreError> {
         let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*), MIN(pushed_at) FROM status_push_log
-             WHERE tenant = ? AND connection = ? AND pushed_at >= ?",
+             WHERE tenant = $1 AND connection = $2 AND pushed_at >= $3",
         )
         .bind(tenant)
         .bind(connection)
@@ -563,7 +571,7 @@ impl Store {
         connection: &str,
     ) -> Result<Option<Presence>, StoreError> {
         let json: Option<String> = sqlx::query_scalar(
-            "SELECT presence FROM status_pushed WHERE tenant = ? AND connection = ?",
+            "SELECT presence FROM status_pushed WHERE tenant = $1 AND connection = $2",
         )
         .bind(tenant)
         .bind(connection)
@@ -581,7 +589,7 @@ impl Store {
         text: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE status_outbox SET sending_text = ? WHERE tenant = ? AND connection = ?",
+            "UPDATE status_outbox SET sending_text = $1 WHERE tenant = $2 AND connection = $3",
         )
         .bind(text.unwrap_or(""))
         .bind(&push.tenant)
@@ -602,7 +610,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         if let Some(sent) = sent {
             sqlx::query(
-                "INSERT INTO status_push_log (tenant, connection, pushed_at) VALUES (?, ?, ?)",
+                "INSERT INTO status_push_log (tenant, connection, pushed_at) VALUES ($1, $2, $3)",
             )
             .bind(&push.tenant)
             .bind(&push.connection)
@@ -611,7 +619,7 @@ impl Store {
             .await?;
             sqlx::query(
                 "INSERT INTO status_pushed (tenant, connection, presence, status_text, status_emoji, revision, pushed_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (tenant, connection) DO UPDATE SET presence = excluded.presence,
                    status_text = excluded.status_text, status_emoji = excluded.status_emoji,
                    revision = excluded.revision, pushed_at = excluded.pushed_at",
@@ -627,7 +635,7 @@ impl Store {
             .await?;
         }
         sqlx::query(
-            "DELETE FROM status_outbox WHERE tenant = ? AND connection = ? AND revision = ?",
+            "DELETE FROM status_outbox WHERE tenant = $1 AND connection = $2 AND revision = $3",
         )
         .bind(&push.tenant)
         .bind(&push.connection)
@@ -637,7 +645,7 @@ impl Store {
         // A newer state arrived while this one was out: it goes next, unclaimed.
         sqlx::query(
             "UPDATE status_outbox SET claimed_until = NULL, sending_text = NULL
-             WHERE tenant = ? AND connection = ?",
+             WHERE tenant = $1 AND connection = $2",
         )
         .bind(&push.tenant)
         .bind(&push.connection)
@@ -655,13 +663,16 @@ impl Store {
         attempts: u32,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE status_outbox SET due_at = MAX(due_at, ?), attempts = ?, last_error = ?,
+        sqlx::query(self.sql(
+            "UPDATE status_outbox SET due_at = MAX(due_at, $1), attempts = $2, last_error = $3,
                claimed_until = NULL, sending_text = NULL
-             WHERE tenant = ? AND connection = ?",
-        )
+             WHERE tenant = $4 AND connection = $5",
+            "UPDATE status_outbox SET due_at = GREATEST(due_at, $1), attempts = $2, last_error = $3,
+               claimed_until = NULL, sending_text = NULL
+             WHERE tenant = $4 AND connection = $5",
+        ))
         .bind(due_at)
-        .bind(attempts)
+        .bind(i64::from(attempts))
         .bind(error)
         .bind(&push.tenant)
         .bind(&push.connection)
@@ -678,7 +689,7 @@ impl Store {
     ) -> Result<Vec<serde_json::Value>, StoreError> {
         let rows = sqlx::query(
             "SELECT connection, plugin, due_at, attempts, last_error FROM status_outbox
-             WHERE tenant = ? AND user_id = ? ORDER BY connection",
+             WHERE tenant = $1 AND user_id = $2 ORDER BY connection",
         )
         .bind(tenant)
         .bind(user)
@@ -701,7 +712,7 @@ impl Store {
 /// Whether a provider-status signal from `plugin` repeats what we last pushed
 /// through one of that person's connections to `plugin`.
 async fn is_echo(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     plugin: &str,
     signal: &PresenceSignal,
@@ -709,11 +720,11 @@ async fn is_echo(
     let pushed: Vec<Option<String>> = sqlx::query_scalar(
         "SELECT p.status_text FROM status_pushed p
          JOIN connections c ON c.tenant = p.tenant AND c.name = p.connection
-         WHERE c.tenant = ? AND c.user_id = ? AND c.plugin = ?
+         WHERE c.tenant = $1 AND c.user_id = $2 AND c.plugin = $3
          UNION ALL
          SELECT o.sending_text FROM status_outbox o
          JOIN connections c ON c.tenant = o.tenant AND c.name = o.connection
-         WHERE c.tenant = ? AND c.user_id = ? AND c.plugin = ? AND o.claimed_until IS NOT NULL",
+         WHERE c.tenant = $4 AND c.user_id = $5 AND c.plugin = $6 AND o.claimed_until IS NOT NULL",
     )
     .bind(tenant)
     .bind(&signal.user)
@@ -732,7 +743,7 @@ async fn is_echo(
 }
 
 pub(super) async fn upsert_signal(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     keyed: &KeyedSignal,
     now: Instant,
@@ -749,7 +760,7 @@ pub(super) async fn upsert_signal(
     sqlx::query(
         "INSERT INTO presence_signals (tenant, user_id, source, signal_key, availability, status_text,
            status_emoji, category, starts_at, expires_at, origin, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (tenant, user_id, source, signal_key) DO UPDATE SET
            availability = excluded.availability, status_text = excluded.status_text,
            status_emoji = excluded.status_emoji, category = excluded.category,
@@ -761,8 +772,8 @@ pub(super) async fn upsert_signal(
     .bind(s.source.as_str())
     .bind(&keyed.key)
     .bind(s.availability.as_str())
-    .bind(&s.status_text)
-    .bind(&s.status_emoji)
+    .bind(s.status_text.as_deref().map(without_nul))
+    .bind(s.status_emoji.as_deref().map(without_nul))
     .bind(s.category.as_ref().map(Category::to_storage))
     .bind(s.starts)
     .bind(expires)
@@ -774,7 +785,7 @@ pub(super) async fn upsert_signal(
 }
 
 async fn live_signals(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     user: &str,
     now: Instant,
@@ -785,18 +796,18 @@ async fn live_signals(
     let rows = sqlx::query(
         "SELECT * FROM (
            SELECT source, signal_key, origin, availability, status_text, status_emoji, category,
-             starts_at, expires_at, updated_at, rowid AS row
+             starts_at, expires_at, updated_at, rowid AS written
            FROM presence_signals
-           WHERE tenant = ? AND user_id = ? AND (expires_at IS NULL OR expires_at > ?)
-             AND (starts_at IS NULL OR starts_at <= ?)
+           WHERE tenant = $1 AND user_id = $2 AND (expires_at IS NULL OR expires_at > $3)
+             AND (starts_at IS NULL OR starts_at <= $4)
            UNION ALL
            SELECT * FROM (
              SELECT source, signal_key, origin, availability, status_text, status_emoji, category,
-               starts_at, expires_at, updated_at, rowid AS row
+               starts_at, expires_at, updated_at, rowid AS written
              FROM presence_signals
-             WHERE tenant = ? AND user_id = ? AND starts_at > ?
-             ORDER BY starts_at LIMIT 1))
-         ORDER BY updated_at DESC, row DESC",
+             WHERE tenant = $5 AND user_id = $6 AND starts_at > $7
+             ORDER BY starts_at LIMIT 1) AS next_to_start) AS live
+         ORDER BY updated_at DESC, written DESC",
     )
     .bind(tenant)
     .bind(user)
@@ -835,7 +846,7 @@ async fn live_signals(
     // Working hours are not stored as a signal: they are derived from the
     // person's settings for the moment asked about.
     let settings: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT time_zone, working_hours, days_off FROM users WHERE tenant = ? AND user_id = ?",
+        "SELECT time_zone, working_hours, days_off FROM users WHERE tenant = $1 AND user_id = $2",
     )
     .bind(tenant)
     .bind(user)
@@ -876,10 +887,33 @@ pub(crate) fn schedule_of(
         .map_err(|e| corrupt("users.days_off", e))
 }
 
+/// `text` with any NUL made U+FFFD: PostgreSQL's text cannot hold NUL, and a
+/// provider's status saying one must not fail its webhook on one backend only.
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// Begins a transaction that derives presence. On PostgreSQL it first takes
+/// the presence lock, so such transactions take turns across replicas as they
+/// do on SQLite's one writer: a person's presence is derived from every
+/// signal committed before, and change numbers (the SSE event ids a
+/// subscriber resumes from) commit in order. Taken before any write, it
+/// cannot deadlock with the row locks those writes take.
+pub(super) async fn begin_presence(
+    writer: &sqlx::AnyPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    let mut tx = writer.begin().await?;
+    lock_key(&mut tx, PRESENCE_LOCK).await?;
+    Ok(tx)
+}
+
+/// The advisory lock of [`begin_presence`].
+const PRESENCE_LOCK: &str = "presence";
+
 /// Derives `user`'s presence at `now`; when it differs from the stored one,
 /// records the change and queues a status push per pushing connection.
 pub(super) async fn recompute(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     tenant: &str,
     user: &str,
     now: Instant,
@@ -890,7 +924,7 @@ pub(super) async fn recompute(
     let next_due = presence::next_change(&signals, now);
     let json = presence_json(&derived);
     let old: Option<(String, Option<Instant>)> = sqlx::query_as(
-        "SELECT presence, next_due_at FROM presence_state WHERE tenant = ? AND user_id = ?",
+        "SELECT presence, next_due_at FROM presence_state WHERE tenant = $1 AND user_id = $2",
     )
     .bind(tenant)
     .bind(user)
@@ -902,7 +936,7 @@ pub(super) async fn recompute(
         // Unchanged: at most the next due time moves (a write saved when not).
         if due != next_due {
             sqlx::query(
-                "UPDATE presence_state SET next_due_at = ? WHERE tenant = ? AND user_id = ?",
+                "UPDATE presence_state SET next_due_at = $1 WHERE tenant = $2 AND user_id = $3",
             )
             .bind(next_due)
             .bind(tenant)
@@ -916,7 +950,7 @@ pub(super) async fn recompute(
         });
     }
     let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO presence_changes (tenant, user_id, presence, changed_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO presence_changes (tenant, user_id, presence, changed_at) VALUES ($1, $2, $3, $4)
          RETURNING seq",
     )
     .bind(tenant)
@@ -927,7 +961,7 @@ pub(super) async fn recompute(
     .await?;
     sqlx::query(
         "INSERT INTO presence_state (tenant, user_id, presence, revision, next_due_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant, user_id) DO UPDATE SET presence = excluded.presence,
            revision = excluded.revision, next_due_at = excluded.next_due_at,
            updated_at = excluded.updated_at",
@@ -941,7 +975,7 @@ pub(super) async fn recompute(
     .execute(&mut *conn)
     .await?;
     let connections: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, plugin FROM connections WHERE tenant = ? AND user_id = ? ORDER BY name",
+        "SELECT name, plugin FROM connections WHERE tenant = $1 AND user_id = $2 ORDER BY name",
     )
     .bind(tenant)
     .bind(user)
@@ -958,7 +992,7 @@ pub(super) async fn recompute(
         // push of the latest, and a deferral (the hourly budget, a backoff) holds.
         sqlx::query(
             "INSERT INTO status_outbox (tenant, connection, plugin, user_id, presence, revision, due_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (tenant, connection) DO UPDATE SET presence = excluded.presence,
                revision = excluded.revision",
         )

@@ -4,8 +4,8 @@
 //! happened is always announced, even across a crash.
 
 use serde::Serialize;
+use sqlx::AnyConnection;
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
 use super::presence::Change;
 use super::{SecretValue, Store, StoreError, now_ms};
@@ -53,7 +53,7 @@ impl Store {
         let (nonce, ciphertext) = self.key.seal(secret, &aad(tenant, id));
         sqlx::query(
             "INSERT INTO presence_webhooks (tenant, id, url, users, key_id, nonce, ciphertext, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(tenant)
         .bind(id)
@@ -77,7 +77,7 @@ impl Store {
                w.last_success_at,
                (SELECT COUNT(*) FROM presence_webhook_outbox o
                 WHERE o.tenant = w.tenant AND o.endpoint = w.id AND o.due_at IS NOT NULL) AS pending
-             FROM presence_webhooks w WHERE w.tenant = ? ORDER BY w.created_at, w.id",
+             FROM presence_webhooks w WHERE w.tenant = $1 ORDER BY w.created_at, w.id",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -111,12 +111,12 @@ impl Store {
         id: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM presence_webhook_outbox WHERE tenant = ? AND endpoint = ?")
+        sqlx::query("DELETE FROM presence_webhook_outbox WHERE tenant = $1 AND endpoint = $2")
             .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let n = sqlx::query("DELETE FROM presence_webhooks WHERE tenant = ? AND id = ?")
+        let n = sqlx::query("DELETE FROM presence_webhooks WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
@@ -134,7 +134,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "UPDATE presence_webhooks SET enabled = 1, disabled_reason = NULL, failing_since = NULL
-             WHERE tenant = ? AND id = ?",
+             WHERE tenant = $1 AND id = $2",
         )
         .bind(tenant)
         .bind(id)
@@ -152,19 +152,27 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<OutgoingMessage>, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE presence_webhook_outbox SET claimed_until = ?
+        let rows = sqlx::query(self.sql(
+            "UPDATE presence_webhook_outbox SET claimed_until = $1
              WHERE msg_id IN (
                SELECT o.msg_id FROM presence_webhook_outbox o
                JOIN presence_webhooks w ON w.tenant = o.tenant AND w.id = o.endpoint
-               WHERE w.enabled = 1 AND o.due_at <= ? AND (o.claimed_until IS NULL OR o.claimed_until <= ?)
-               ORDER BY o.due_at, o.msg_id LIMIT ?)
+               WHERE w.enabled = 1 AND o.due_at <= $2 AND (o.claimed_until IS NULL OR o.claimed_until <= $3)
+               ORDER BY o.due_at, o.msg_id LIMIT $4)
              RETURNING msg_id, tenant, endpoint, payload, attempts",
-        )
+            // Replicas claiming at once skip each other's rows.
+            "UPDATE presence_webhook_outbox SET claimed_until = $1
+             WHERE msg_id IN (
+               SELECT o.msg_id FROM presence_webhook_outbox o
+               JOIN presence_webhooks w ON w.tenant = o.tenant AND w.id = o.endpoint
+               WHERE w.enabled = 1 AND o.due_at <= $2 AND (o.claimed_until IS NULL OR o.claimed_until <= $3)
+               ORDER BY o.due_at, o.msg_id LIMIT $4 FOR UPDATE OF o SKIP LOCKED)
+             RETURNING msg_id, tenant, endpoint, payload, attempts",
+        ))
         .bind(now + lease_ms)
         .bind(now)
         .bind(now)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -173,7 +181,7 @@ impl Store {
             let endpoint: String = r.try_get("endpoint")?;
             let w = sqlx::query(
                 "SELECT url, key_id, nonce, ciphertext, failing_since FROM presence_webhooks
-                 WHERE tenant = ? AND id = ?",
+                 WHERE tenant = $1 AND id = $2",
             )
             .bind(&tenant)
             .bind(&endpoint)
@@ -202,11 +210,14 @@ impl Store {
 
     /// The earliest due message of an enabled endpoint.
     pub async fn next_webhook_message_due(&self) -> Result<Option<Instant>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(self.sql(
             "SELECT MIN(MAX(o.due_at, COALESCE(o.claimed_until, 0))) FROM presence_webhook_outbox o
              JOIN presence_webhooks w ON w.tenant = o.tenant AND w.id = o.endpoint
              WHERE w.enabled = 1 AND o.due_at IS NOT NULL",
-        )
+            "SELECT MIN(GREATEST(o.due_at, COALESCE(o.claimed_until, 0))) FROM presence_webhook_outbox o
+             JOIN presence_webhooks w ON w.tenant = o.tenant AND w.id = o.endpoint
+             WHERE w.enabled = 1 AND o.due_at IS NOT NULL",
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -214,13 +225,13 @@ impl Store {
     /// A 2xx: the message is done and the endpoint is healthy again.
     pub async fn webhook_delivered(&self, msg: &OutgoingMessage) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM presence_webhook_outbox WHERE msg_id = ?")
+        sqlx::query("DELETE FROM presence_webhook_outbox WHERE msg_id = $1")
             .bind(&msg.msg_id)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "UPDATE presence_webhooks SET failing_since = NULL, last_success_at = ?
-             WHERE tenant = ? AND id = ?",
+            "UPDATE presence_webhooks SET failing_since = NULL, last_success_at = $1
+             WHERE tenant = $2 AND id = $3",
         )
         .bind(now_ms())
         .bind(&msg.tenant)
@@ -244,8 +255,8 @@ impl Store {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "UPDATE presence_webhook_outbox SET attempts = attempts + 1, due_at = ?,
-               claimed_until = NULL, last_error = ? WHERE msg_id = ?",
+            "UPDATE presence_webhook_outbox SET attempts = attempts + 1, due_at = $1,
+               claimed_until = NULL, last_error = $2 WHERE msg_id = $3",
         )
         .bind(retry_at)
         .bind(error)
@@ -253,10 +264,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE presence_webhooks SET failing_since = COALESCE(failing_since, ?),
-               enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END,
-               disabled_reason = COALESCE(?, disabled_reason)
-             WHERE tenant = ? AND id = ?",
+            "UPDATE presence_webhooks SET failing_since = COALESCE(failing_since, $1),
+               enabled = CASE WHEN $2 IS NULL THEN enabled ELSE 0 END,
+               disabled_reason = COALESCE($3, disabled_reason)
+             WHERE tenant = $4 AND id = $5",
         )
         .bind(now)
         .bind(disable)
@@ -272,12 +283,9 @@ impl Store {
 
 /// Queues a message for each enabled endpoint of the change's tenant that
 /// wants this user; true when any was queued. Runs inside the change's transaction.
-pub(crate) async fn enqueue(
-    conn: &mut SqliteConnection,
-    change: &Change,
-) -> Result<bool, StoreError> {
+pub(crate) async fn enqueue(conn: &mut AnyConnection, change: &Change) -> Result<bool, StoreError> {
     let endpoints: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT id, users FROM presence_webhooks WHERE tenant = ? AND enabled = 1")
+        sqlx::query_as("SELECT id, users FROM presence_webhooks WHERE tenant = $1 AND enabled = 1")
             .bind(&change.tenant)
             .fetch_all(&mut *conn)
             .await?;
@@ -302,7 +310,7 @@ pub(crate) async fn enqueue(
         }
         sqlx::query(
             "INSERT INTO presence_webhook_outbox (msg_id, tenant, endpoint, payload, due_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(format!("msg_{}_{id}", change.seq))
         .bind(&change.tenant)
@@ -339,7 +347,7 @@ impl Store {
         })
         .to_string();
         let endpoints: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT id, users FROM presence_webhooks WHERE tenant = ? AND enabled = 1",
+            "SELECT id, users FROM presence_webhooks WHERE tenant = $1 AND enabled = 1",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -355,7 +363,7 @@ impl Store {
             }
             let n = sqlx::query(
                 "INSERT INTO presence_webhook_outbox (msg_id, tenant, endpoint, payload, due_at, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (msg_id) DO NOTHING",
             )
             .bind(format!("msg_{event_id}_{id}"))
             .bind(tenant)

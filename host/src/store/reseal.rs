@@ -68,7 +68,7 @@ impl Store {
             let rows = sqlx::query(&format!(
                 "SELECT rowid, {aad} AS aad, {key_id} AS key_id, {nonce} AS nonce,
                    {ciphertext} AS ciphertext
-                 FROM {table} WHERE {key_id} IS NOT NULL AND {key_id} != ?",
+                 FROM {table} WHERE {key_id} IS NOT NULL AND {key_id} != $1",
                 aad = s.aad,
                 key_id = s.key_id,
                 nonce = s.nonce,
@@ -86,8 +86,8 @@ impl Store {
                 let plain = self.unseal(&row, aad.as_bytes(), s.what)?;
                 let (nonce, ciphertext) = self.key.seal(plain.expose(), aad.as_bytes());
                 rewritten += sqlx::query(&format!(
-                    "UPDATE {table} SET {key_id} = ?, {nonce} = ?, {ciphertext} = ?
-                     WHERE rowid = ? AND {key_id} = ?",
+                    "UPDATE {table} SET {key_id} = $1, {nonce} = $2, {ciphertext} = $3
+                     WHERE rowid = $4 AND {key_id} = $5",
                     table = s.table,
                     key_id = s.key_id,
                     nonce = s.nonce,

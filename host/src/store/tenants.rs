@@ -89,7 +89,7 @@ fn new_key() -> (String, Zeroizing<String>) {
     (id, key)
 }
 
-fn api_key_from(r: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, StoreError> {
+fn api_key_from(r: &sqlx::any::AnyRow) -> Result<ApiKey, StoreError> {
     Ok(ApiKey {
         id: r.try_get("id")?,
         tenant: r.try_get("tenant")?,
@@ -110,7 +110,7 @@ impl Store {
         display_name: Option<&str>,
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(
-            "INSERT INTO tenants (name, display_name, created_at) VALUES (?, ?, ?)
+            "INSERT INTO tenants (name, display_name, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
@@ -123,7 +123,7 @@ impl Store {
     }
 
     pub async fn tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
-        let row = sqlx::query("SELECT name, display_name, created_at FROM tenants WHERE name = ?")
+        let row = sqlx::query("SELECT name, display_name, created_at FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -163,7 +163,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO api_keys (id, tenant, label, secret_sha256, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(tenant)
@@ -199,11 +199,14 @@ impl Store {
     ) -> Result<Option<IssuedKey>, StoreError> {
         // One transaction: two concurrent rotations of one key make one new key.
         let mut tx = self.writer.begin().await?;
-        let row = sqlx::query("SELECT * FROM api_keys WHERE tenant = ? AND id = ?")
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(self.sql(
+            "SELECT * FROM api_keys WHERE tenant = $1 AND id = $2",
+            "SELECT * FROM api_keys WHERE tenant = $1 AND id = $2 FOR UPDATE",
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(old) = row.as_ref().map(api_key_from).transpose()? else {
             return Ok(None);
         };
@@ -213,7 +216,7 @@ impl Store {
         let (new_id, key) = new_key();
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant, label, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, tenant, label, secret_sha256, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&new_id)
         .bind(tenant)
@@ -224,9 +227,9 @@ impl Store {
         .await?;
         let until = now + grace_ms.max(0);
         sqlx::query(
-            "UPDATE api_keys SET replaced_by = ?,
-               expires_at = CASE WHEN expires_at IS NULL OR expires_at > ? THEN ? ELSE expires_at END
-             WHERE tenant = ? AND id = ?",
+            "UPDATE api_keys SET replaced_by = $1,
+               expires_at = CASE WHEN expires_at IS NULL OR expires_at > $2 THEN $3 ELSE expires_at END
+             WHERE tenant = $4 AND id = $5",
         )
         .bind(&new_id)
         .bind(until)
@@ -254,7 +257,7 @@ impl Store {
     /// Revokes key `id` of `tenant`; true when it was live.
     pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let n = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND id = ? AND revoked_at IS NULL",
+            "UPDATE api_keys SET revoked_at = $1 WHERE tenant = $2 AND id = $3 AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant)
@@ -266,7 +269,7 @@ impl Store {
     }
 
     pub async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE tenant = ? AND id = ?")
+        let row = sqlx::query("SELECT * FROM api_keys WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -275,7 +278,7 @@ impl Store {
     }
 
     pub async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant = ? ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant = $1 ORDER BY created_at, id")
             .bind(tenant)
             .fetch_all(&self.pool)
             .await?;
@@ -291,7 +294,7 @@ impl Store {
             return Ok(Err(KeyRefusal::Unknown));
         };
         let row = sqlx::query(
-            "SELECT tenant, secret_sha256, expires_at, revoked_at FROM api_keys WHERE id = ?",
+            "SELECT tenant, secret_sha256, expires_at, revoked_at FROM api_keys WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -320,7 +323,7 @@ impl Store {
 
     /// Records that key `id` was used (callers limit how often).
     pub async fn touch_api_key(&self, id: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
             .bind(at)
             .bind(id)
             .execute(&self.writer)
