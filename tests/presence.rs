@@ -719,3 +719,57 @@ async fn working_hours_are_the_lowest_source_in_the_persons_own_zone() {
         "calendar"
     );
 }
+
+/// Scale-out: a change made through one replica reaches streams opened on
+/// another, at once (PostgreSQL's LISTEN/NOTIFY; there is no polling behind
+/// a stream), in both directions.
+#[tokio::test]
+async fn a_change_made_on_one_replica_reaches_streams_on_the_other() {
+    if support::db::postgres_server().is_none() {
+        eprintln!("skipped: needs PostgreSQL ({})", support::db::POSTGRES_ENV);
+        return;
+    }
+    let soon = Duration::from_secs(5);
+    let host = start();
+    let replica = host.replica();
+    let mut on_b = SseClient::connect(&replica.url("/api/presence/stream?users=erin"), None).await;
+    let mut on_a = SseClient::connect(&host.url("/api/presence/stream?users=erin"), None).await;
+
+    // Through A: the ceremony reaches B's stream.
+    ceremony(&host, "erin").await;
+    let seen = on_b
+        .next_of("presence", soon)
+        .await
+        .expect("A's change on B's stream");
+    assert_eq!(seen.json()["user"], "erin");
+    assert_eq!(seen.json()["presence"]["availability"], "busy");
+    let first = on_a
+        .next_of("presence", soon)
+        .await
+        .expect("on A's own stream");
+    assert_eq!(
+        first.id, seen.id,
+        "one change, one event id on both replicas"
+    );
+
+    // Through B: a manual presence reaches A's stream.
+    let resp = host
+        .client
+        .put(replica.url("/api/presence/erin"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"availability": "do_not_disturb", "status_text": "Speeches"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = on_a
+        .next_of("presence", soon)
+        .await
+        .expect("B's change on A's stream");
+    assert_eq!(seen.json()["presence"]["status_text"], "Speeches");
+    let on_b_too = on_b
+        .next_of("presence", soon)
+        .await
+        .expect("on B's own stream");
+    assert_eq!(on_b_too.id, seen.id);
+}

@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod capabilities;
 pub mod classify;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dry_run;
 pub mod health;
@@ -187,7 +188,7 @@ impl App {
         // The scheduler and the outbox pick up where the store says things
         // stand: transitions that came due and pushes left over from before a
         // restart are applied first.
-        let workers = vec![
+        let mut workers = vec![
             tokio::spawn(presence::engine::run_scheduler(app.clone())),
             tokio::spawn(presence::engine::run_outbox(app.clone())),
             tokio::spawn(presence::webhooks_out::run(app.clone())),
@@ -197,6 +198,7 @@ impl App {
             tokio::spawn(notify::worker::run(app.clone())),
             tokio::spawn(calendar::sync::run(app.clone())),
         ];
+        workers.extend(cluster::start(&app));
         Ok(Running {
             app,
             _watcher: watcher,

@@ -149,7 +149,7 @@ pub async fn put(
     app.store
         .calendar_connection_renewed(&tenant, &connection.name, crate::store::now_ms())
         .await?;
-    app.engine.calendar_wake.notify_one();
+    app.engine.wake_calendar();
     let stored = app.store.connection(&tenant, &connection.name).await?;
     Ok(Json(stored.unwrap_or(connection)))
 }
@@ -301,7 +301,7 @@ pub async fn delete(
     let found = app.store.delete_connection(&tenant, &name).await?;
     app.health.forget_connection(&tenant, &name);
     // Its synced events go with it.
-    app.engine.calendar_wake.notify_one();
+    app.engine.wake_calendar();
     app.store
         .audit(
             &tenant,

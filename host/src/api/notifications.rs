@@ -194,7 +194,7 @@ pub async fn submit(
             }
         })
         .collect();
-    app.engine.notifications_wake.notify_one();
+    app.engine.wake_notifications();
     Ok((
         StatusCode::ACCEPTED,
         Json(SubmittedNotifications { notifications }),

@@ -414,7 +414,7 @@ pub async fn put_user(
     app.store
         .wake_notifications(&tenant, &user, now_ms())
         .await?;
-    app.engine.notifications_wake.notify_one();
+    app.engine.wake_notifications();
     announce_and_read(&app, &tenant, &user, effects).await
 }
 

@@ -90,7 +90,7 @@ pub async fn request(
         );
     }
     if !marked.is_empty() {
-        app.engine.calendar_wake.notify_one();
+        app.engine.wake_calendar();
     }
     Ok(())
 }
@@ -262,7 +262,7 @@ async fn watch(
                 )
                 .await?;
             if lapsed {
-                app.engine.calendar_wake.notify_one();
+                app.engine.wake_calendar();
             }
             Ok(())
         }

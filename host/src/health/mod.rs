@@ -852,7 +852,7 @@ async fn notify_operator(
         escalation: None,
     };
     app.store.submit_notification(&n).await?;
-    app.engine.notifications_wake.notify_one();
+    app.engine.wake_notifications();
     Ok(())
 }
 

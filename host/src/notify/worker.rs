@@ -594,7 +594,7 @@ async fn escalate(
     let mut entry = decision(now, "escalated", &format!("{why}; sent on to {next}"));
     entry["to"] = next.clone().into();
     entry["notification"] = child_id.into();
-    app.engine.notifications_wake.notify_one();
+    app.engine.wake_notifications();
     app.store
         .notification_decided(&n.id, token, state, None, n.rounds, Some(entry))
         .await?;

@@ -589,7 +589,7 @@ async fn complete(app: &App, provider_name: &str, q: CallbackQuery) -> Result<St
         .calendar_connection_renewed(tenant, &pending.connection, crate::store::now_ms())
         .await
         .map_err(unavailable)?;
-    app.engine.calendar_wake.notify_one();
+    app.engine.wake_calendar();
     audit(
         "connection.connected",
         serde_json::json!({

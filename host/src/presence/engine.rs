@@ -19,6 +19,7 @@ use tokio::sync::{Notify, broadcast};
 use tracing::Instrument;
 
 use crate::App;
+use crate::cluster::Work;
 use crate::model::{Feature, PluginFault, Presence};
 use crate::plugins::World;
 use crate::presence::render;
@@ -60,6 +61,8 @@ pub struct Engine {
     scheduler_planned: AtomicI64,
     /// Provider features by component hash: `describe` is asked once per component.
     features: Mutex<HashMap<String, Vec<Feature>>>,
+    /// The other replicas, told of work they could pick up (PostgreSQL).
+    pub(crate) peers: crate::cluster::Peers,
 }
 
 impl Default for Engine {
@@ -73,6 +76,7 @@ impl Default for Engine {
             calendar_wake: Notify::new(),
             scheduler_planned: AtomicI64::new(i64::MAX),
             features: Mutex::new(HashMap::new()),
+            peers: Default::default(),
         }
     }
 }
@@ -93,21 +97,61 @@ impl Engine {
     /// sender when messages were, the scheduler when a due time came earlier
     /// than it planned to wake.
     pub fn publish(&self, effects: Effects) {
-        for change in effects.changes {
-            // No subscriber is not an error: the change is in the store.
-            let _ = self.changes.send(Arc::new(change));
+        if !effects.changes.is_empty() {
+            self.peers.announce(Work::Presence);
         }
+        self.feed(effects.changes);
         if effects.pushes_queued {
             self.outbox_wake.notify_one();
+            self.peers.announce(Work::Outbox);
         }
         if effects.webhooks_queued {
             self.webhooks_wake.notify_one();
+            self.peers.announce(Work::Webhooks);
         }
         if effects
             .next_due
             .is_some_and(|due| due < self.scheduler_planned.load(Ordering::Acquire))
         {
             self.scheduler_wake.notify_one();
+        }
+        if effects.next_due.is_some() {
+            // Another replica's scheduler may mean to sleep past it.
+            self.peers.announce(Work::Scheduler);
+        }
+    }
+
+    /// Hands committed changes to this replica's subscribers.
+    pub(crate) fn feed(&self, changes: Vec<Change>) {
+        for change in changes {
+            // No subscriber is not an error: the change is in the store.
+            let _ = self.changes.send(Arc::new(change));
+        }
+    }
+
+    /// Wakes the notification router, here and on the other replicas (a
+    /// notification was submitted, or one waiting may go now).
+    pub fn wake_notifications(&self) {
+        self.notifications_wake.notify_one();
+        self.peers.announce(Work::Notifications);
+    }
+
+    /// Wakes the calendar sync worker, here and on the other replicas.
+    pub fn wake_calendar(&self) {
+        self.calendar_wake.notify_one();
+        self.peers.announce(Work::Calendar);
+    }
+
+    /// Wakes this replica's worker for `work` another replica announced.
+    pub(crate) fn wake_local(&self, work: Work) {
+        match work {
+            // Fed from the change log by the listener.
+            Work::Presence => {}
+            Work::Outbox => self.outbox_wake.notify_one(),
+            Work::Webhooks => self.webhooks_wake.notify_one(),
+            Work::Notifications => self.notifications_wake.notify_one(),
+            Work::Calendar => self.calendar_wake.notify_one(),
+            Work::Scheduler => self.scheduler_wake.notify_one(),
         }
     }
 }

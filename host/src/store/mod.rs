@@ -151,6 +151,9 @@ fn dialect<'a>(backend: Backend, sqlite: &'a str, postgres: &'a str) -> &'a str 
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// PostgreSQL's URL (for the replicas' listener) and the schema in use
+    /// (the deployment's name within the server); none on SQLite.
+    postgres: Option<std::sync::Arc<(String, String)>>,
     /// Readers. On SQLite several connections read alongside the writer
     /// (WAL); on PostgreSQL this is the one pool, writers included.
     pool: AnyPool,
@@ -224,6 +227,7 @@ impl Store {
     pub async fn open(url: &str, key: MasterKey) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
+        let mut postgres = None;
         let (pool, writer) = match backend {
             Backend::Sqlite => {
                 let options = || {
@@ -264,6 +268,10 @@ impl Store {
                     .connect(url)
                     .await?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                let schema: String = sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)")
+                    .fetch_one(&pool)
+                    .await?;
+                postgres = Some(std::sync::Arc::new((url.to_string(), schema)));
                 (pool.clone(), pool)
             }
         };
@@ -271,6 +279,7 @@ impl Store {
         tokio::spawn(presence::group_commit(writer.clone(), jobs));
         Ok(Self {
             backend,
+            postgres,
             pool,
             writer,
             webhooks,
@@ -281,6 +290,28 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The PostgreSQL URL the store opened (None on SQLite).
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres.as_deref().map(|(url, _)| url.as_str())
+    }
+
+    /// The PostgreSQL schema the store works in (None on SQLite).
+    pub fn schema(&self) -> Option<&str> {
+        self.postgres.as_deref().map(|(_, schema)| schema.as_str())
+    }
+
+    /// PostgreSQL's NOTIFY of `payload` on `channel` (nothing on SQLite).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// [`dialect`] for this store's backend.
