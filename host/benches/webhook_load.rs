@@ -6,6 +6,12 @@
 //! the same load generator: saturation throughput with 16 connections, then a
 //! fixed 500 requests/s. Loopback only; bounded in time.
 //!
+//! Then scale-out, in the same run: the same saturating load on PostgreSQL
+//! (`$PRESENCE_BENCH_POSTGRES`, by default the local server's database `test`,
+//! in a schema of its own; skipped when it does not answer) with one host
+//! process, then with two replicas sharing it, each taking half the
+//! connections; printed against the SQLite host measured above.
+//!
 //! Needs the bundled plugins: `cargo xtask plugins` first.
 
 use std::net::SocketAddr;
@@ -188,6 +194,95 @@ async fn drive(
     }
 }
 
+/// Both replicas' loads as one: every request, the longer of the two runs.
+fn merged(a: Report, b: Report) -> Report {
+    let mut latencies = a.latencies;
+    latencies.extend(b.latencies);
+    latencies.sort();
+    Report {
+        requests: latencies.len(),
+        errors: a.errors + b.errors,
+        elapsed: a.elapsed.max(b.elapsed),
+        latencies,
+    }
+}
+
+/// The PostgreSQL server of the scale-out half, if it answers.
+async fn postgres() -> Option<String> {
+    let url = std::env::var("PRESENCE_BENCH_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    sqlx::any::install_default_drivers();
+    match <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await {
+        Ok(conn) => {
+            let _ = sqlx::Connection::close(conn).await;
+            Some(url)
+        }
+        Err(e) => {
+            println!("scale-out skipped: PostgreSQL at {url} does not answer ({e})");
+            None
+        }
+    }
+}
+
+async fn execute(server: &str, statement: &str) {
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(server)
+        .await
+        .unwrap();
+    sqlx::Executor::execute(&mut conn, statement).await.unwrap();
+}
+
+/// Saturation on PostgreSQL with one host process, then two: their reports.
+async fn scale_out(
+    server: &str,
+    work: &std::path::Path,
+    plugins: &std::path::Path,
+    counter: Arc<AtomicU64>,
+) -> (Report, Report) {
+    let schema = format!("bench_{}", std::process::id());
+    execute(server, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+    execute(server, &format!("CREATE SCHEMA {schema}")).await;
+    let data = work.join("pg-data");
+    let config = work.join("pg.toml");
+    let sep = if server.contains('?') { '&' } else { '?' };
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{server}{sep}options[search_path]={schema}\"\n\
+             [webhooks]\nper_endpoint_per_second = 1000000\n"
+        ),
+    )
+    .unwrap();
+    let exe = env!("CARGO_BIN_EXE_presence-host");
+    let mut set = Command::new(exe)
+        .args(["secret", "set", "slack.signing-secret", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut set.stdin.take().unwrap(), SECRET).unwrap();
+    assert!(set.wait().unwrap().success());
+    let env = [("PRESENCE_CONFIG", config.to_str().unwrap())];
+    let (mut a, a_url) = support::serve_with_env(&data, plugins, &env);
+    let a_url = format!("{a_url}/api/webhooks/slack");
+    drive(&a_url, 4, Duration::from_millis(500), None, counter.clone()).await;
+    let one = drive(&a_url, CONNECTIONS, SATURATION, None, counter.clone()).await;
+    let (mut b, b_url) = support::serve_with_env(&data, plugins, &env);
+    let b_url = format!("{b_url}/api/webhooks/slack");
+    drive(&b_url, 4, Duration::from_millis(500), None, counter.clone()).await;
+    let (on_a, on_b) = tokio::join!(
+        drive(&a_url, CONNECTIONS / 2, SATURATION, None, counter.clone()),
+        drive(&b_url, CONNECTIONS / 2, SATURATION, None, counter.clone()),
+    );
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    execute(server, &format!("DROP SCHEMA {schema} CASCADE")).await;
+    (one, merged(on_a, on_b))
+}
+
 fn print(name: &str, r: &Report) {
     println!(
         "  {name:<34} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
@@ -292,6 +387,20 @@ fn main() {
             0,
             "the host refused or failed requests under load"
         );
+        if let Some(server) = postgres().await {
+            let (one, two) = scale_out(&server, work.path(), &plugins, counter.clone()).await;
+            println!("scale-out, saturation, {CONNECTIONS} connections in all:");
+            print("SQLite, one process (above)", &host_sat);
+            print("PostgreSQL, one replica", &one);
+            print("PostgreSQL, two replicas", &two);
+            println!(
+                "  PostgreSQL: {:.0} % of SQLite with one replica, {:.0} % with two ({:.2}x one replica)",
+                100.0 * one.rate() / host_sat.rate(),
+                100.0 * two.rate() / host_sat.rate(),
+                two.rate() / one.rate()
+            );
+            assert_eq!(one.errors + two.errors, 0, "PostgreSQL replicas failed requests");
+        }
     });
     let _ = host.kill();
     let _ = host.wait();

@@ -31,7 +31,9 @@ pub struct Config {
     /// Plugin folders to load. Default: the bundled plugins built by `cargo xtask plugins`
     /// (`target/plugins`, found beside the executable or under the working directory).
     pub plugins_dir: Option<PathBuf>,
-    /// Database URL. Default: SQLite at `<data_dir>/presence.db`.
+    /// Database URL. Default: SQLite at `<data_dir>/presence.db`. `postgres://user@host/db`
+    /// (with `?options[search_path]=schema` to use a schema) for several replicas sharing one
+    /// PostgreSQL.
     pub database_url: Option<String>,
     /// Base64 of the 32-byte master key that seals secrets at rest. Default: generated
     /// into `<data_dir>/master.key` on first run, with a warning.
