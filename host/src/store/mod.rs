@@ -598,9 +598,12 @@ impl Store {
             hasher.update(table.as_bytes());
             for row in rows {
                 for i in 0..row.len() {
+                    // Each value as whichever of text, bytes or integer it is
+                    // (the others fail to decode and read as None).
+                    let t: Option<String> = row.try_get_unchecked(i).unwrap_or(None);
                     let v: Option<Vec<u8>> = row.try_get_unchecked(i).unwrap_or(None);
                     let n: Option<i64> = row.try_get_unchecked(i).unwrap_or(None);
-                    hasher.update(format!("{v:?}{n:?}|").as_bytes());
+                    hasher.update(format!("{t:?}{v:?}{n:?}|").as_bytes());
                 }
             }
         }
@@ -655,6 +658,25 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn the_digest_sees_every_kind_of_value_change() {
+        let (_dir, store) = store().await;
+        store.create_tenant("agency", None).await.unwrap();
+        let before = store.digest().await.unwrap();
+        // Text only: a tenant's display name.
+        sqlx::query("UPDATE tenants SET display_name = 'Agency' WHERE name = 'agency'")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let renamed = store.digest().await.unwrap();
+        assert_ne!(before, renamed, "a text change");
+        // Bytes only: a kv value of the same length.
+        store.kv_set("p", "t", "k", b"aa", 100).await.unwrap();
+        let written = store.digest().await.unwrap();
+        store.kv_set("p", "t", "k", b"ab", 100).await.unwrap();
+        assert_ne!(written, store.digest().await.unwrap(), "a byte change");
     }
 
     #[tokio::test]

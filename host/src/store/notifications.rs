@@ -772,7 +772,12 @@ impl Store {
         limit: u32,
         resuming: bool,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
-        let rows = sqlx::query(
+        // On PostgreSQL, two replicas building digests for one recipient at
+        // once must not both take a note: the second would wait for the first
+        // and then overwrite its claim (the outer UPDATE re-checks only `id`).
+        // Locked rows are skipped instead.
+        let skip_locked = self.sql("", "FOR UPDATE SKIP LOCKED");
+        let rows = sqlx::query(&format!(
             "UPDATE notifications SET claimed_until = $1, claim_token = $2, digest_lead = $3
              WHERE id IN (
                SELECT id FROM notifications
@@ -793,9 +798,9 @@ impl Store {
                                  WHERE a.notification_id = notifications.id AND a.outcome IS NULL)
                  -- Resuming a digest cut short: exactly the notes it carried.
                  AND ($14 = 0 OR digest_lead = $15)
-               ORDER BY created_at LIMIT $16)
+               ORDER BY created_at LIMIT $16 {skip_locked})
              RETURNING *",
-        )
+        ))
         .bind(now + lease_ms)
         .bind(token)
         .bind(&lead.id)
