@@ -320,7 +320,8 @@ fn describe(error: reqwest::Error) -> String {
 }
 
 /// How long a fetched set stays fresh: its `Cache-Control: max-age`, clamped.
-fn cache_lifetime(headers: &reqwest::header::HeaderMap) -> Duration {
+/// Public for the fuzz target `oauth_cache_control` (fuzz/tests/oauth.rs).
+pub fn cache_lifetime(headers: &reqwest::header::HeaderMap) -> Duration {
     headers
         .get_all(reqwest::header::CACHE_CONTROL)
         .iter()
