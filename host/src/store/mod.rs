@@ -1,8 +1,10 @@
 //! Durable state: secrets, plugin key-value data, webhook deliveries and presence signals.
 //!
-//! sqlx with migrations. SQLite (a file in the data directory, WAL mode) is the
-//! embedded default; the methods here are the whole interface the rest of the host
-//! uses, so a PostgreSQL backend slots in behind them without touching callers.
+//! sqlx with migrations, on its `Any` driver: SQLite (a file in the data
+//! directory, WAL mode) is the embedded default, PostgreSQL (`postgres://`) the
+//! backend several replicas share. The methods here are the whole interface the
+//! rest of the host uses; the few statements the two databases spell differently
+//! are written per backend (`dialect`), the rest once with `$n` parameters.
 
 pub mod audit;
 pub mod calendar;
