@@ -885,3 +885,26 @@ async fn a_body_trickled_past_the_deadline_gets_408_and_changes_nothing() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(host.digest().await, before);
 }
+
+/// A NUL in a provider's ids or texts is stored alike on both backends
+/// (PostgreSQL's text cannot hold one): the delivery is acknowledged, not
+/// failed for the provider to send again forever.
+#[tokio::test]
+async fn a_nul_in_a_providers_ids_and_texts_is_stored_not_refused() {
+    let host = start();
+    let now_ms = now_s() * 1000;
+    let body = calendar_delivery(
+        "event.upserted",
+        "ali\u{0}ce",
+        "Ceremony\u{0} rehearsal",
+        "Old\u{0} Barn",
+        now_ms - 60_000,
+        now_ms + 3_600_000,
+    );
+    assert_eq!(post_calendar(&host, "msg_nul", &body).await, 200);
+    let (status, presence) = host.get_json("/api/presence/ali%EF%BF%BDce").await;
+    assert_eq!(status, 200, "{presence}");
+    assert_eq!(presence["availability"], "busy");
+    let text = presence["status_text"].as_str().unwrap_or_default();
+    assert!(!text.contains('\0'), "{text:?}");
+}

@@ -67,7 +67,12 @@ pub fn event_key_prefix(connection: &str) -> String {
 
 /// The signal key of one synced event.
 pub fn event_key(connection: &str, event_id: &str) -> String {
-    format!("{}{event_id}", event_key_prefix(connection))
+    // PostgreSQL's text cannot hold NUL: an id with one is kept with U+FFFD.
+    format!(
+        "{}{}",
+        event_key_prefix(connection),
+        event_id.replace('\0', "\u{fffd}")
+    )
 }
 
 /// One page to apply: what the sync worker made of a plugin's page.

@@ -714,8 +714,12 @@ impl Store {
     fn append_decision(&self, param: &str) -> String {
         match self.backend {
             Backend::Sqlite => format!("json_insert(decisions, '$[#]', json({param}))"),
+            // As text, not jsonb: jsonb refuses the escape `\u0000`, which
+            // serde_json writes for a NUL (a provider's error text may hold
+            // one), and the notification could then never be updated again.
+            // `decisions` is always a compact JSON array (written by serde_json).
             Backend::Postgres => format!(
-                "CAST(CAST(decisions AS jsonb) || jsonb_build_array(CAST({param} AS jsonb)) AS text)"
+                "left(decisions, -1) || CASE WHEN decisions = '[]' THEN '' ELSE ',' END || {param} || ']'"
             ),
         }
     }

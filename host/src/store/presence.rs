@@ -240,7 +240,10 @@ impl Store {
             plugin: plugin.to_string(),
             tenant: tenant.to_string(),
             delivery_id: delivery_id.map(str::to_string),
-            signals: signals.to_vec(),
+            // PostgreSQL's text cannot hold NUL: a provider's id or key with
+            // one is kept with U+FFFD, alike on both backends, rather than
+            // failing the delivery (which the provider would send forever).
+            signals: signals.iter().map(without_nul_ids).collect(),
             rules: rules.clone(),
             reply,
         };
@@ -885,6 +888,17 @@ pub(crate) fn schedule_of(
         .with_days_off(&days_off)
         .map(Some)
         .map_err(|e| corrupt("users.days_off", e))
+}
+
+/// `keyed` with NUL made U+FFFD in the person, the key and the origin.
+fn without_nul_ids(keyed: &KeyedSignal) -> KeyedSignal {
+    let mut keyed = keyed.clone();
+    for text in [&mut keyed.key, &mut keyed.origin, &mut keyed.signal.user] {
+        if text.contains('\0') {
+            *text = without_nul(text);
+        }
+    }
+    keyed
 }
 
 /// `text` with any NUL made U+FFFD: PostgreSQL's text cannot hold NUL, and a
