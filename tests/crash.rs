@@ -134,27 +134,7 @@ async fn killed_five_times_under_load_nothing_acknowledged_is_lost_or_repeated()
     // Every acknowledged delivery is recorded, with its effect, exactly once.
     let db = host.db.pool().await;
     for (id, event) in &acked {
-        let deliveries: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE plugin = 'calendar-webhook' AND delivery_id = $1",
-        )
-        .bind(id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        assert_eq!(
-            deliveries, 1,
-            "delivery {id} acknowledged but not recorded once"
-        );
-        let signals: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM presence_signals WHERE signal_key = $1")
-                .bind(format!("calendar-webhook:{event}"))
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        assert_eq!(
-            signals, 1,
-            "delivery {id} acknowledged but its event {event} is missing"
-        );
+        assert_recorded_once(&db, id, event).await;
     }
 
     // The pushes drain: a push claimed by a killed process waits for its

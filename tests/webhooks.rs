@@ -886,6 +886,89 @@ async fn a_body_trickled_past_the_deadline_gets_408_and_changes_nothing() {
     assert_eq!(host.digest().await, before);
 }
 
+/// A client that trickles its request headers (a slow loris on the headers,
+/// before any handler or body limit can act), or keeps a connection open
+/// without sending a request, is disconnected once `header_timeout_ms` has
+/// passed; the store does not change and everyone else is served meanwhile.
+#[tokio::test]
+async fn headers_trickled_past_the_deadline_or_an_idle_connection_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = start_with("header_timeout_ms = 500\n");
+    let before = host.digest().await;
+    let started = std::time::Instant::now();
+    // Whether the host closed `stream` (within 10 s), and after how long.
+    async fn closed(mut stream: tokio::net::TcpStream) -> Option<std::time::Duration> {
+        let started = std::time::Instant::now();
+        let mut chunk = [0u8; 256];
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+            {
+                Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+    // One header byte every 100 ms: the head never completes.
+    let mut slow = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    slow.write_all(b"POST /api/webhooks/slack HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        let (mut read, mut write) = slow.into_split();
+        let writing = tokio::spawn(async move {
+            for b in b"x-slack-request-timestamp: 1700000000000000000000000".iter() {
+                if write.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        let started = std::time::Instant::now();
+        let mut chunk = [0u8; 256];
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(10), read.read(&mut chunk)).await;
+        writing.abort();
+        (
+            answer.map(|r| r.map(|n| chunk[..n].to_vec())),
+            started.elapsed(),
+        )
+    });
+    // A connection that never sends anything.
+    let idle = tokio::spawn(closed(
+        tokio::net::TcpStream::connect(host.addr).await.unwrap(),
+    ));
+    // Meanwhile everyone else is served.
+    assert_eq!(host.get_json("/api/plugins").await.0, 200);
+    let (answer, took) = trickle.await.unwrap();
+    match answer {
+        // Closed without an answer (or with hyper's 408 for a head that
+        // timed out part-way).
+        Ok(Ok(bytes)) => assert!(
+            bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        ),
+        Ok(Err(_)) => {}
+        Err(_) => panic!("the trickled head was still open after 10 s"),
+    }
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "cut off after {took:?}"
+    );
+    let idle_for = idle
+        .await
+        .unwrap()
+        .expect("the idle connection was still open after 10 s");
+    assert!(
+        idle_for < std::time::Duration::from_secs(3),
+        "idle connection closed after {idle_for:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(host.digest().await, before);
+}
+
 /// A NUL in a provider's ids or texts is stored alike on both backends
 /// (PostgreSQL's text cannot hold one): the delivery is acknowledged, not
 /// failed for the provider to send again forever.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bolero::generator::TypeGenerator;
 use bolero::generator::bolero_generator::driver::{ByteSliceDriver, Options};
+use serde_json::{Map, Value, json};
 
 /// Runs a fuzz target on values of a type.
 ///
@@ -102,6 +103,98 @@ pub fn mutate(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
 /// The seed chosen by `index` among `seeds`, edited.
 pub fn pick(seeds: &[&[u8]], index: u8, edits: &[Edit]) -> Vec<u8> {
     mutate(seeds[index as usize % seeds.len()], edits)
+}
+
+/// One edit of a JSON document: which field (an index into the target's list
+/// of paths), what kind of value to put there, and the fuzzer's text and number.
+pub type FieldEdit = (u8, u8, String, u64);
+
+/// At most `n` of the fuzzer's edits: a real document changed in a few places
+/// says more than one changed beyond recognition (the sweep's vectors are long).
+pub fn few<T>(edits: &[T], n: usize) -> &[T] {
+    &edits[..edits.len().min(n)]
+}
+
+/// The value an edit of `kind` puts at its field (the fuzzer's `text` or `n`,
+/// a negative, fractional, boolean or null value, or one of the target's
+/// `constants`); `None` removes the field.
+pub fn edit_value(kind: u8, text: &str, n: u64, constants: &[Value]) -> Option<Value> {
+    Some(match kind % 8 {
+        0 => Value::String(text.to_string()),
+        1 => json!(n),
+        2 => json!(-((n >> 1) as i64)),
+        3 => json!(n as f64 / 3.0),
+        4 => Value::Bool(n % 2 == 1),
+        5 => Value::Null,
+        6 => return None,
+        _ => constants[n as usize % constants.len()].clone(),
+    })
+}
+
+/// Sets (or removes) the member at the dotted `path` of `root` (a number is an
+/// index into an array); missing objects on the way are created, anything
+/// else on the way leaves `root` as it is.
+pub fn set_path(root: &mut Value, path: &str, value: Option<Value>) {
+    let mut here = root;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let last = parts.peek().is_none();
+        if let (true, Ok(i)) = (here.is_array(), part.parse::<usize>()) {
+            let array = here.as_array_mut().expect("an array");
+            if i >= array.len() {
+                return;
+            }
+            if last {
+                match value {
+                    Some(value) => array[i] = value,
+                    None => {
+                        array.remove(i);
+                    }
+                }
+                return;
+            }
+            here = &mut array[i];
+            continue;
+        }
+        let Some(object) = here.as_object_mut() else {
+            return;
+        };
+        if last {
+            match value {
+                Some(value) => {
+                    object.insert(part.to_string(), value);
+                }
+                None => {
+                    object.remove(part);
+                }
+            }
+            return;
+        }
+        here = object
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// `seed` (JSON) with the field edits at `paths`, then the byte edits, applied.
+pub fn edit_json(
+    seed: &[u8],
+    paths: &[&str],
+    constants: &[Value],
+    fields: &[FieldEdit],
+    edits: &[Edit],
+) -> Vec<u8> {
+    let seed = if fields.is_empty() {
+        seed.to_vec()
+    } else {
+        let mut value: Value = serde_json::from_slice(seed).expect("seeds are JSON");
+        for (field, kind, text, n) in fields {
+            let path = paths[*field as usize % paths.len()];
+            set_path(&mut value, path, edit_value(*kind, text, *n, constants));
+        }
+        value.to_string().into_bytes()
+    };
+    mutate(&seed, edits)
 }
 
 #[cfg(test)]

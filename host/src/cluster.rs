@@ -14,14 +14,16 @@
 //! reconnect wakes every worker, and the polling covers the gap. SQLite has one
 //! process and no peers: none of this runs there.
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
 use crate::App;
+use crate::store::presence::Change;
 
 /// The NOTIFY channel (deployments sharing a server tell theirs apart by schema).
 pub const CHANNEL: &str = "presence_host";
@@ -61,16 +63,58 @@ impl Work {
     }
 }
 
-/// This replica's side: what it has yet to announce.
+/// How many of its own change numbers a replica remembers, so as not to feed
+/// them to its subscribers a second time when it reads the log after a peer's
+/// announcement. Past that, a change may be fed twice: streams drop repeats.
+const OWN_CHANGES: usize = 8192;
+
+/// This replica's side: what it has yet to announce, and the changes it
+/// published itself.
 #[derive(Default)]
 pub struct Peers {
     /// Set once the announcer runs (PostgreSQL only); announcing is a no-op before.
     active: AtomicBool,
     pending: AtomicU8,
     kick: Notify,
+    own: Mutex<OwnChanges>,
+}
+
+/// Change numbers this replica published, oldest first, bounded.
+#[derive(Default)]
+struct OwnChanges {
+    seqs: HashSet<i64>,
+    order: VecDeque<i64>,
 }
 
 impl Peers {
+    /// Remembers changes this replica published to its own subscribers.
+    pub(crate) fn published(&self, changes: &[Change]) {
+        if changes.is_empty() || !self.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut own = self.own.lock().expect("own changes lock");
+        for change in changes {
+            if own.seqs.insert(change.seq) {
+                own.order.push_back(change.seq);
+            }
+        }
+        while own.order.len() > OWN_CHANGES {
+            if let Some(oldest) = own.order.pop_front() {
+                own.seqs.remove(&oldest);
+            }
+        }
+    }
+
+    /// The changes read from the log that this replica did not publish itself.
+    fn foreign(&self, changes: Vec<Change>) -> Vec<Change> {
+        let mut own = self.own.lock().expect("own changes lock");
+        // Each is read from the log once; its number is not needed again.
+        changes
+            .into_iter()
+            .filter(|c| !own.seqs.remove(&c.seq))
+            .collect()
+    }
+
     /// Tells the other replicas of `work` (soon, coalesced with what follows).
     pub fn announce(&self, work: Work) {
         if self.active.load(Ordering::Relaxed) {
@@ -187,7 +231,7 @@ async fn woken(app: &App, bits: u8, fed: &mut i64) {
                         if let Some(last) = page.last() {
                             *fed = last.seq;
                         }
-                        app.engine.feed(page);
+                        app.engine.feed(app.engine.peers.foreign(page));
                         if !full {
                             break;
                         }

@@ -50,6 +50,11 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest webhook body accepted, in bytes; larger ones get 413. Default 1 MiB.
     pub max_webhook_body_bytes: usize,
+    /// Time a client has to send a request's headers, in milliseconds, counted
+    /// from when the connection is ready for the request (on a kept-alive
+    /// connection, from the previous answer): a slower or idle client is
+    /// disconnected. Default 30000.
+    pub header_timeout_ms: u64,
     /// Plugin calls that may run at once. Default 256.
     pub max_concurrent_calls: u32,
     /// Watch the plugins folder and reload changed plugins. Default true.
@@ -202,6 +207,7 @@ impl Default for Config {
             previous_master_keys: Vec::new(),
             public_url: None,
             max_webhook_body_bytes: 1024 * 1024,
+            header_timeout_ms: 30_000,
             max_concurrent_calls: 256,
             hot_reload: true,
             admin_token: None,
@@ -281,6 +287,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.header_timeout_ms < 100 {
+            return Err("header_timeout_ms must be at least 100".into());
         }
         if self.webhooks.per_endpoint_per_second == 0
             || self.webhooks.calendar_events_per_user_per_hour == 0

@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod plugins;
 pub mod presence;
 pub mod runtime;
+pub mod server;
 pub mod store;
 pub mod webhooks;
 
@@ -239,9 +240,13 @@ impl Running {
         let router =
             api::router(self.app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
         ready(addr);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        server::serve(
+            listener,
+            router,
+            std::time::Duration::from_millis(self.app.config.header_timeout_ms),
+            shutdown,
+        )
+        .await;
         for worker in &self.workers {
             worker.abort();
         }

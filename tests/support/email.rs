@@ -41,6 +41,7 @@ use super::hold::{Holds, wait_until};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -116,11 +117,62 @@ struct Account {
     /// Idempotency key -> (the payload, the email's id).
     keys: HashMap<String, (Value, String)>,
     trouble: VecDeque<Trouble>,
+    /// Requests under way per recipient address, and the most there ever were.
+    in_flight: HashMap<String, usize>,
+    peak_in_flight: usize,
 }
 
 struct Shared {
     account: Mutex<Account>,
     holds: Holds,
+    /// How long every answer takes, in milliseconds (0: at once).
+    latency_ms: std::sync::atomic::AtomicU64,
+}
+
+/// A request under way to its recipients, counted until it is answered (or
+/// the client gives up on it).
+struct InFlight {
+    shared: Arc<Shared>,
+    to: Vec<String>,
+}
+
+impl InFlight {
+    fn start(shared: &Arc<Shared>, body: &[u8]) -> Self {
+        let to = match serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|b| b.get("to").cloned())
+        {
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut account = shared.account.lock().unwrap();
+        for address in &to {
+            let n = account.in_flight.entry(address.clone()).or_default();
+            *n += 1;
+            let n = *n;
+            account.peak_in_flight = account.peak_in_flight.max(n);
+        }
+        Self {
+            shared: shared.clone(),
+            to,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut account = self.shared.account.lock().unwrap();
+        for address in &self.to {
+            if let Some(n) = account.in_flight.get_mut(address) {
+                *n -= 1;
+            }
+        }
+    }
 }
 
 /// The emulator, serving on a loopback port until its runtime ends.
@@ -139,6 +191,7 @@ impl ResendEmulator {
         let shared = Arc::new(Shared {
             account: Mutex::new(account),
             holds: Holds::default(),
+            latency_ms: Default::default(),
         });
         let app = axum::Router::new()
             .route("/emails", axum::routing::post(send_email))
@@ -267,6 +320,20 @@ impl ResendEmulator {
     }
 
     /// Lets every held request go on (a client that went away gets nothing).
+    /// Every answer from now on takes `latency` (a real API's round trip), so
+    /// sends that overlap are seen to.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.latency_ms.store(
+            latency.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The most requests ever under way at once to one recipient address.
+    pub fn peak_sends_to_one_recipient(&self) -> usize {
+        self.shared.account.lock().unwrap().peak_in_flight
+    }
+
     pub fn release_held(&self) {
         self.shared.holds.release()
     }
@@ -543,6 +610,11 @@ async fn send_email(
         .get("idempotency-key")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let json_body = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    let _in_flight = InFlight::start(&shared, &body);
+    let latency = shared.latency_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
     let ticket = shared.holds.ticket();
     let trouble = {
         let mut account = shared.account.lock().unwrap();

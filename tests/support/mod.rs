@@ -581,6 +581,29 @@ pub async fn post_calendar(host: &Host, delivery_id: &str, body: &str) -> u16 {
     .0
 }
 
+/// Asserts that calendar-webhook delivery `id` is recorded exactly once in
+/// `db`, and that its event `event` became exactly one presence signal.
+pub async fn assert_recorded_once(db: &sqlx::AnyPool, id: &str, event: &str) {
+    let deliveries: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE plugin = 'calendar-webhook' AND delivery_id = $1",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(deliveries, 1, "delivery {id} has {deliveries} rows");
+    let signals: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM presence_signals WHERE signal_key = $1")
+            .bind(format!("calendar-webhook:{event}"))
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(
+        signals, 1,
+        "delivery {id}'s event {event} has {signals} signal rows"
+    );
+}
+
 pub const ZOOM_SECRET: &[u8] = b"zoom-secret-token-for-tests";
 
 pub fn zoom_headers(body: &str) -> Vec<(&'static str, String)> {

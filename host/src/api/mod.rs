@@ -84,11 +84,18 @@ pub fn router(app: Arc<App>) -> Router {
         .routes(routes!(health::metrics))
         .routes(routes!(oauth::flow::start))
         .merge(tenant_routes)
+        // Runs once the caller is known (inside `require_caller`).
+        .route_layer(middleware::from_fn(refuse_nul))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_caller,
         ));
     openapi::guarded_by_caller_check(api_routes.get_openapi_mut());
+    openapi::add_error(
+        api_routes.get_openapi_mut(),
+        400,
+        "A NUL character (U+0000) in the path, query or body",
+    );
     let (router, mut spec) = OpenApiRouter::with_openapi(openapi::Frame::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -107,6 +114,63 @@ pub fn router(app: Arc<App>) -> Router {
         bytes::Bytes::from(json)
     });
     router.with_state(app)
+}
+
+/// Refuses (400, before any handler runs) an API request that carries a NUL
+/// character (U+0000): `%00` in its path or query, or a NUL in its JSON body,
+/// raw or as the escape `\u0000`. No name, key or text of this API needs one,
+/// and PostgreSQL's text cannot hold one, so both backends answer alike: a
+/// clear error, and nothing changed. (Providers' webhooks are not refused for
+/// it: their texts keep U+FFFD in its place.)
+async fn refuse_nul(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Result<axum::response::Response, axum::response::Response> {
+    let refused = |what: &str| {
+        error::ApiError::BadRequest(format!(
+            "the request's {what} contains a NUL character (U+0000), which no part of this API accepts"
+        ))
+        .into_response()
+    };
+    if request
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().contains("%00"))
+    {
+        return Err(refused("path or query"));
+    }
+    if axum::body::HttpBody::size_hint(request.body()).exact() == Some(0) {
+        return Ok(next.run(request).await);
+    }
+    let (parts, body) = request.into_parts();
+    // Read as the handlers read it: within the same body limit, with the same
+    // answer when it is over.
+    let bytes = <bytes::Bytes as axum::extract::FromRequest<()>>::from_request(
+        axum::extract::Request::from_parts(parts.clone(), body),
+        &(),
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
+    if json_has_nul(&bytes) {
+        return Err(refused("body"));
+    }
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    Ok(next.run(request).await)
+}
+
+/// Whether JSON text holds a NUL: a raw 0 byte, or a `\u0000` escape (one
+/// whose backslash is not itself escaped).
+fn json_has_nul(json: &[u8]) -> bool {
+    if json.contains(&0) {
+        return true;
+    }
+    json.windows(5)
+        .enumerate()
+        .filter(|(_, w)| *w == b"u0000")
+        .any(|(at, _)| {
+            let backslashes = json[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+            backslashes % 2 == 1
+        })
 }
 
 /// The OpenAPI description, serialized once, when the first router is built
@@ -200,4 +264,33 @@ async fn list_plugins(
             .collect(),
         failures: operator.then(|| app.registry.failures().to_vec()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_has_nul;
+
+    #[test]
+    fn a_nul_is_found_in_json_whichever_way_it_is_written() {
+        for (text, nul) in [
+            ("plain", false),
+            ("a\0b", true),
+            ("\0", true),
+            // A backslash followed by the letters u0000: no NUL.
+            ("\\u0000", false),
+            ("\\\0", true),
+            ("u0000", false),
+        ] {
+            let json = serde_json::to_vec(&serde_json::json!({ "label": text })).unwrap();
+            assert_eq!(
+                json_has_nul(&json),
+                nul,
+                "{}",
+                String::from_utf8_lossy(&json)
+            );
+        }
+        assert!(json_has_nul(b"{\"label\":\"\\\\\\u0000\"}"));
+        assert!(!json_has_nul(b"{\"label\":\"\\\\u0000\"}"));
+        assert!(json_has_nul(b"{\"a\0\":1}"));
+    }
 }

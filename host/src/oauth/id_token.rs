@@ -68,6 +68,8 @@ const MIN_RSA_MODULUS_BYTES: usize = 256;
 const TENANT_PLACEHOLDER: &str = "{tenantid}";
 /// Untrusted header values are shortened to this many characters in errors and logs.
 const MAX_EXCERPT_CHARS: usize = 64;
+/// How much of a parser's own message an error keeps (it may quote the token).
+const MAX_ERROR_CHARS: usize = 256;
 
 /// What a verified ID token says about the person who consented.
 ///
@@ -431,7 +433,7 @@ fn check_header(token: &str) -> Result<String, IdTokenError> {
         .decode(header)
         .map_err(|_| IdTokenError::Malformed("header is not base64url".to_owned()))?;
     let header: Header = serde_json::from_slice(&header)
-        .map_err(|e| IdTokenError::Malformed(format!("header: {e}")))?;
+        .map_err(|e| IdTokenError::Malformed(bounded(&format!("header: {e}"))))?;
     if header.alg != "RS256" {
         return Err(IdTokenError::UnsupportedAlgorithm(excerpt(&header.alg)));
     }
@@ -506,7 +508,9 @@ fn check_signature(token: &str, key: &DecodingKey) -> Result<Claims, IdTokenErro
         .map(|data| data.claims)
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::Signature,
-            _ => IdTokenError::Malformed(e.to_string()),
+            // jsonwebtoken parses the header itself and quotes what it could
+            // not read, which may be a long, unauthenticated value.
+            _ => IdTokenError::Malformed(bounded(&e.to_string())),
         })
 }
 
@@ -624,6 +628,15 @@ fn resolve_issuer(template: &str, tid: Option<&str>) -> Result<String, IdTokenEr
 }
 
 /// An untrusted string, shortened for errors and logs.
+/// A parser's error message, which may quote the untrusted input, cut to
+/// [`MAX_ERROR_CHARS`].
+fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((end, _)) => format!("{}… (cut)", &message[..end]),
+        None => message.to_owned(),
+    }
+}
+
 fn excerpt(text: &str) -> String {
     match text.char_indices().nth(MAX_EXCERPT_CHARS) {
         Some((end, _)) => format!("{}…", &text[..end]),

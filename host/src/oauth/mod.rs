@@ -250,9 +250,11 @@ impl Provider {
     /// reports `email` and `profile` by their full URLs.
     pub fn normalize_scope(&self, scope: &str) -> String {
         match self.template.as_str() {
+            // Case-insensitive, the resource prefix included.
             "microsoft" => scope
+                .to_ascii_lowercase()
                 .trim_start_matches("https://graph.microsoft.com/")
-                .to_ascii_lowercase(),
+                .to_owned(),
             "google" => match scope {
                 "https://www.googleapis.com/auth/userinfo.email" => "email".into(),
                 "https://www.googleapis.com/auth/userinfo.profile" => "profile".into(),
@@ -471,7 +473,7 @@ impl OAuth {
             .request_async(&http)
             .await
             .map_err(classify)?;
-        Ok(tokens_from(response))
+        tokens_from(response)
     }
 
     /// Uses a refresh token.
@@ -492,7 +494,7 @@ impl OAuth {
             .request_async(&http)
             .await
             .map_err(classify)?;
-        Ok(tokens_from(response))
+        tokens_from(response)
     }
 
     /// Tells the provider a token is no longer wanted (best effort: the
@@ -534,9 +536,16 @@ impl OAuth {
     }
 }
 
-fn tokens_from(response: TokenResponse) -> Tokens {
+/// The tokens of a successful answer. An empty access token is no token: it
+/// is refused as an unreadable answer (worth retrying), never stored.
+fn tokens_from(response: TokenResponse) -> Result<Tokens, TokenError> {
+    if response.access_token().secret().is_empty() {
+        return Err(TokenError::Transient(
+            "unreadable token response: the access token is empty".into(),
+        ));
+    }
     let now = crate::store::now_ms();
-    Tokens {
+    Ok(Tokens {
         access_token: Zeroizing::new(response.access_token().secret().clone()),
         refresh_token: response
             .refresh_token()
@@ -549,7 +558,7 @@ fn tokens_from(response: TokenResponse) -> Tokens {
             .map(|s| s.iter().map(|s| s.to_string()).collect()),
         id_token: response.extra_fields().id_token.clone(),
         account: response.extra_fields().presence_account.clone(),
-    }
+    })
 }
 
 fn classify(e: oauth2::RequestTokenError<TokenHttpError, BasicErrorResponse>) -> TokenError {
@@ -658,8 +667,14 @@ async fn send(
 fn slack_to_standard(body: &[u8]) -> Option<(reqwest::StatusCode, Vec<u8>)> {
     let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let object = v.as_object_mut()?;
-    if object.get("ok")? == &serde_json::Value::Bool(false) {
-        let slack_error = object.get("error")?.as_str()?.to_string();
+    // Only `ok: true` is a success; anything else is a refusal, named by its
+    // `error` when Slack sent one.
+    if object.get("ok")? != &serde_json::Value::Bool(true) {
+        let slack_error = object
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("Slack answered without `ok: true` and without an error")
+            .to_string();
         // api.slack.com/methods/oauth.v2.access#errors
         let code = match slack_error.as_str() {
             "invalid_code"
@@ -784,7 +799,7 @@ mod tests {
         let (status, out) = slack_to_standard(body).unwrap();
         assert_eq!(status, reqwest::StatusCode::OK);
         let r: TokenResponse = serde_json::from_slice(&out).unwrap();
-        let t = tokens_from(r);
+        let t = tokens_from(r).unwrap();
         assert_eq!(t.access_token.as_str(), "xoxp-1234");
         assert_eq!(
             t.refresh_token.as_deref().map(|s| s.as_str()),
@@ -803,6 +818,45 @@ mod tests {
         let e: BasicErrorResponse = serde_json::from_slice(&out).unwrap();
         assert_eq!(e.error(), &BasicErrorResponseType::InvalidGrant);
         assert!(slack_to_standard(b"<html>").is_none());
+
+        // A refusal without a (string) error is still a refusal, never the
+        // bot token it may carry; anything but `ok: true` is one.
+        for body in [
+            br#"{"ok":false,"access_token":"xoxb-bot","token_type":"bot"}"#.as_slice(),
+            br#"{"ok":false,"error":7,"access_token":"xoxb-bot"}"#,
+            br#"{"ok":"true","access_token":"xoxb-bot"}"#,
+        ] {
+            let (status, out) = slack_to_standard(body).unwrap();
+            assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+            let e: BasicErrorResponse = serde_json::from_slice(&out).unwrap();
+            assert_eq!(e.error().to_string(), "server_error", "{out:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_access_token_is_no_token() {
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"","token_type":"Bearer"}"#).unwrap();
+        assert!(matches!(tokens_from(r), Err(TokenError::Transient(_))));
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"ya29.x","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(tokens_from(r).unwrap().access_token.as_str(), "ya29.x");
+    }
+
+    #[test]
+    fn microsoft_scopes_compare_without_case_or_graph_prefix() {
+        let c = OAuthProviderConfig {
+            client_id: Some("c".into()),
+            ..Default::default()
+        };
+        let microsoft = Provider::resolve("microsoft", &c).unwrap();
+        for spelling in [
+            "Calendars.Read",
+            "https://graph.microsoft.com/Calendars.Read",
+            "HTTPS://Graph.Microsoft.com/calendars.read",
+        ] {
+            assert_eq!(microsoft.normalize_scope(spelling), "calendars.read");
+        }
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl Engine {
     pub fn publish(&self, effects: Effects) {
         if !effects.changes.is_empty() {
             self.peers.announce(Work::Presence);
+            self.peers.published(&effects.changes);
         }
         self.feed(effects.changes);
         if effects.pushes_queued {
@@ -114,9 +115,9 @@ impl Engine {
             .is_some_and(|due| due < self.scheduler_planned.load(Ordering::Acquire))
         {
             self.scheduler_wake.notify_one();
-        }
-        if effects.next_due.is_some() {
-            // Another replica's scheduler may mean to sleep past it.
+            // The others' schedulers may mean to sleep past it too. A due time
+            // this replica already plans to be awake for needs no one else:
+            // any replica's scheduler applies everyone's.
             self.peers.announce(Work::Scheduler);
         }
     }

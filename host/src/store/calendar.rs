@@ -448,7 +448,8 @@ impl Store {
         rows.iter().map(sync_from).collect()
     }
 
-    /// The connection's synced events, as the calendar signals they became.
+    /// The connection's synced events, as the calendar signals they became,
+    /// by start (those without one first, on both backends).
     pub async fn synced_events(
         &self,
         tenant: &str,
@@ -459,7 +460,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT signal_key, starts_at, expires_at, availability FROM presence_signals
              WHERE tenant = $1 AND user_id = $2 AND source = $3 AND substr(signal_key, 1, CAST($4 AS INTEGER)) = $5
-             ORDER BY starts_at, signal_key",
+             ORDER BY starts_at NULLS FIRST, signal_key",
         )
         .bind(tenant)
         .bind(user)

@@ -9,7 +9,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, now_ms};
+use super::{Backend, Store, StoreError, lock_key, now_ms};
 use crate::model::Instant;
 use crate::notify::{Class, Wedding};
 
@@ -307,7 +307,8 @@ impl Store {
 
     /// Claims up to `limit` due notifications for `lease_ms`, emergencies
     /// first, then the oldest due; none of the recipients in `busy`
-    /// (`(tenant, recipient)` pairs being handled already).
+    /// (`(tenant, recipient)` pairs being handled already), nor of those with
+    /// a claim still held, by this process or another replica.
     pub async fn claim_notifications(
         &self,
         now: Instant,
@@ -318,6 +319,15 @@ impl Store {
         let token = hex::encode(rand::random::<[u8; 12]>());
         let busy: Vec<[&str; 2]> = busy.iter().map(|(t, r)| [t.as_str(), r.as_str()]).collect();
         let busy = serde_json::to_string(&busy).expect("pairs serialize");
+        // One claimer at a time (across replicas too), so each sees the
+        // recipients the others have just claimed and leaves them alone: a
+        // recipient's notifications are handled by one task at a time, and
+        // what is due together leaves together, as one digest.
+        let mut tx = self
+            .writer
+            .begin_with(self.sql("BEGIN IMMEDIATE", "BEGIN"))
+            .await?;
+        lock_key(&mut tx, "notifications/claim").await?;
         // Emergencies first, then the rest by due time.
         let mut rows = Vec::new();
         for emergencies in [true, false] {
@@ -351,6 +361,11 @@ impl Store {
                        SELECT 1 FROM {busy_pairs}
                        WHERE b.value ->> 0 = notifications.tenant
                          AND b.value ->> 1 = notifications.recipient)
+                     AND NOT EXISTS (
+                       SELECT 1 FROM notifications AS held
+                       WHERE held.tenant = notifications.tenant
+                         AND held.recipient = notifications.recipient
+                         AND held.claimed_until >= $4)
                    ORDER BY due_at LIMIT $6 {skip_locked})
                  RETURNING *"
             );
@@ -362,10 +377,11 @@ impl Store {
                     .bind(now)
                     .bind(&busy)
                     .bind(i64::from(room))
-                    .fetch_all(&self.writer)
+                    .fetch_all(&mut *tx)
                     .await?,
             );
         }
+        tx.commit().await?;
         let mut claimed = rows
             .iter()
             .map(record_from)

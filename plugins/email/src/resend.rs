@@ -30,7 +30,7 @@ use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError, Urgency, config};
 use presence_sdk::settings::{api_base, setting};
 use presence_sdk::text::truncate_with_ellipsis;
-use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
+use presence_sdk::upstream::{Credential, accepted, request_failure, says_later, upstream_status};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -212,8 +212,8 @@ pub fn receipt_of(
 ///   `invalid_idempotent_request`: `invalid-input`, final, as the same request
 ///   would be refused again.
 ///
-/// An unknown name is `upstream` with its status, so the host's bounded retries
-/// decide.
+/// A 429 or 5xx is `upstream` whatever its name says, and an unknown name is
+/// `upstream` with its status, so the host's bounded retries decide.
 pub fn error_of(
     status: u16,
     headers: &[(String, String)],
@@ -229,6 +229,10 @@ pub fn error_of(
             format!(": {message}")
         }
     );
+    if says_later(status) {
+        // A rate limit or the provider's own failure, whatever its body names.
+        return upstream_status(what, status, headers);
+    }
     match name {
         Some("rate_limit_exceeded" | "daily_quota_exceeded" | "monthly_quota_exceeded")
         | Some("concurrent_idempotent_requests")

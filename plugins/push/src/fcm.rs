@@ -48,7 +48,7 @@ use presence_sdk::provider::http;
 use presence_sdk::provider::{DeliveryReceipt, Notification, PluginError, Urgency, config};
 use presence_sdk::settings::{api_base, setting};
 use presence_sdk::text::{truncate_bytes_with_ellipsis, truncate_with_ellipsis};
-use presence_sdk::upstream::{Credential, accepted, request_failure, upstream_status};
+use presence_sdk::upstream::{Credential, accepted, request_failure, says_later, upstream_status};
 use serde_json::{Value, json};
 
 /// Where FCM is, unless the `api_base` config key says otherwise.
@@ -205,7 +205,8 @@ pub fn receipt_of(
 ///   say the connection's token does not work, `unauthorized`; `NOT_FOUND` (404)
 ///   a project that does not exist, `internal`.
 ///
-/// Anything else is `upstream` with its status, so the host's bounded retries decide.
+/// A 429 or 5xx is `upstream` whatever its code says, and anything else is
+/// `upstream` with its status, so the host's bounded retries decide.
 pub fn error_of(
     status: u16,
     headers: &[(String, String)],
@@ -222,6 +223,10 @@ pub fn error_of(
             format!(": {message}")
         }
     );
+    if says_later(status) {
+        // A rate limit or the provider's own failure, whatever its body names.
+        return upstream_status(what, status, headers);
+    }
     match (fcm_code, rpc_status) {
         (Some("UNREGISTERED"), _) => PluginError::InvalidInput(format!(
             "{what}; the device token is no longer registered (the app was uninstalled or its token replaced): replace the channel's token"

@@ -99,7 +99,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// message was taken, so it is a delivery with no id rather than an error (an
 /// error would be retried, and the person would get the message twice). A 2xx
 /// that is not a JSON object is not the provider's API answering (a proxy's
-/// or portal's page, a wrong `api_base`): `internal`, for the operator.
+/// or portal's page, a wrong `api_base`): `internal`, for the operator. An
+/// empty id is no id.
 pub fn accepted(
     service: &str,
     answer: &[u8],
@@ -111,11 +112,19 @@ pub fn accepted(
         )));
     };
     Ok(crate::provider::DeliveryReceipt {
+        // An empty id identifies nothing: the same as none.
         provider_message_id: answer
             .get(field)
             .and_then(|v| v.as_str())
+            .filter(|id| !id.is_empty())
             .map(str::to_string),
     })
+}
+
+/// Whether an HTTP status says "try again later" whatever its body names: a
+/// 429 or a 5xx. An error name in such an answer never makes it final.
+pub fn says_later(status: u16) -> bool {
+    status == 429 || status >= 500
 }
 
 /// The `upstream` plugin error: the provider failed, possibly for a while.
