@@ -328,6 +328,8 @@ enum TokenHttpError {
     Status(u16),
     #[error("the token endpoint's answer is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("unreadable token response: {0}")]
+    Unreadable(&'static str),
 }
 
 const TOKEN_RESPONSE_CAP: usize = 64 * 1024;
@@ -642,11 +644,13 @@ async fn send(
         body.extend_from_slice(&chunk);
     }
     let (mut status, headers) = (status, response.headers().clone());
-    if style == TokenStyle::Slack
-        && let Some((new_status, new_body)) = slack_to_standard(&body)
-    {
-        status = new_status;
-        body = new_body;
+    if style == TokenStyle::Slack {
+        // Only Slack's own answer is read, never handed on as it came: a body
+        // `oauth2`'s lenient reading might take for tokens while it says
+        // `ok: false` in a way the adapter cannot read.
+        (status, body) = slack_to_standard(&body).ok_or(TokenHttpError::Unreadable(
+            "Slack's oauth.v2.access answers a JSON object with `ok`",
+        ))?;
     }
     let mut builder = http::Response::builder().status(status.as_u16());
     if let Some(h) = builder.headers_mut() {
@@ -663,7 +667,7 @@ async fn send(
 /// Rewrites a Slack `oauth.v2.access` answer into RFC 6749's shape: errors
 /// (`ok: false`, HTTP 200) become 400s with the standard code, the user token
 /// under `authed_user` moves to the top, and comma-separated scopes become
-/// space-separated. None when the body is not Slack JSON (left as it is).
+/// space-separated. None when the body is not Slack's JSON (an object with `ok`).
 fn slack_to_standard(body: &[u8]) -> Option<(reqwest::StatusCode, Vec<u8>)> {
     let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let object = v.as_object_mut()?;
