@@ -156,35 +156,46 @@ pub async fn run(app: Arc<App>) {
             run,
             Some(now_ms() + sleep.as_millis() as i64),
         );
-        tokio::select! {
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                finished(&app, done, &mut running, &mut waiting, &mut changed_meanwhile).await;
+        // Waits for a reason to claim again: a task ended, the due time came,
+        // a notification was submitted or freed, or a presence change woke
+        // someone waiting. A change for anyone else (most changes, under load)
+        // is noted and waited past without touching the store.
+        let deadline = tokio::time::Instant::now() + sleep;
+        loop {
+            tokio::select! {
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    finished(&app, done, &mut running, &mut waiting, &mut changed_meanwhile).await;
+                    break;
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = app.engine.notifications_wake.notified() => break,
+                change = changes.recv() => match change {
+                    Ok(change) => {
+                        let key = (change.tenant.clone(), change.user.clone());
+                        if running.values().any(|k| *k == key) {
+                            changed_meanwhile.insert(key.clone());
+                        }
+                        if waiting.remove(&key) {
+                            if let Err(e) = app.store.wake_notifications(&key.0, &key.1, now_ms()).await {
+                                tracing::error!(error = %e, "waking notifications failed");
+                                waiting.insert(key);
+                            }
+                            break;
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "the router fell behind presence changes; looking at every waiting notification");
+                        sweep = true;
+                        break;
+                    }
+                    // The engine is gone (shutting down): stop listening, keep polling.
+                    Err(RecvError::Closed) => {
+                        changes = app.engine.subscribe();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                },
             }
-            _ = tokio::time::sleep(sleep) => {}
-            _ = app.engine.notifications_wake.notified() => {}
-            change = changes.recv() => match change {
-                Ok(change) => {
-                    let key = (change.tenant.clone(), change.user.clone());
-                    if running.values().any(|k| *k == key) {
-                        changed_meanwhile.insert(key.clone());
-                    }
-                    if waiting.remove(&key)
-                        && let Err(e) = app.store.wake_notifications(&key.0, &key.1, now_ms()).await
-                    {
-                        tracing::error!(error = %e, "waking notifications failed");
-                        waiting.insert(key);
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the router fell behind presence changes; looking at every waiting notification");
-                    sweep = true;
-                }
-                // The engine is gone (shutting down): stop listening, keep polling.
-                Err(RecvError::Closed) => {
-                    changes = app.engine.subscribe();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
         }
     }
 }

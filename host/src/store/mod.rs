@@ -45,6 +45,10 @@ pub enum StoreError {
     /// A worker's claim on a row lapsed and another took it: its write was not made.
     #[error("the claim on {0} was lost to another worker")]
     ClaimLost(String),
+    /// A bug met while writing: the transaction was rolled back, and the
+    /// worker goes on with the next write.
+    #[error("committing failed on a bug (rolled back): {0}")]
+    Panicked(String),
 }
 
 /// A secret's name: what plugins and operators use in place of its value.

@@ -144,7 +144,7 @@ pub(super) async fn group_commit(
             }
         }
         if batch.len() > 1 {
-            match commit_batch(&writer, &batch).await {
+            match commit_batch_isolated(&writer, &batch).await {
                 Ok(results) => {
                     for (job, result) in batch.into_iter().zip(results) {
                         // A caller that stopped waiting still had its webhook committed.
@@ -158,12 +158,34 @@ pub(super) async fn group_commit(
             }
         }
         for job in batch {
-            let result = commit_batch(&writer, std::slice::from_ref(&job))
+            let result = commit_batch_isolated(&writer, std::slice::from_ref(&job))
                 .await
                 .map(|mut r| r.remove(0));
             let _ = job.reply.send(result);
         }
     }
+}
+
+/// [`commit_batch`], with a panic (a bug, met on some webhook's values) kept
+/// to its transaction, which rolls back: the group-commit worker lives on to
+/// commit every other webhook, instead of taking the webhook path down.
+async fn commit_batch_isolated(
+    writer: &sqlx::AnyPool,
+    batch: &[WebhookJob],
+) -> Result<Vec<(WebhookCommit, Effects)>, StoreError> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(commit_batch(writer, batch))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, webhooks = batch.len(), "committing webhooks panicked; rolled back");
+            Err(StoreError::Panicked(what))
+        })
 }
 
 async fn commit_batch(
@@ -757,7 +779,11 @@ pub(super) async fn upsert_signal(
     // known, and the source's last word stays readable.
     let mut expires = if s.clears { Some(now) } else { s.expires };
     if s.source == SignalSource::Call && !s.clears && rules.max_call_ms > 0 {
-        let cap = s.starts.unwrap_or(now).max(now) + rules.max_call_ms;
+        let cap = s
+            .starts
+            .unwrap_or(now)
+            .max(now)
+            .saturating_add(rules.max_call_ms);
         expires = Some(expires.map_or(cap, |e| e.min(cap)));
     }
     sqlx::query(

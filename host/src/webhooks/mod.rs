@@ -409,12 +409,29 @@ fn absolute_url(app: &App, headers: &HeaderMap, uri: &Uri) -> String {
     }
 }
 
-/// The plugin's answer, minus headers that are the server's to set.
-fn plugin_response(r: crate::model::WebhookResponse) -> Response {
-    // A plugin answering with a status that is not one is a broken plugin, not a success.
+/// Response headers that are the server's to set, never a plugin's: the
+/// message's framing, the connection's (RFC 9110 §7.6.1's hop-by-hop fields),
+/// and cookies.
+pub const SERVER_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "set-cookie",
+];
+
+/// The plugin's answer to the provider, as the host sends it: its status when
+/// that is a final one (200-599; anything else, an interim 1xx included, is a
+/// broken plugin: 502), its body, and its headers that are valid and not
+/// [`SERVER_HEADERS`] (the last of a repeated name wins).
+pub fn plugin_response(r: crate::model::WebhookResponse) -> Response {
     let status = StatusCode::from_u16(r.status)
         .ok()
-        .filter(|s| s.as_u16() >= 100)
+        .filter(|s| (200..600).contains(&s.as_u16()))
         .unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, r.body).into_response();
     for (name, value) in r.headers {
@@ -424,10 +441,7 @@ fn plugin_response(r: crate::model::WebhookResponse) -> Response {
         ) else {
             continue;
         };
-        if matches!(
-            name.as_str(),
-            "content-length" | "transfer-encoding" | "connection" | "set-cookie"
-        ) {
+        if SERVER_HEADERS.contains(&name.as_str()) {
             continue;
         }
         response.headers_mut().insert(name, value);
