@@ -55,6 +55,27 @@ pub fn serve_with_env(
     plugins_dir: &Path,
     env: &[(&str, &str)],
 ) -> (Child, String) {
+    serve_logging_to(data_dir, plugins_dir, env, Stdio::null())
+}
+
+/// [`serve_with_env`], with the host's log (warnings and errors) written to
+/// `log`, so that a benchmark can say what went wrong under load.
+pub fn serve_logged(
+    data_dir: &Path,
+    plugins_dir: &Path,
+    env: &[(&str, &str)],
+    log: &Path,
+) -> (Child, String) {
+    let log = std::fs::File::create(log).unwrap();
+    serve_logging_to(data_dir, plugins_dir, env, log.into())
+}
+
+fn serve_logging_to(
+    data_dir: &Path,
+    plugins_dir: &Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_presence-host"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -63,7 +84,7 @@ pub fn serve_with_env(
         .env("PRESENCE_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();

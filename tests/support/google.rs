@@ -406,6 +406,27 @@ impl GoogleCalendarEmulator {
         stored
     }
 
+    /// [`Self::upsert_event`], but the notifications are handed back instead
+    /// of sent: each live channel's next `exists` message, as its address and
+    /// headers (numbered as Google numbers them; not in [`Self::deliveries`]).
+    /// For a caller that posts and times them itself, as the load benchmark does.
+    pub fn upsert_event_unsent(
+        &self,
+        calendar: &str,
+        event: Value,
+    ) -> Vec<(String, Vec<(String, String)>)> {
+        let mut s = self.state();
+        store(&mut s, calendar, event);
+        s.channels
+            .iter_mut()
+            .filter(|c| c.calendar == calendar && c.live())
+            .map(|c| {
+                let message = next_message(c, "exists");
+                (message.address, message.delivery.headers)
+            })
+            .collect()
+    }
+
     /// Adds many events with one notification per channel (a bulk import):
     /// for loading large calendars.
     pub fn load_events(&self, calendar: &str, events: impl IntoIterator<Item = Value>) {

@@ -576,6 +576,45 @@ impl GraphEmulator {
         }
     }
 
+    /// [`Self::upsert_event`], but the change notifications are handed back
+    /// instead of sent: each subscription's `notificationUrl` and the body
+    /// Graph would POST (not in [`Self::deliveries`]). For a caller that posts
+    /// and times them itself, as the load benchmark does.
+    pub fn upsert_event_unsent(&self, user: &str, event: Value) -> Vec<(String, Value)> {
+        let mut s = self.state();
+        let (id, created) = store_event(&mut s, user, event);
+        let change = if created { "created" } else { "updated" };
+        live_on(&s, user, SubscriptionKind::Events)
+            .into_iter()
+            .filter(|sub| sub.change_type.split(',').any(|c| c.trim() == change))
+            .map(|sub| {
+                let item = event_notification(&sub, change, &id, sub.client_state.as_deref());
+                (sub.notification_url, json!({"value": [item]}))
+            })
+            .collect()
+    }
+
+    /// [`Self::set_presence`], but the notifications are handed back instead
+    /// of sent, as with [`Self::upsert_event_unsent`].
+    pub fn set_presence_unsent(
+        &self,
+        user: &str,
+        availability: &str,
+        activity: &str,
+    ) -> Vec<(String, Value)> {
+        let mut s = self.state();
+        let person = s.people.get_mut(user).expect("add_person first");
+        person.availability = availability.into();
+        person.activity = activity.into();
+        live_on(&s, user, SubscriptionKind::Presence)
+            .into_iter()
+            .map(|sub| {
+                let item = presence_notification(&sub, sub.client_state.as_deref());
+                (sub.notification_url, json!({"value": [item]}))
+            })
+            .collect()
+    }
+
     /// The person's Teams `(availability, activity)`.
     pub fn presence(&self, user: &str) -> Option<(String, String)> {
         let s = self.state();
