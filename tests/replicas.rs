@@ -224,13 +224,12 @@ fn vendor(i: usize) -> String {
 }
 
 /// A host with the bundled email plugin on the Resend emulator, claims
-/// lasting 2 s (as crash.rs's notification test), and `VENDORS` vendors with
-/// an email channel each.
-async fn email_host(resend: &ResendEmulator) -> Host {
+/// lasting `lease_seconds`, and `VENDORS` vendors with an email channel each.
+async fn email_host(resend: &ResendEmulator, lease_seconds: u32) -> Host {
     let host = Host::start(
         PluginsDir::new().with_bundled("email"),
         &format!(
-            "[notifications]\nclaim_lease_seconds = 2\n\
+            "[notifications]\nclaim_lease_seconds = {lease_seconds}\n\
              [plugins.email]\nextra_allowed_hosts = [\"{r}\"]\n\
              [plugins.email.config]\napi_base = \"{r}\"\nfrom = \"{sender}\"\n",
             r = resend.base_url(),
@@ -480,7 +479,9 @@ async fn a_thousand_deferred_notifications_due_at_once_are_each_delivered_once()
     let resend = ResendEmulator::start().await;
     // A real API's round trip, so two sends to one vendor at once would overlap.
     resend.set_latency(Duration::from_millis(40));
-    let host = email_host(&resend).await;
+    // Claims outlast any send here: a claim lapsing mid-send (on a loaded
+    // machine) would let the other replica in, which this test counts.
+    let host = email_host(&resend, 30).await;
     let replica = host.replica();
     let (a, b) = (host.url(""), replica.url(""));
     let admin = host.admin.clone();
@@ -673,7 +674,8 @@ async fn a_replica_killed_mid_run_leaves_its_work_to_the_other() {
     }
     let started = Instant::now();
     let resend = ResendEmulator::start().await;
-    let host = email_host(&resend).await;
+    // Claims lasting 2 s (as crash.rs's notification test): A takes B's over soon.
+    let host = email_host(&resend, 2).await;
     let replica = host.replica();
     let (a, b) = (host.url(""), replica.url(""));
     let admin = host.admin.clone();

@@ -22,14 +22,19 @@ use serde_json::{Map, Value, json};
 /// - Under cargo-bolero: coverage-guided (libFuzzer, AFL).
 #[macro_export]
 macro_rules! fuzz {
-    ($ty:ty, $check:expr) => {{
+    ($ty:ty, $check:expr) => {
+        $crate::fuzz!($ty, sweep = $crate::SWEEP, $check)
+    };
+    // A target whose every input costs real work (a store transaction) sweeps
+    // fewer values in the test command; random and guided runs are the same.
+    ($ty:ty, sweep = $n:expr, $check:expr) => {{
         match $crate::random_time() {
             Some(time) => bolero::check!()
                 .with_type::<$ty>()
                 .with_test_time(time)
                 .for_each($check),
             None if cfg!(fuzzing) => bolero::check!().with_type::<$ty>().for_each($check),
-            None => $crate::sweep::<$ty>($check),
+            None => $crate::sweep::<$ty>($n, $check),
         }
     }};
 }
@@ -43,16 +48,17 @@ pub fn random_time() -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Values each target sees in the test command.
+/// Values each target sees in the test command (unless it says fewer).
 pub const SWEEP: u64 = 20_000;
 
-/// Runs `check` on [`SWEEP`] values generated from a fixed stream of bytes;
-/// a failure names the input.
-pub fn sweep<T: TypeGenerator + Debug>(check: impl Fn(&T)) {
+/// Runs `check` on `count` values generated from a fixed stream of bytes (the
+/// same stream for every target: a smaller count sweeps a prefix of it); a
+/// failure names the input.
+pub fn sweep<T: TypeGenerator + Debug>(count: u64, check: impl Fn(&T)) {
     let options = Options::default().with_max_len(2048);
     let mut state: u64 = 0x005e_ed0f_ba5e;
     let mut bytes = vec![0u8; 2048];
-    for i in 0..SWEEP {
+    for i in 0..count {
         for chunk in bytes.chunks_mut(8) {
             state = splitmix64(state);
             chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
@@ -205,17 +211,17 @@ mod tests {
     fn a_sweep_is_the_same_every_time_and_reports_the_failing_input() {
         use std::sync::Mutex;
         let seen = Mutex::new(Vec::new());
-        sweep::<(u8, Vec<u16>)>(|v| seen.lock().unwrap().push(v.clone()));
+        sweep::<(u8, Vec<u16>)>(SWEEP, |v| seen.lock().unwrap().push(v.clone()));
         let first = seen.into_inner().unwrap();
         let again = Mutex::new(Vec::new());
-        sweep::<(u8, Vec<u16>)>(|v| again.lock().unwrap().push(v.clone()));
+        sweep::<(u8, Vec<u16>)>(SWEEP, |v| again.lock().unwrap().push(v.clone()));
         assert_eq!(first, again.into_inner().unwrap());
         assert!(first.len() as u64 > SWEEP / 2);
         assert!(
             first.iter().any(|(_, v)| v.len() > 3),
             "values vary in size"
         );
-        let failed = catch_unwind(|| sweep::<u8>(|b| assert_ne!(*b, 7)));
+        let failed = catch_unwind(|| sweep::<u8>(SWEEP, |b| assert_ne!(*b, 7)));
         let message = failed.unwrap_err().downcast::<String>().unwrap();
         assert!(
             message.contains("sweep input") && message.contains("input: 7"),

@@ -4,7 +4,8 @@
 //! whatever a buggy or hostile plugin says.
 //!
 //! - `webhook_responses`: the answer a plugin gives the provider is sent with
-//!   a final status or 502, never a header that is the server's to set.
+//!   a final status or 502, never a header that is the server's to set, and
+//!   always with the headers that keep its body from being run as a page.
 //! - `webhook_signals`: presence signals with any user, texts and times are
 //!   committed (never a store error, never a panic on a time at the ends of
 //!   `i64`), read back without NUL, and a redelivery changes nothing.
@@ -20,12 +21,12 @@ use presence_host::model::{
 };
 use presence_host::store::presence::EngineRules;
 use presence_host::store::{MasterKey, Store, WebhookCommit, now_ms};
-use presence_host::webhooks::{SERVER_HEADERS, plugin_response};
+use presence_host::webhooks::{FORCED_HEADERS, SERVER_HEADERS, plugin_response};
 
 // ---------------------------------------------------------------------------
 // The answer to the provider.
 
-const HEADER_NAMES: [&str; 12] = [
+const HEADER_NAMES: [&str; 13] = [
     "content-type",
     "Content-Type",
     "content-length",
@@ -36,6 +37,7 @@ const HEADER_NAMES: [&str; 12] = [
     "set-cookie",
     "x-request-id",
     "retry-after",
+    "X-Content-Type-Options",
     "bad name",
     "",
 ];
@@ -87,7 +89,11 @@ fn webhook_responses() {
             ) else {
                 continue;
             };
-            if SERVER_HEADERS.contains(&n.as_str()) {
+            if SERVER_HEADERS.contains(&n.as_str())
+                || FORCED_HEADERS
+                    .iter()
+                    .any(|(forced, _)| *forced == n.as_str())
+            {
                 continue;
             }
             let last = headers
@@ -104,6 +110,13 @@ fn webhook_responses() {
             assert_eq!(
                 response.headers().get(&n).map(|v| v.as_bytes()),
                 last.map(str::as_bytes),
+                "{name}: {headers:?}"
+            );
+        }
+        for (name, value) in FORCED_HEADERS {
+            assert_eq!(
+                response.headers().get_all(name).iter().collect::<Vec<_>>(),
+                [value],
                 "{name}: {headers:?}"
             );
         }
@@ -182,84 +195,92 @@ impl SignalEnv {
 fn webhook_signals() {
     let env = AssertUnwindSafe(SignalEnv::start());
     let delivery = std::sync::atomic::AtomicU64::new(0);
-    presence_fuzz::fuzz!(Vec<SignalInput>, |inputs| {
-        let now = now_ms();
-        let signals: Vec<KeyedSignal> = presence_fuzz::few(inputs, 4)
-            .iter()
-            .map(
-                |(user, text, source, availability, status, emoji, starts, expires, clears)| {
-                    let user = match user % 4 {
-                        0 => "U1".to_string(),
-                        1 => "U2".to_string(),
-                        // The host refuses a signal for nobody before the store.
-                        _ if text.trim().is_empty() => "U3".to_string(),
-                        _ => text.clone(),
-                    };
-                    KeyedSignal {
-                        key: "slack".into(),
-                        origin: "slack".into(),
-                        signal: PresenceSignal {
-                            user,
-                            source: SignalSource::ALL[*source as usize % SignalSource::ALL.len()],
-                            availability: Availability::ALL
-                                [*availability as usize % Availability::ALL.len()],
-                            status_text: status.clone(),
-                            status_emoji: emoji.clone(),
-                            starts: time(starts.0, starts.1, now),
-                            expires: time(expires.0, expires.1, now),
-                            clears: *clears,
-                            category: None,
-                        },
-                    }
-                },
-            )
-            .collect();
-        // Each input is a new delivery, to a tenant of its own.
-        let n = delivery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tenant, id) = (format!("t{n}"), format!("d{n}"));
-        let context = format!("{signals:#?}");
-        env.rt.block_on(async {
-            let (commit, _) = env
-                .store
-                .commit_webhook("slack", &tenant, Some(&id), &signals, &env.rules)
-                .await
-                .unwrap_or_else(|e| panic!("the store refused a plugin's signals: {e}\n{context}"));
-            assert_eq!(commit, WebhookCommit::Recorded, "{context}");
-            let mut users: Vec<String> = signals
+    // Two store transactions per input: a tenth of the usual sweep.
+    presence_fuzz::fuzz!(
+        Vec<SignalInput>,
+        sweep = presence_fuzz::SWEEP / 10,
+        |inputs| {
+            let now = now_ms();
+            let signals: Vec<KeyedSignal> = presence_fuzz::few(inputs, 4)
                 .iter()
-                .map(|s| s.signal.user.replace('\0', "\u{FFFD}"))
+                .map(
+                    |(user, text, source, availability, status, emoji, starts, expires, clears)| {
+                        let user = match user % 4 {
+                            0 => "U1".to_string(),
+                            1 => "U2".to_string(),
+                            // The host refuses a signal for nobody before the store.
+                            _ if text.trim().is_empty() => "U3".to_string(),
+                            _ => text.clone(),
+                        };
+                        KeyedSignal {
+                            key: "slack".into(),
+                            origin: "slack".into(),
+                            signal: PresenceSignal {
+                                user,
+                                source: SignalSource::ALL
+                                    [*source as usize % SignalSource::ALL.len()],
+                                availability: Availability::ALL
+                                    [*availability as usize % Availability::ALL.len()],
+                                status_text: status.clone(),
+                                status_emoji: emoji.clone(),
+                                starts: time(starts.0, starts.1, now),
+                                expires: time(expires.0, expires.1, now),
+                                clears: *clears,
+                                category: None,
+                            },
+                        }
+                    },
+                )
                 .collect();
-            users.sort();
-            users.dedup();
-            let mut before = Vec::new();
-            for user in &users {
-                let state = env.store.presence_state(&tenant, user).await.unwrap();
-                if let Some((presence, _)) = &state {
-                    assert_eq!(&presence.user, user, "{context}");
-                    for text in [&presence.status_text, &presence.status_emoji]
-                        .into_iter()
-                        .flatten()
-                    {
-                        assert!(!text.contains('\0'), "{presence:?}\n{context}");
+            // Each input is a new delivery, to a tenant of its own.
+            let n = delivery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (tenant, id) = (format!("t{n}"), format!("d{n}"));
+            let context = format!("{signals:#?}");
+            env.rt.block_on(async {
+                let (commit, _) = env
+                    .store
+                    .commit_webhook("slack", &tenant, Some(&id), &signals, &env.rules)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("the store refused a plugin's signals: {e}\n{context}")
+                    });
+                assert_eq!(commit, WebhookCommit::Recorded, "{context}");
+                let mut users: Vec<String> = signals
+                    .iter()
+                    .map(|s| s.signal.user.replace('\0', "\u{FFFD}"))
+                    .collect();
+                users.sort();
+                users.dedup();
+                let mut before = Vec::new();
+                for user in &users {
+                    let state = env.store.presence_state(&tenant, user).await.unwrap();
+                    if let Some((presence, _)) = &state {
+                        assert_eq!(&presence.user, user, "{context}");
+                        for text in [&presence.status_text, &presence.status_emoji]
+                            .into_iter()
+                            .flatten()
+                        {
+                            assert!(!text.contains('\0'), "{presence:?}\n{context}");
+                        }
                     }
+                    before.push(state);
                 }
-                before.push(state);
-            }
-            // The provider sends it again: acknowledged, nothing changes.
-            let (again, effects) = env
-                .store
-                .commit_webhook("slack", &tenant, Some(&id), &signals, &env.rules)
-                .await
-                .unwrap();
-            assert_eq!(again, WebhookCommit::Duplicate, "{context}");
-            assert!(effects.changes.is_empty(), "{context}");
-            for (user, state) in users.iter().zip(before) {
-                assert_eq!(
-                    env.store.presence_state(&tenant, user).await.unwrap(),
-                    state,
-                    "{context}"
-                );
-            }
-        });
-    });
+                // The provider sends it again: acknowledged, nothing changes.
+                let (again, effects) = env
+                    .store
+                    .commit_webhook("slack", &tenant, Some(&id), &signals, &env.rules)
+                    .await
+                    .unwrap();
+                assert_eq!(again, WebhookCommit::Duplicate, "{context}");
+                assert!(effects.changes.is_empty(), "{context}");
+                for (user, state) in users.iter().zip(before) {
+                    assert_eq!(
+                        env.store.presence_state(&tenant, user).await.unwrap(),
+                        state,
+                        "{context}"
+                    );
+                }
+            });
+        }
+    );
 }

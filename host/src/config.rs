@@ -53,7 +53,9 @@ pub struct Config {
     /// Time a client has to send a request's headers, in milliseconds, counted
     /// from when the connection is ready for the request (on a kept-alive
     /// connection, from the previous answer): a slower or idle client is
-    /// disconnected. Default 30000.
+    /// disconnected. Behind a load balancer, keep it above the balancer's
+    /// idle timeout (AWS ALB: 60 s), or it may reuse a connection the host
+    /// just closed. Default 75000.
     pub header_timeout_ms: u64,
     /// Plugin calls that may run at once. Default 256.
     pub max_concurrent_calls: u32,
@@ -207,7 +209,7 @@ impl Default for Config {
             previous_master_keys: Vec::new(),
             public_url: None,
             max_webhook_body_bytes: 1024 * 1024,
-            header_timeout_ms: 30_000,
+            header_timeout_ms: 75_000,
             max_concurrent_calls: 256,
             hot_reload: true,
             admin_token: None,

@@ -14,11 +14,14 @@ use hyper_util::service::TowerToHyperService;
 
 /// How long accepting waits after the listener failed (out of file
 /// descriptors, say) before it tries again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for open connections to finish what they are
+/// answering. Event streams never finish by themselves: they are cut then.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every open connection finish what it is answering, and
-/// returns once they have closed.
+/// returns once they have closed, or after [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
@@ -34,6 +37,8 @@ pub async fn serve(
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // A client that gave up before it was accepted.
+                Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -52,5 +57,22 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            "connections still open after {} s (event streams) are closed",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+}
+
+/// An accept error that concerns one connection, not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }

@@ -38,7 +38,7 @@ const PER_RECIPIENT: u32 = 8;
 const CONCURRENT_RECIPIENTS: usize = 8;
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// How soon to look again when every free worker slot is taken, or all that
-/// was due belongs to recipients already being handled.
+/// was due belongs to recipients already being handled (here or elsewhere).
 const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
 /// Retry rounds: jittered over the upper nine tenths of `BASE * 2^round`, capped.
 const RETRY_BASE_MS: i64 = 5_000;
@@ -87,9 +87,6 @@ pub async fn run(app: Arc<App>) {
                 run = Err(e.to_string());
             }
         }
-        // Only more recipients than free slots were claimed: wait for a slot
-        // rather than claim the same again.
-        let mut only_blocked = false;
         if running.len() < CONCURRENT_RECIPIENTS {
             let busy: Vec<(String, String)> = running.values().cloned().collect();
             let room = (CONCURRENT_RECIPIENTS - running.len()) as u32 * PER_RECIPIENT;
@@ -109,19 +106,18 @@ pub async fn run(app: Arc<App>) {
                             None => groups.push(vec![n]),
                         }
                     }
-                    let mut started = false;
+                    // Recipients being handled were not claimed (`busy`, and
+                    // the claims they hold): each group starts while there
+                    // is a free slot, and the rest are released.
                     let mut blocked = Vec::new();
                     for group in groups {
-                        let key = (group[0].tenant.clone(), group[0].recipient.clone());
-                        if running.len() >= CONCURRENT_RECIPIENTS
-                            || running.values().any(|k| *k == key)
-                        {
+                        if running.len() >= CONCURRENT_RECIPIENTS {
                             blocked.extend(group);
                             continue;
                         }
+                        let key = (group[0].tenant.clone(), group[0].recipient.clone());
                         let handle = tasks.spawn(handle_group(app.clone(), group));
                         running.insert(handle.id(), key);
-                        started = true;
                     }
                     if let Some(token) = blocked.first().and_then(|n| n.claim_token.clone()) {
                         let ids: Vec<String> = blocked.iter().map(|n| n.id.clone()).collect();
@@ -129,10 +125,7 @@ pub async fn run(app: Arc<App>) {
                             tracing::error!(error = %e, "releasing notifications failed; they wait for their lease");
                         }
                     }
-                    if started {
-                        continue;
-                    }
-                    only_blocked = true;
+                    continue;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -142,13 +135,21 @@ pub async fn run(app: Arc<App>) {
             }
         }
         // With tasks running, what is due may be theirs to take (a busy
-        // recipient's): their ends wake the loop, so no tight polling.
-        let sleep = if only_blocked || !running.is_empty() {
+        // recipient's): their ends wake the loop, so no tight polling. What is
+        // due but was not claimed belongs to a recipient another holder (a
+        // replica, or a claim outliving its task) has a claim on: looked at
+        // again soon, not at once.
+        let sleep = if !running.is_empty() {
             BLOCKED_RECHECK
         } else {
             let next = app.store.next_notification_due().await.ok().flatten();
             next.map_or(MAX_IDLE, |due| {
-                Duration::from_millis((due - now_ms()).clamp(5, MAX_IDLE.as_millis() as i64) as u64)
+                if due <= now {
+                    BLOCKED_RECHECK
+                } else {
+                    let wait = (due - now_ms()).clamp(5, MAX_IDLE.as_millis() as i64);
+                    Duration::from_millis(wait as u64)
+                }
             })
         };
         app.health.job_ran(

@@ -627,7 +627,6 @@ fn resolve_issuer(template: &str, tid: Option<&str>) -> Result<String, IdTokenEr
     Ok(template.replace(TENANT_PLACEHOLDER, tid))
 }
 
-/// An untrusted string, shortened for errors and logs.
 /// A parser's error message, which may quote the untrusted input, cut to
 /// [`MAX_ERROR_CHARS`].
 fn bounded(message: &str) -> String {
@@ -637,6 +636,7 @@ fn bounded(message: &str) -> String {
     }
 }
 
+/// An untrusted string, shortened for errors and logs.
 fn excerpt(text: &str) -> String {
     match text.char_indices().nth(MAX_EXCERPT_CHARS) {
         Some((end, _)) => format!("{}…", &text[..end]),

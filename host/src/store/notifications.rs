@@ -307,8 +307,9 @@ impl Store {
 
     /// Claims up to `limit` due notifications for `lease_ms`, emergencies
     /// first, then the oldest due; none of the recipients in `busy`
-    /// (`(tenant, recipient)` pairs being handled already), nor of those with
-    /// a claim still held, by this process or another replica.
+    /// (`(tenant, recipient)` pairs being handled already), nor, but for
+    /// emergencies, of those with a claim still held, by this process or
+    /// another replica.
     pub async fn claim_notifications(
         &self,
         now: Instant,
@@ -341,6 +342,17 @@ impl Store {
             } else {
                 ("notifications_due", "")
             };
+            // An emergency does not wait for another holder's claim on its
+            // recipient (which may be a dead replica's, until its lease ends).
+            let held = if emergencies {
+                ""
+            } else {
+                "AND NOT EXISTS (
+                       SELECT 1 FROM notifications AS held
+                       WHERE held.tenant = notifications.tenant
+                         AND held.recipient = notifications.recipient
+                         AND held.claimed_until >= $4)"
+            };
             // PostgreSQL picks its index unaided; replicas claiming at once
             // skip each other's rows instead of waiting for them.
             let (indexed_by, busy_pairs, skip_locked) = match self.backend {
@@ -361,11 +373,7 @@ impl Store {
                        SELECT 1 FROM {busy_pairs}
                        WHERE b.value ->> 0 = notifications.tenant
                          AND b.value ->> 1 = notifications.recipient)
-                     AND NOT EXISTS (
-                       SELECT 1 FROM notifications AS held
-                       WHERE held.tenant = notifications.tenant
-                         AND held.recipient = notifications.recipient
-                         AND held.claimed_until >= $4)
+                     {held}
                    ORDER BY due_at LIMIT $6 {skip_locked})
                  RETURNING *"
             );

@@ -424,10 +424,19 @@ pub const SERVER_HEADERS: [&str; 9] = [
     "set-cookie",
 ];
 
+/// Headers every answer to a provider carries, whatever the plugin set: it is
+/// served from the host's own origin (the dashboard's too), so a plugin's
+/// body is never sniffed, run or framed as a page there.
+pub const FORCED_HEADERS: [(&str, &str); 2] = [
+    ("x-content-type-options", "nosniff"),
+    ("content-security-policy", "sandbox; default-src 'none'"),
+];
+
 /// The plugin's answer to the provider, as the host sends it: its status when
 /// that is a final one (200-599; anything else, an interim 1xx included, is a
-/// broken plugin: 502), its body, and its headers that are valid and not
-/// [`SERVER_HEADERS`] (the last of a repeated name wins).
+/// broken plugin: 502), its body, its headers that are valid and not
+/// [`SERVER_HEADERS`] (the last of a repeated name wins), and the
+/// [`FORCED_HEADERS`].
 pub fn plugin_response(r: crate::model::WebhookResponse) -> Response {
     let status = StatusCode::from_u16(r.status)
         .ok()
@@ -445,6 +454,11 @@ pub fn plugin_response(r: crate::model::WebhookResponse) -> Response {
             continue;
         }
         response.headers_mut().insert(name, value);
+    }
+    for (name, value) in FORCED_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
     }
     response
 }
