@@ -87,16 +87,21 @@ fn serve_logging_to(
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let url = ready_address(&mut child, "presence-host listening on ");
+    (child, url)
+}
+
+/// What a child process started with piped stdout says after `prefix` on its
+/// first line (the address it listens on, once ready).
+pub fn ready_address(child: &mut Child, prefix: &str) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("presence-host listening on ")
-        .unwrap_or_else(|| panic!("the host did not start: {line:?}"))
-        .to_string();
-    (child, url)
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("the process did not start: {line:?}"))
+        .to_string()
 }
 
 /// The `p` quantile (0.0-1.0) of sorted durations; zero for none.

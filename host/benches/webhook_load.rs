@@ -1191,17 +1191,7 @@ impl FloorProcess {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("floor listening on ")
-            .unwrap_or_else(|| panic!("the floor did not start: {line:?}"))
-            .to_string();
+        let base = support::ready_address(&mut child, "floor listening on ");
         Self { child, base }
     }
 }
