@@ -28,6 +28,15 @@ fn delivery(n: u64, user: &str) -> String {
     .to_string()
 }
 
+/// Waits (at most 30 s) until `n` requests were acknowledged: the kills come
+/// at random moments, and a slow machine may not have sent enough between them.
+async fn until_acked<T>(acked: &Mutex<Vec<T>>, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn killed_five_times_under_load_nothing_acknowledged_is_lost_or_repeated() {
     let slack = SlackEmulator::start().await;
@@ -118,6 +127,7 @@ async fn killed_five_times_under_load_nothing_acknowledged_is_lost_or_repeated()
         eprintln!("round {round}: killed after {pause} ms with {before} deliveries acknowledged");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    until_acked(&acked, 20).await;
     stop.store(true, Ordering::SeqCst);
     let sent = sender.await.unwrap();
     let acked = acked.lock().unwrap().clone();
@@ -301,6 +311,8 @@ async fn killed_five_times_while_notifying_no_acknowledged_notification_is_lost_
         // Midway the busy vendors free up: their waiting notes go out (as
         // digests) while the host keeps being killed.
         if round == 2 {
+            // Enough notes wait for them to test deferral (about a third do).
+            until_acked(&acked, 18).await;
             set_busy(&host, false).await;
         }
         let before = acked.lock().unwrap().len();
@@ -311,6 +323,7 @@ async fn killed_five_times_while_notifying_no_acknowledged_notification_is_lost_
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    until_acked(&acked, 20).await;
     stop.store(true, Ordering::SeqCst);
     client_task.await.unwrap();
     let acked = acked.lock().unwrap().clone();

@@ -283,7 +283,8 @@ async fn a_person_connects_slack_with_pkce_and_the_host_keeps_only_ciphertext() 
 async fn missing_scopes_denied_consent_and_expired_states_store_no_connection() {
     let emu = OAuthEmulator::start(Flavor::Slack, CLIENT_ID, "presence-client-secret").await;
     let slack_api = SlackEmulator::start().await;
-    let host = slack_host(&emu, &slack_api, 2);
+    // States live 5 s: long enough for a whole round trip on a loaded machine.
+    let host = slack_host(&emu, &slack_api, 5);
     let key = host.tenant_with_key("acme").await;
 
     // The person unticks users.profile:write: the grant cannot push statuses.
@@ -310,7 +311,7 @@ async fn missing_scopes_denied_consent_and_expired_states_store_no_connection() 
         .unwrap();
     let started: serde_json::Value = resp.json().await.unwrap();
     let callback = consent(started["authorize_url"].as_str().unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(5100)).await;
     let resp = reqwest::get(&callback).await.unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("expired"));
@@ -615,9 +616,10 @@ async fn slack_tokens_are_refreshed_ahead_of_expiry_and_when_slack_refuses_them(
     let host = slack_host(&emu, &slack_api, 600);
     let key = host.tenant_with_key("acme").await;
 
-    // The first token lives 2 s: the scheduler refreshes it half-way through
-    // its life, with nothing else happening.
-    emu.set_access_token_lifetime(2);
+    // The first token lives 4 s: the scheduler refreshes it half-way through
+    // its life, with nothing else happening (the refreshed one lives an hour:
+    // the lifetime changes well before that refresh).
+    emu.set_access_token_lifetime(4);
     let (status, page, _) = connect(&host, &key, "slack", "user=U1").await;
     assert_eq!(status, 200, "{page}");
     emu.set_access_token_lifetime(3600);

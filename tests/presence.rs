@@ -99,7 +99,8 @@ async fn manual_presence_wins_until_it_expires_and_the_scheduler_restores_the_ca
     assert_eq!(put_manual(&host, "alice", bad, ADMIN).await.0, 400);
     assert_eq!(host.digest().await, before);
 
-    let expires = now_s() * 1000 + 2500;
+    // At least 4 s on (`now_s` is whole seconds): time for the PUT and the reads below.
+    let expires = now_s() * 1000 + 5000;
     let (status, text) = put_manual(&host, "alice", dnd(expires), ADMIN).await;
     assert_eq!(status, 200, "{text}");
     let manual = stream
@@ -154,7 +155,7 @@ async fn a_transition_due_while_the_host_was_down_is_applied_after_restart_and_r
  {
     let mut host = start();
     ceremony(&host, "bob").await;
-    let away = serde_json::json!({"availability": "away", "expires_at": now_s() * 1000 + 1500});
+    let away = serde_json::json!({"availability": "away", "expires_at": now_s() * 1000 + 3000});
     assert_eq!(put_manual(&host, "bob", away, ADMIN).await.0, 200);
     let mut stream =
         SseClient::connect(&host.url("/api/presence/stream?users=bob"), Some("0")).await;
@@ -171,7 +172,7 @@ async fn a_transition_due_while_the_host_was_down_is_applied_after_restart_and_r
         Some(manual.id.as_deref().unwrap()),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let next = resumed
         .next_of("presence", WAIT)
         .await
@@ -434,9 +435,16 @@ mod slack_push {
                 eventually("each push", || pushed_texts(&slack).len() == i + 1).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The outbox looks at the latest state on its own time, and holds it back.
+        let mut view = serde_json::Value::Null;
+        for _ in 0..150 {
+            view = host.get_json("/api/presence/U1").await.1;
+            if view["pending_pushes"][0]["last_error"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!(pushed_texts(&slack), ["Step 0", "Step 1", "Step 2"]);
-        let (_, view) = host.get_json("/api/presence/U1").await;
         let pending = &view["pending_pushes"][0];
         assert_eq!(pending["connection"], "slack:U1");
         assert_eq!(pending["last_error"], "hourly push budget spent");

@@ -820,3 +820,46 @@ async fn a_replica_killed_mid_run_leaves_its_work_to_the_other() {
     );
     db.close().await;
 }
+
+/// A send that outlasts its claim keeps it: the claim is renewed while the
+/// send is under way, so the other replica, which looks again as soon as the
+/// claim would have run out, neither takes the note over nor sends it again.
+#[tokio::test]
+async fn a_send_outlasting_its_claim_is_not_taken_over_by_the_other_replica() {
+    if skipped() {
+        return;
+    }
+    let resend = ResendEmulator::start().await;
+    // 1 s claims; the email plugin's request may take 4.5 s.
+    let host = email_host(&resend, 1).await;
+    let replica = host.replica();
+    let client = reqwest::Client::new();
+    resend.hold_next_before_accepting(1);
+    let (status, _) = submit(
+        &client,
+        &host.url(""),
+        &host.admin,
+        0,
+        "coordination",
+        &vendor(0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202);
+    resend.wait_until_held(1).await;
+    // Three leases pass with the send (by whichever replica took the note) held at Resend.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert!(
+        resend.emails().is_empty(),
+        "the note was sent again while its first send was under way: {:?}",
+        resend.emails()
+    );
+    let db = host.db.pool().await;
+    resend.release_held();
+    wait_all_delivered(&db, 1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    each_note_in_exactly_one_email(&host, &db, &resend.emails(), &[(0, vendor(0))]).await;
+    assert_eq!(resend.requests().len(), 1, "{:?}", resend.requests());
+    db.close().await;
+    drop(replica);
+}

@@ -57,6 +57,11 @@ pub struct Config {
     /// idle timeout (AWS ALB: 60 s), or it may reuse a connection the host
     /// just closed. Default 75000.
     pub header_timeout_ms: u64,
+    /// Client connections served at once (event streams included); further
+    /// clients wait, unaccepted, until one closes. Keep it below the
+    /// process's file-descriptor limit (`ulimit -n`), less what the store and
+    /// outbound HTTP use. Default 4096.
+    pub max_connections: u32,
     /// Plugin calls that may run at once. Default 256.
     pub max_concurrent_calls: u32,
     /// Watch the plugins folder and reload changed plugins. Default true.
@@ -210,6 +215,7 @@ impl Default for Config {
             public_url: None,
             max_webhook_body_bytes: 1024 * 1024,
             header_timeout_ms: 75_000,
+            max_connections: 4096,
             max_concurrent_calls: 256,
             hot_reload: true,
             admin_token: None,
@@ -292,6 +298,9 @@ impl Config {
         }
         if self.header_timeout_ms < 100 {
             return Err("header_timeout_ms must be at least 100".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
         }
         if self.webhooks.per_endpoint_per_second == 0
             || self.webhooks.calendar_events_per_user_per_hour == 0

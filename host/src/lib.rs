@@ -243,7 +243,10 @@ impl Running {
         server::serve(
             listener,
             router,
-            std::time::Duration::from_millis(self.app.config.header_timeout_ms),
+            server::Limits {
+                header_timeout: std::time::Duration::from_millis(self.app.config.header_timeout_ms),
+                max_connections: self.app.config.max_connections as usize,
+            },
             shutdown,
         )
         .await;

@@ -4,9 +4,12 @@
 //! loris), or keeps a connection open without sending the next request, is
 //! disconnected after `[header_timeout_ms]`, instead of holding a connection
 //! and its task for ever. (A webhook's body has its own limit,
-//! `[webhooks] body_timeout_ms`.)
+//! `[webhooks] body_timeout_ms`.) At most `[max_connections]` connections are
+//! served at once: past that, new clients wait in the listen backlog until
+//! one closes, instead of the host running out of file descriptors.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -19,21 +22,52 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// answering. Event streams never finish by themselves: they are cut then.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How often reaching `max_connections` is logged, at most.
+const AT_CAPACITY_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the server allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has to send a request's headers.
+    pub header_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every open connection finish what it is answering, and
 /// returns once they have closed, or after [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    header_timeout: Duration,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut logged_full: Option<Instant> = None;
     loop {
+        // A free slot first: at capacity, new clients wait in the backlog.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if logged_full.is_none_or(|at| at.elapsed() >= AT_CAPACITY_LOG_EVERY) {
+                    logged_full = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "every connection slot is taken: new clients wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -50,6 +84,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = connection.await {
                 // A client gone, or too slow with its headers.
                 tracing::debug!(error = %e, "connection ended");

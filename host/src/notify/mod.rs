@@ -118,8 +118,9 @@ pub struct NotificationsConfig {
     pub escalate_after_seconds: u32,
     /// How long a worker's claim on a notification lasts. A host that dies
     /// holding claims leaves them to run out: this long at most before
-    /// another worker (or the restarted host) takes the work over. Longer
-    /// than any channel's send. Default 60.
+    /// another worker (or the restarted host) takes the work over. A live
+    /// worker renews its claims every third of this while a send is under
+    /// way, so a slow send is never taken over. Default 60.
     pub claim_lease_seconds: u32,
 }
 

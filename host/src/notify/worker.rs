@@ -497,12 +497,45 @@ async fn handle(
                 closed_open_at,
                 reason: &reason,
             };
-            let delivered = deliver(app, n, token, &plan).await;
+            let mut held: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
+            held.push(n.id.clone());
+            let delivered = holding_claims(app, &held, token, deliver(app, n, token, &plan)).await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
                 let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
                 app.store.release_claims(&ids, token, true).await?;
             }
             delivered.map(|_| false)
+        }
+    }
+}
+
+/// Runs `work` (a send) while keeping the claims on `ids`: they are renewed
+/// every third of the lease, so a send that outlasts its claim is not taken
+/// over and sent again by another worker or replica, and the recipient stays
+/// held (see `claim_notifications`). A renewal that fails is logged; the send
+/// goes on, and its outcome is recorded only under a claim still held.
+async fn holding_claims<T>(
+    app: &App,
+    ids: &[String],
+    token: &str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let every = Duration::from_millis((lease_ms(app) / 3).max(1) as u64);
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            _ = renew.tick() => {
+                let until = now_ms() + lease_ms(app);
+                // Fewer than all: some were decided meanwhile, or lapsed and taken over.
+                match app.store.renew_claims(ids, token, until).await {
+                    Ok(kept) => tracing::debug!(kept, of = ids.len(), "claims renewed during a send"),
+                    Err(e) => tracing::warn!(error = %e, "renewing claims during a send failed"),
+                }
+            }
         }
     }
 }

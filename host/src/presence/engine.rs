@@ -59,8 +59,10 @@ pub struct Engine {
     /// When the scheduler means to wake next; `i64::MAX` while it is awake, so
     /// that anything committed meanwhile wakes it again.
     scheduler_planned: AtomicI64,
-    /// Provider features by component hash: `describe` is asked once per component.
-    features: Mutex<HashMap<String, Vec<Feature>>>,
+    /// Provider features by component hash: `describe` is asked once per
+    /// component, by one caller while the others wait for its answer (a
+    /// failed answer is asked again by the next).
+    features: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<Feature>>>>>,
     /// The other replicas, told of work they could pick up (PostgreSQL).
     pub(crate) peers: crate::cluster::Peers,
 }
@@ -164,29 +166,28 @@ pub async fn rules(app: &App) -> EngineRules {
         if plugin.world() != World::Provider {
             continue;
         }
-        let known = app
+        let cell = app
             .engine
             .features
             .lock()
             .expect("features lock")
-            .get(&plugin.component_sha256)
-            .cloned();
-        let features = match known {
-            Some(f) => f,
-            None => match app.runtime.describe(&plugin.pre, &plugin.grants).await {
-                Ok(info) => {
-                    app.engine
-                        .features
-                        .lock()
-                        .expect("features lock")
-                        .insert(plugin.component_sha256.clone(), info.features.clone());
-                    info.features
-                }
-                Err(e) => {
-                    tracing::warn!(plugin = %name, error = %e, "describe failed; the plugin gets no status pushes");
-                    Vec::new()
-                }
-            },
+            .entry(plugin.component_sha256.clone())
+            .or_default()
+            .clone();
+        let described = cell
+            .get_or_try_init(|| async {
+                app.runtime
+                    .describe(&plugin.pre, &plugin.grants)
+                    .await
+                    .map(|info| info.features)
+            })
+            .await;
+        let features = match described {
+            Ok(features) => features.as_slice(),
+            Err(e) => {
+                tracing::warn!(plugin = %name, error = %e, "describe failed; the plugin gets no status pushes");
+                &[]
+            }
         };
         if features.contains(&Feature::PushStatus) {
             pushers.insert(name.clone());

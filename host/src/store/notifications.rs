@@ -430,16 +430,30 @@ impl Store {
         token: &str,
         until: Instant,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE notifications SET claimed_until = $1 WHERE id = $2 AND claim_token = $3",
-        )
+        Ok(self.renew_claims(&[id.to_string()], token, until).await? > 0)
+    }
+
+    /// Extends the claims `token` still holds among `ids` to `until`; how
+    /// many it held.
+    pub async fn renew_claims(
+        &self,
+        ids: &[String],
+        token: &str,
+        until: Instant,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(self.sql(
+            "UPDATE notifications SET claimed_until = $1
+             WHERE id IN (SELECT value FROM json_each($2)) AND claim_token = $3",
+            "UPDATE notifications SET claimed_until = $1
+             WHERE id IN (SELECT value FROM json_array_elements_text(CAST($2 AS json)) AS j(value))
+               AND claim_token = $3",
+        ))
         .bind(until)
-        .bind(id)
+        .bind(serde_json::to_string(ids).expect("ids serialize"))
         .bind(token)
         .execute(&self.writer)
         .await?
-        .rows_affected()
-            > 0)
+        .rows_affected())
     }
 
     /// Records a decision and where the notification stands after it: its

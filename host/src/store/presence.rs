@@ -210,6 +210,9 @@ async fn apply_webhook(
     now: Instant,
 ) -> Result<(WebhookCommit, Effects), StoreError> {
     let (plugin, tenant, rules) = (job.plugin.as_str(), job.tenant.as_str(), &job.rules);
+    // A fault the tests inject: a bug met on one webhook's values.
+    #[cfg(test)]
+    assert_ne!(plugin, tests::PANICS, "a fault injected by the test");
     if let Some(id) = &job.delivery_id {
         let inserted = sqlx::query(
             "INSERT INTO webhook_deliveries (plugin, tenant, delivery_id, received_at) VALUES ($1, $2, $3, $4)
@@ -1060,4 +1063,91 @@ pub(super) async fn recompute(
         pushes_queued,
         webhooks_queued,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MasterKey;
+
+    /// Webhooks of this plugin panic while being committed (see `apply_webhook`).
+    pub(super) const PANICS: &str = "panics-on-commit";
+
+    fn busy(user: &str) -> KeyedSignal {
+        KeyedSignal {
+            key: "slack".into(),
+            origin: "slack".into(),
+            signal: PresenceSignal {
+                user: user.into(),
+                source: SignalSource::ProviderStatus,
+                availability: Availability::Busy,
+                status_text: Some("Ceremony prep".into()),
+                status_emoji: None,
+                starts: None,
+                expires: None,
+                clears: false,
+                category: None,
+            },
+        }
+    }
+
+    /// A panic while committing (a bug met on some webhook's values) fails
+    /// that webhook alone: the rest of its group commit, and every webhook
+    /// after it, are committed, and nothing of the panicking one is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_while_committing_fails_its_webhook_alone_and_the_worker_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+        let store = Store::open(&url, key).await.unwrap();
+        let rules = EngineRules {
+            pushers: HashSet::new(),
+            max_call_ms: 4 * 3_600_000,
+            push_coalesce_ms: 1000,
+        };
+        // Sent at once, so most share a group commit with a panicking one
+        // (which then fails and is committed again one by one).
+        let faulty = |i: usize| i % 10 == 3;
+        let mut commits = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let (store, rules) = (store.clone(), rules.clone());
+            commits.spawn(async move {
+                let plugin = if faulty(i) { PANICS } else { "slack" };
+                let signals = [busy(&format!("U{i}"))];
+                let id = format!("d{i}");
+                let result = store
+                    .commit_webhook(plugin, "t", Some(&id), &signals, &rules)
+                    .await;
+                (i, result)
+            });
+        }
+        while let Some(done) = commits.join_next().await {
+            match done.unwrap() {
+                (i, Err(StoreError::Panicked(what))) if faulty(i) => {
+                    assert!(what.contains("injected"), "{what}")
+                }
+                (i, Ok((WebhookCommit::Recorded, _))) if !faulty(i) => {}
+                (i, other) => panic!("webhook {i}: {:?}", other.map(|r| r.0)),
+            }
+        }
+        let now = now_ms();
+        for i in 0..60 {
+            let kept = store.signals("t", &format!("U{i}"), now).await.unwrap();
+            assert_eq!(kept.len(), usize::from(!faulty(i)), "U{i}: {kept:?}");
+        }
+        let deliveries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            deliveries, 54,
+            "the panicking webhooks' delivery ids are not kept"
+        );
+        // The worker lives on, and a failed delivery may come again.
+        let again = store
+            .commit_webhook("slack", "t", Some("d3"), &[busy("U3")], &rules)
+            .await
+            .unwrap();
+        assert_eq!(again.0, WebhookCommit::Recorded);
+    }
 }
