@@ -236,13 +236,18 @@ impl Store {
         let mut postgres = None;
         let (pool, writer) = match backend {
             Backend::Sqlite => {
+                // No ping before each use: a file's connection does not go
+                // stale as a network one does, and each ping is one more
+                // hand-over to the connection's thread.
                 let options = || {
-                    AnyPoolOptions::new().after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute(SQLITE_PRAGMAS).await?;
-                            Ok(())
+                    AnyPoolOptions::new()
+                        .test_before_acquire(false)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute(SQLITE_PRAGMAS).await?;
+                                Ok(())
+                            })
                         })
-                    })
                 };
                 if url.contains(":memory:") {
                     // Each connection would open a database of its own: one

@@ -6,7 +6,7 @@
 //! not at all. So a webhook acknowledged after commit has had all its effects,
 //! and a crash at any moment leaves nothing half-applied.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use sqlx::AnyConnection;
 use sqlx::Row;
@@ -229,20 +229,30 @@ async fn apply_webhook(
             return Ok((WebhookCommit::Duplicate, Effects::default()));
         }
     }
+    // Each person's surroundings are read once, before their signals are
+    // written: writing signals changes none of them.
+    let mut around: BTreeMap<String, Surroundings> = BTreeMap::new();
     let mut users = BTreeSet::new();
     for keyed in &job.signals {
+        let user = &keyed.signal.user;
+        if !around.contains_key(user) {
+            around.insert(user.clone(), surroundings(tx, tenant, user).await?);
+        }
+        // Only a person with connections can have had a status pushed.
         if keyed.signal.source == SignalSource::ProviderStatus
+            && around[user].connections > 0
             && is_echo(tx, tenant, plugin, &keyed.signal).await?
         {
-            tracing::debug!(user = %keyed.signal.user, "status event repeats our own push; ignored");
+            tracing::debug!(user = %user, "status event repeats our own push; ignored");
             continue;
         }
         upsert_signal(tx, tenant, keyed, now, rules).await?;
-        users.insert(keyed.signal.user.clone());
+        users.insert(user.clone());
     }
     let mut effects = Effects::default();
     for user in users {
-        effects.absorb(recompute(tx, tenant, &user, now, rules).await?);
+        let surroundings = &around[&user];
+        effects.absorb(derive_and_record(tx, tenant, &user, now, rules, surroundings).await?);
     }
     Ok((WebhookCommit::Recorded, effects))
 }
@@ -816,7 +826,51 @@ pub(super) async fn upsert_signal(
     Ok(())
 }
 
+/// The signals of `user` holding at `now`, their working hours included.
 async fn live_signals(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    user: &str,
+    now: Instant,
+) -> Result<Vec<KeyedSignal>, StoreError> {
+    let mut signals = stored_signals(conn, tenant, user, now).await?;
+    let settings: Option<Settings> = sqlx::query_as(
+        "SELECT time_zone, working_hours, days_off FROM users WHERE tenant = $1 AND user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    add_working_hours(&mut signals, user, settings.as_ref(), now)?;
+    Ok(signals)
+}
+
+/// A person's `time_zone`, `working_hours` and `days_off` as stored.
+type Settings = (Option<String>, Option<String>, Option<String>);
+
+/// Working hours are not stored as a signal: they are derived from the
+/// person's settings for the moment asked about.
+fn add_working_hours(
+    signals: &mut Vec<KeyedSignal>,
+    user: &str,
+    settings: Option<&Settings>,
+    now: Instant,
+) -> Result<(), StoreError> {
+    if let Some((time_zone, hours, days_off)) = settings
+        && let Some(schedule) = schedule_of(hours.as_deref(), days_off.as_deref())?
+    {
+        signals.extend(working_hours::signal(
+            user,
+            &schedule,
+            time_zone.as_deref(),
+            now,
+        ));
+    }
+    Ok(())
+}
+
+/// The stored signals of `user` holding at `now` and the next to start.
+async fn stored_signals(
     conn: &mut AnyConnection,
     tenant: &str,
     user: &str,
@@ -850,8 +904,7 @@ async fn live_signals(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    let mut signals = rows
-        .iter()
+    rows.iter()
         .map(|r| {
             let source: String = r.try_get("source")?;
             let availability: String = r.try_get("availability")?;
@@ -874,27 +927,7 @@ async fn live_signals(
                 },
             })
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    // Working hours are not stored as a signal: they are derived from the
-    // person's settings for the moment asked about.
-    let settings: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT time_zone, working_hours, days_off FROM users WHERE tenant = $1 AND user_id = $2",
-    )
-    .bind(tenant)
-    .bind(user)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((time_zone, hours, days_off)) = settings
-        && let Some(schedule) = schedule_of(hours.as_deref(), days_off.as_deref())?
-    {
-        signals.extend(working_hours::signal(
-            user,
-            &schedule,
-            time_zone.as_deref(),
-            now,
-        ));
-    }
-    Ok(signals)
+        .collect()
 }
 
 /// A person's working hours with their days off, from their stored columns.
@@ -953,6 +986,54 @@ pub(super) async fn begin_presence(
 /// The advisory lock of [`begin_presence`].
 const PRESENCE_LOCK: &str = "presence";
 
+/// What deriving one person's presence reads besides their signals, read in
+/// one round trip: the presence stored, their settings, and whether there
+/// are connections to push to and endpoints to tell.
+pub(super) struct Surroundings {
+    /// The presence stored and its next due time.
+    stored: Option<(String, Option<Instant>)>,
+    settings: Settings,
+    /// The person's connections (each may push their status).
+    connections: i64,
+    /// The tenant's enabled presence webhook endpoints.
+    endpoints: i64,
+}
+
+/// Reads [`Surroundings`] of `user`; inside the caller's transaction.
+pub(super) async fn surroundings(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    user: &str,
+) -> Result<Surroundings, StoreError> {
+    let row = sqlx::query(
+        "SELECT
+           (SELECT presence FROM presence_state WHERE tenant = $1 AND user_id = $2) AS presence,
+           (SELECT next_due_at FROM presence_state WHERE tenant = $1 AND user_id = $2) AS next_due_at,
+           (SELECT time_zone FROM users WHERE tenant = $1 AND user_id = $2) AS time_zone,
+           (SELECT working_hours FROM users WHERE tenant = $1 AND user_id = $2) AS working_hours,
+           (SELECT days_off FROM users WHERE tenant = $1 AND user_id = $2) AS days_off,
+           (SELECT COUNT(*) FROM connections WHERE tenant = $1 AND user_id = $2) AS connections,
+           (SELECT COUNT(*) FROM presence_webhooks WHERE tenant = $1 AND enabled = 1) AS endpoints",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(&mut *conn)
+    .await?;
+    let presence: Option<String> = row.try_get("presence")?;
+    Ok(Surroundings {
+        stored: presence
+            .map(|p| Ok::<_, sqlx::Error>((p, row.try_get("next_due_at")?)))
+            .transpose()?,
+        settings: (
+            row.try_get("time_zone")?,
+            row.try_get("working_hours")?,
+            row.try_get("days_off")?,
+        ),
+        connections: row.try_get("connections")?,
+        endpoints: row.try_get("endpoints")?,
+    })
+}
+
 /// Derives `user`'s presence at `now`; when it differs from the stored one,
 /// records the change and queues a status push per pushing connection.
 pub(super) async fn recompute(
@@ -962,20 +1043,28 @@ pub(super) async fn recompute(
     now: Instant,
     rules: &EngineRules,
 ) -> Result<Effects, StoreError> {
-    let signals = live_signals(conn, tenant, user, now).await?;
+    let surroundings = surroundings(conn, tenant, user).await?;
+    derive_and_record(conn, tenant, user, now, rules, &surroundings).await
+}
+
+/// [`recompute`] with `user`'s surroundings read before.
+async fn derive_and_record(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    user: &str,
+    now: Instant,
+    rules: &EngineRules,
+    surroundings: &Surroundings,
+) -> Result<Effects, StoreError> {
+    let mut signals = stored_signals(conn, tenant, user, now).await?;
+    add_working_hours(&mut signals, user, Some(&surroundings.settings), now)?;
     let derived = presence::derive(user, &signals, now);
     let next_due = presence::next_change(&signals, now);
     let json = presence_json(&derived);
-    let old: Option<(String, Option<Instant>)> = sqlx::query_as(
-        "SELECT presence, next_due_at FROM presence_state WHERE tenant = $1 AND user_id = $2",
-    )
-    .bind(tenant)
-    .bind(user)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((presence, due)) = old
-        && presence == json
+    if let Some((presence, due)) = &surroundings.stored
+        && *presence == json
     {
+        let due = *due;
         // Unchanged: at most the next due time moves (a write saved when not).
         if due != next_due {
             sqlx::query(
@@ -1017,13 +1106,17 @@ pub(super) async fn recompute(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    let connections: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, plugin FROM connections WHERE tenant = $1 AND user_id = $2 ORDER BY name",
-    )
-    .bind(tenant)
-    .bind(user)
-    .fetch_all(&mut *conn)
-    .await?;
+    let connections: Vec<(String, String)> = if surroundings.connections > 0 {
+        sqlx::query_as(
+            "SELECT name, plugin FROM connections WHERE tenant = $1 AND user_id = $2 ORDER BY name",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        Vec::new()
+    };
     let mut pushes_queued = false;
     for (name, plugin) in connections {
         if !rules.pushers.contains(&plugin) {
@@ -1056,7 +1149,8 @@ pub(super) async fn recompute(
         presence: derived,
         at: now,
     };
-    let webhooks_queued = super::presence_webhooks::enqueue(conn, &change).await?;
+    let webhooks_queued =
+        surroundings.endpoints > 0 && super::presence_webhooks::enqueue(conn, &change).await?;
     Ok(Effects {
         changes: vec![change],
         next_due,
