@@ -499,7 +499,8 @@ async fn handle(
             };
             let mut held: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
             held.push(n.id.clone());
-            let delivered = holding_claims(app, &held, token, deliver(app, n, token, &plan)).await;
+            let sending = deliver(app, n, token, &plan);
+            let delivered = holding_claims(app, &held, token, n.claimed_until, sending).await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
                 let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
                 app.store.release_claims(&ids, token, true).await?;
@@ -510,33 +511,41 @@ async fn handle(
 }
 
 /// Runs `work` (a send) while keeping the claims on `ids`: they are renewed
-/// every third of the lease, so a send that outlasts its claim is not taken
-/// over and sent again by another worker or replica, and the recipient stays
-/// held (see `claim_notifications`). A renewal that fails is logged; the send
-/// goes on, and its outcome is recorded only under a claim still held.
+/// when the lead's claim (lasting until `claimed_until`) is half spent, and
+/// every third of the lease after, so a send that outlasts its claim is not
+/// taken over and sent again by another worker or replica, and the recipient
+/// stays held (see `claim_notifications`). The renewals run beside the send,
+/// never in its place: on SQLite both use the one writing connection, and a
+/// renewal waiting for it must not stop the send from giving it back. A
+/// renewal that fails is logged; the send goes on, and its outcome is
+/// recorded only under a claim still held.
 async fn holding_claims<T>(
     app: &App,
     ids: &[String],
     token: &str,
+    claimed_until: Option<i64>,
     work: impl std::future::Future<Output = T>,
 ) -> T {
     let every = Duration::from_millis((lease_ms(app) / 3).max(1) as u64);
-    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut work => return out,
-            _ = renew.tick() => {
-                let until = now_ms() + lease_ms(app);
-                // Fewer than all: some were decided meanwhile, or lapsed and taken over.
-                match app.store.renew_claims(ids, token, until).await {
-                    Ok(kept) => tracing::debug!(kept, of = ids.len(), "claims renewed during a send"),
-                    Err(e) => tracing::warn!(error = %e, "renewing claims during a send failed"),
-                }
+    let half_spent = claimed_until.map_or(0, |until| until - lease_ms(app) / 2 - now_ms());
+    let first = tokio::time::Instant::now() + Duration::from_millis(half_spent.max(0) as u64);
+    let renewing = async {
+        let mut renew = tokio::time::interval_at(first, every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            renew.tick().await;
+            let until = now_ms() + lease_ms(app);
+            // Fewer than all: some were decided meanwhile, or lapsed and taken over.
+            match app.store.renew_claims(ids, token, until).await {
+                Ok(kept) => tracing::debug!(kept, of = ids.len(), "claims renewed during a send"),
+                Err(e) => tracing::warn!(error = %e, "renewing claims during a send failed"),
             }
         }
+    };
+    tokio::select! {
+        biased;
+        out = work => out,
+        never = renewing => never,
     }
 }
 
