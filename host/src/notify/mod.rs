@@ -119,8 +119,9 @@ pub struct NotificationsConfig {
     /// How long a worker's claim on a notification lasts. A host that dies
     /// holding claims leaves them to run out: this long at most before
     /// another worker (or the restarted host) takes the work over. A live
-    /// worker renews its claims every third of this while a send is under
-    /// way, so a slow send is never taken over. Default 60.
+    /// worker renews its claims while a send is under way (once half spent,
+    /// then every third of this), so a slow send is never taken over.
+    /// Default 60.
     pub claim_lease_seconds: u32,
 }
 

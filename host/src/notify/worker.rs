@@ -497,13 +497,14 @@ async fn handle(
                 closed_open_at,
                 reason: &reason,
             };
+            // The companions' claims, then the lead's.
             let mut held: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
             held.push(n.id.clone());
             let sending = deliver(app, n, token, &plan);
             let delivered = holding_claims(app, &held, token, n.claimed_until, sending).await;
             if !digest.is_empty() && !matches!(delivered, Ok(true)) {
-                let ids: Vec<String> = digest.iter().map(|m| m.id.clone()).collect();
-                app.store.release_claims(&ids, token, true).await?;
+                let companions = &held[..digest.len()];
+                app.store.release_claims(companions, token, true).await?;
             }
             delivered.map(|_| false)
         }

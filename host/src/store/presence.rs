@@ -834,18 +834,13 @@ async fn live_signals(
     now: Instant,
 ) -> Result<Vec<KeyedSignal>, StoreError> {
     let mut signals = stored_signals(conn, tenant, user, now).await?;
-    let settings: Option<Settings> = sqlx::query_as(
-        "SELECT time_zone, working_hours, days_off FROM users WHERE tenant = $1 AND user_id = $2",
-    )
-    .bind(tenant)
-    .bind(user)
-    .fetch_optional(&mut *conn)
-    .await?;
-    add_working_hours(&mut signals, user, settings.as_ref(), now)?;
+    let settings = surroundings(conn, tenant, user).await?.settings;
+    add_working_hours(&mut signals, user, &settings, now)?;
     Ok(signals)
 }
 
-/// A person's `time_zone`, `working_hours` and `days_off` as stored.
+/// A person's `time_zone`, `working_hours` and `days_off` as stored (all
+/// none without a row).
 type Settings = (Option<String>, Option<String>, Option<String>);
 
 /// Working hours are not stored as a signal: they are derived from the
@@ -853,12 +848,10 @@ type Settings = (Option<String>, Option<String>, Option<String>);
 fn add_working_hours(
     signals: &mut Vec<KeyedSignal>,
     user: &str,
-    settings: Option<&Settings>,
+    (time_zone, hours, days_off): &Settings,
     now: Instant,
 ) -> Result<(), StoreError> {
-    if let Some((time_zone, hours, days_off)) = settings
-        && let Some(schedule) = schedule_of(hours.as_deref(), days_off.as_deref())?
-    {
+    if let Some(schedule) = schedule_of(hours.as_deref(), days_off.as_deref())? {
         signals.extend(working_hours::signal(
             user,
             &schedule,
@@ -989,7 +982,7 @@ const PRESENCE_LOCK: &str = "presence";
 /// What deriving one person's presence reads besides their signals, read in
 /// one round trip: the presence stored, their settings, and whether there
 /// are connections to push to and endpoints to tell.
-pub(super) struct Surroundings {
+struct Surroundings {
     /// The presence stored and its next due time.
     stored: Option<(String, Option<Instant>)>,
     settings: Settings,
@@ -1000,7 +993,7 @@ pub(super) struct Surroundings {
 }
 
 /// Reads [`Surroundings`] of `user`; inside the caller's transaction.
-pub(super) async fn surroundings(
+async fn surroundings(
     conn: &mut AnyConnection,
     tenant: &str,
     user: &str,
@@ -1057,7 +1050,7 @@ async fn derive_and_record(
     surroundings: &Surroundings,
 ) -> Result<Effects, StoreError> {
     let mut signals = stored_signals(conn, tenant, user, now).await?;
-    add_working_hours(&mut signals, user, Some(&surroundings.settings), now)?;
+    add_working_hours(&mut signals, user, &surroundings.settings, now)?;
     let derived = presence::derive(user, &signals, now);
     let next_due = presence::next_change(&signals, now);
     let json = presence_json(&derived);
